@@ -1,0 +1,1 @@
+"""Latency measurement: workloads, the measuring protocol, datasets and per-device predictors."""

@@ -1,0 +1,1 @@
+"""Search-space presets shipped as TOML data files."""

@@ -1,0 +1,434 @@
+"""Search spaces: the frozen `Arch` value and the `SearchSpace` that samples and encodes it.
+
+A space is data (a TOML preset) over an architecture type. The architecture type names its fields
+in a fixed order; scalar fields take one choice, per-layer fields take one choice per active layer
+of the layer-count field they repeat over. Everything here (gene layout, features, sampling) is
+derived from that description, so a second task (BERT) only adds another architecture type.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import tomllib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from mos_search.errors import ArchError, SpaceError
+
+PRESET_PACKAGE = "mos_search.presets"
+
+
+def _as_int_tuple(value: Any, field_name: str) -> tuple[int, ...]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise ArchError(f"{field_name}: expected a list of integers, found {value!r}")
+    items = tuple(value)
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in items):
+        raise ArchError(f"{field_name}: expected a list of integers, found {list(items)!r}")
+    return items
+
+
+@dataclass(frozen=True)
+class ArchBase:
+    """Common behaviour of architecture values: per-layer tuples, dict/JSON round-trips."""
+
+    # Per-layer field -> the layer-count field it repeats over. Filled in by each subclass.
+    PER_LAYER: ClassVar[dict[str, str]] = {}
+    TASK: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in self.PER_LAYER:
+                object.__setattr__(self, f.name, _as_int_tuple(value, f.name))
+            elif not isinstance(value, int) or isinstance(value, bool):
+                raise ArchError(f"{f.name}: expected an integer, found {value!r}")
+        for per_layer, count_field in self.PER_LAYER.items():
+            count, values = getattr(self, count_field), getattr(self, per_layer)
+            if len(values) != count:
+                raise ArchError(
+                    f"{per_layer}: expected one value per layer ({count_field}={count}), "
+                    f"found {len(values)}: {list(values)}"
+                )
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        """Names of the architecture's fields, in feature and gene order."""
+        return tuple(f.name for f in fields(cls))
+
+    @classmethod
+    def check_choices(cls, choices: Mapping[str, tuple[int, ...]], settings: Mapping) -> None:
+        """Raise SpaceError when a space's choices cannot form valid architectures."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict with lists for per-layer fields (JSON-ready)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ArchBase:
+        """Build from a dict; missing or unknown keys raise ArchError."""
+        if not isinstance(data, Mapping):
+            raise ArchError(f"expected an architecture object, found {type(data).__name__}")
+        names = set(cls.field_names())
+        missing, unknown = names - set(data), set(data) - names
+        if missing:
+            raise ArchError(f"architecture is missing field(s): {', '.join(sorted(missing))}")
+        if unknown:
+            raise ArchError(f"architecture has unknown field(s): {', '.join(sorted(unknown))}")
+        return cls(**{k: data[k] for k in cls.field_names()})
+
+    def to_json(self) -> str:
+        """Compact, key-ordered JSON text."""
+        return json.dumps(self.to_dict(), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> ArchBase:
+        """Parse JSON text written by `to_json`."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ArchError(f"architecture is not valid JSON: {exc}") from exc
+        return cls.from_dict(data)
+
+
+@dataclass(frozen=True)
+class Arch(ArchBase):
+    """An encoder-decoder translation architecture (HAT's space, with elastic encoder depth).
+
+    `decoder_ende_layers[j]` is how many of the last encoder layers decoder layer j attends to;
+    their outputs are concatenated along the key/value length.
+    """
+
+    encoder_embed_dim: int
+    encoder_layers: int
+    encoder_ffn_dims: tuple[int, ...]
+    encoder_heads: tuple[int, ...]
+    decoder_embed_dim: int
+    decoder_layers: int
+    decoder_ffn_dims: tuple[int, ...]
+    decoder_self_heads: tuple[int, ...]
+    decoder_cross_heads: tuple[int, ...]
+    decoder_ende_layers: tuple[int, ...]
+
+    TASK: ClassVar[str] = "translation"
+    PER_LAYER: ClassVar[dict[str, str]] = {
+        "encoder_ffn_dims": "encoder_layers",
+        "encoder_heads": "encoder_layers",
+        "decoder_ffn_dims": "decoder_layers",
+        "decoder_self_heads": "decoder_layers",
+        "decoder_cross_heads": "decoder_layers",
+        "decoder_ende_layers": "decoder_layers",
+    }
+
+    @classmethod
+    def check_choices(cls, choices: Mapping[str, tuple[int, ...]], settings: Mapping) -> None:
+        """qkv_dim must be divisible by every head count; ende depth within the encoder depth."""
+        qkv = settings.get("qkv_dim")
+        if not isinstance(qkv, int) or qkv <= 0:
+            raise SpaceError(f"qkv_dim: expected a positive integer, found {qkv!r}")
+        for name in ("encoder_heads", "decoder_self_heads", "decoder_cross_heads"):
+            bad = [h for h in choices[name] if qkv % h]
+            if bad:
+                raise SpaceError(f"{name}: {bad} do not divide qkv_dim={qkv}")
+        if max(choices["decoder_ende_layers"]) > min(choices["encoder_layers"]):
+            raise SpaceError(
+                f"decoder_ende_layers: {max(choices['decoder_ende_layers'])} exceeds the smallest "
+                f"encoder depth {min(choices['encoder_layers'])}"
+            )
+
+
+ARCH_TYPES: dict[str, type[ArchBase]] = {"translation": Arch}
+
+
+class SearchSpace:
+    """The choices of every architecture field, and the operations the search needs on them.
+
+    Gene layout (for NSGA-II): one integer per scalar field and `max(layer count choices)` integers
+    per per-layer field, each an index into that field's choices, in field order. Positions of
+    inactive layers are carried (so a mutated layer count has values to wake up) but ignored.
+
+    Features (for the router and latency predictor), one per field in field order: the value
+    divided by the field's largest choice; per-layer fields give the mean over active layers.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        arch_type: type[ArchBase],
+        choices: Mapping[str, Sequence[int]],
+        settings: Mapping[str, Any] | None = None,
+        description: str = "",
+    ) -> None:
+        self.name = name
+        self.arch_type = arch_type
+        self.description = description
+        self.settings = dict(settings or {})
+        self.choices = _checked_choices(arch_type, choices)
+        arch_type.check_choices(self.choices, self.settings)
+        self.gene_layout: tuple[tuple[str, int | None], ...] = tuple(
+            (name_, i)
+            for name_ in arch_type.field_names()
+            for i in (range(self.max_layers(name_)) if name_ in arch_type.PER_LAYER else [None])
+        )
+
+    # ----------------------------------------------------------------- description
+    @property
+    def task(self) -> str:
+        """The task this space's architectures are for ("translation", ...)."""
+        return self.arch_type.TASK
+
+    @property
+    def qkv_dim(self) -> int:
+        """Fixed width of attention query/key/value projections."""
+        return int(self.settings["qkv_dim"])
+
+    def max_layers(self, per_layer_field: str) -> int:
+        """Largest layer count the given per-layer field can repeat over."""
+        return max(self.choices[self.arch_type.PER_LAYER[per_layer_field]])
+
+    def max_choice(self, field_name: str) -> int:
+        """Largest value a field can take."""
+        return max(self.choices[field_name])
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        """Names of the feature vector's entries, in order."""
+        return self.arch_type.field_names()
+
+    def __repr__(self) -> str:
+        return f"SearchSpace({self.name!r}, task={self.task!r})"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything needed to rebuild this space exactly (saved inside checkpoints)."""
+        return {
+            "name": self.name,
+            "task": self.task,
+            "description": self.description,
+            "choices": {k: list(v) for k, v in self.choices.items()},
+            **self.settings,
+        }
+
+    # ----------------------------------------------------------------- membership
+    def validate(self, arch: ArchBase) -> ArchBase:
+        """Return `arch` if it is a member; else raise ArchError naming field, value and choices."""
+        if not isinstance(arch, self.arch_type):
+            raise ArchError(
+                f"expected a {self.arch_type.__name__} for space {self.name!r}, "
+                f"found {type(arch).__name__}"
+            )
+        for name in self.arch_type.field_names():
+            value, allowed = getattr(arch, name), self.choices[name]
+            for i, v in enumerate(value if isinstance(value, tuple) else (value,)):
+                if v not in allowed:
+                    where = f"{name}[{i}]" if isinstance(value, tuple) else name
+                    raise ArchError(
+                        f"{where} = {v} is not in space {self.name!r}; choices: {list(allowed)}"
+                    )
+        return arch
+
+    def contains(self, arch: ArchBase) -> bool:
+        """True when `arch` is a member of this space."""
+        try:
+            self.validate(arch)
+        except ArchError:
+            return False
+        return True
+
+    def arch_from_dict(self, data: Mapping[str, Any]) -> ArchBase:
+        """Parse and validate an architecture dict."""
+        return self.validate(self.arch_type.from_dict(data))
+
+    def arch_from_json(self, text: str) -> ArchBase:
+        """Parse and validate architecture JSON."""
+        return self.validate(self.arch_type.from_json(text))
+
+    # ----------------------------------------------------------------- members
+    def sample(self, rng: random.Random) -> ArchBase:
+        """A uniformly random member: every field and every layer drawn independently."""
+        return self.from_gene(self._random_gene(rng))
+
+    def largest(self) -> ArchBase:
+        """The member with every field at its largest choice."""
+        return self.from_gene(self.gene_bounds()[1])
+
+    def smallest(self) -> ArchBase:
+        """The member with every field at its smallest choice."""
+        return self.from_gene(self.gene_bounds()[0])
+
+    def mutate(self, arch: ArchBase, p: float, rng: random.Random) -> ArchBase:
+        """Re-draw each gene with probability `p`; newly active layers get random values."""
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"mutation probability must be in [0, 1], found {p}")
+        gene = self._filled_gene(arch, rng)
+        for pos, (name, _) in enumerate(self.gene_layout):
+            if rng.random() < p:
+                gene[pos] = rng.randrange(len(self.choices[name]))
+        return self.from_gene(gene)
+
+    def crossover(self, a: ArchBase, b: ArchBase, rng: random.Random) -> ArchBase:
+        """Uniform crossover: each gene taken from `a` or `b` with equal probability."""
+        gene_a, gene_b = self._filled_gene(a, rng), self._filled_gene(b, rng)
+        return self.from_gene([x if rng.random() < 0.5 else y for x, y in zip(gene_a, gene_b)])
+
+    # ----------------------------------------------------------------- encodings
+    def gene_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """Inclusive integer bounds of every gene position (lower is all zeros)."""
+        upper = np.array([len(self.choices[name]) - 1 for name, _ in self.gene_layout])
+        return np.zeros_like(upper), upper
+
+    def to_gene(self, arch: ArchBase) -> np.ndarray:
+        """Integer gene of a member; inactive layer positions are 0."""
+        self.validate(arch)
+        gene = []
+        for name, layer in self.gene_layout:
+            value = getattr(arch, name)
+            if layer is not None:
+                value = value[layer] if layer < len(value) else self.choices[name][0]
+            gene.append(self.choices[name].index(value))
+        return np.array(gene, dtype=np.int64)
+
+    def from_gene(self, gene: Sequence[int] | np.ndarray) -> ArchBase:
+        """The member a gene encodes; positions of inactive layers are ignored."""
+        gene = [int(g) for g in gene]
+        if len(gene) != len(self.gene_layout):
+            raise ArchError(
+                f"gene has {len(gene)} positions, space {self.name!r} expects "
+                f"{len(self.gene_layout)}"
+            )
+        values: dict[str, Any] = {}
+        for (name, layer), g in zip(self.gene_layout, gene):
+            allowed = self.choices[name]
+            if not 0 <= g < len(allowed):
+                raise ArchError(
+                    f"gene position for {name} holds {g}; expected 0..{len(allowed) - 1}"
+                )
+            if layer is None:
+                values[name] = allowed[g]
+            else:
+                values.setdefault(name, []).append(allowed[g])
+        for name, count_field in self.arch_type.PER_LAYER.items():
+            values[name] = values[name][: values[count_field]]
+        return self.arch_type(**values)
+
+    def features(self, arch: ArchBase) -> list[float]:
+        """Normalised summary vector (see class docstring); fixed length, one entry per field."""
+        out = []
+        for name in self.arch_type.field_names():
+            value = getattr(arch, name)
+            mean = sum(value) / len(value) if isinstance(value, tuple) else value
+            out.append(float(mean) / self.max_choice(name))
+        return out
+
+    # ----------------------------------------------------------------- helpers
+    def _random_gene(self, rng: random.Random) -> list[int]:
+        return [rng.randrange(len(self.choices[name])) for name, _ in self.gene_layout]
+
+    def _filled_gene(self, arch: ArchBase, rng: random.Random) -> list[int]:
+        """Gene of `arch` whose inactive layer positions hold random values."""
+        gene, noise = self.to_gene(arch).tolist(), self._random_gene(rng)
+        for pos, (name, layer) in enumerate(self.gene_layout):
+            if layer is not None and layer >= len(getattr(arch, name)):
+                gene[pos] = noise[pos]
+        return gene
+
+
+def _checked_choices(
+    arch_type: type[ArchBase], choices: Mapping[str, Sequence[int]]
+) -> dict[str, tuple[int, ...]]:
+    names = arch_type.field_names()
+    missing, unknown = set(names) - set(choices), set(choices) - set(names)
+    if missing:
+        raise SpaceError(f"choices are missing field(s): {', '.join(sorted(missing))}")
+    if unknown:
+        raise SpaceError(f"choices have unknown field(s): {', '.join(sorted(unknown))}")
+    checked = {}
+    for name in names:
+        values = choices[name]
+        if (
+            not isinstance(values, (list, tuple))
+            or not values
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values)
+        ):
+            raise SpaceError(
+                f"{name}: expected a non-empty list of positive integers, found {values!r}"
+            )
+        if len(set(values)) != len(values):
+            raise SpaceError(f"{name}: choices repeat a value: {list(values)}")
+        checked[name] = tuple(sorted(values))
+    return checked
+
+
+def preset_names() -> list[str]:
+    """Names of the presets shipped with the package."""
+    root = resources.files(PRESET_PACKAGE)
+    return sorted(p.name[: -len(".toml")] for p in root.iterdir() if p.name.endswith(".toml"))
+
+
+def load_space(name_or_path: str | Path) -> SearchSpace:
+    """Load a search space by preset name (e.g. "cpu-small") or from a TOML file path."""
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or path.exists():
+        if not path.is_file():
+            raise SpaceError(f"search-space file not found: {path}")
+        text, source = path.read_text(encoding="utf-8"), str(path)
+    else:
+        known = preset_names()
+        if str(name_or_path) not in known:
+            raise SpaceError(
+                f"unknown search space {str(name_or_path)!r}; presets: "
+                f"{', '.join(known)} (or give a .toml path)"
+            )
+        text = resources.files(PRESET_PACKAGE).joinpath(f"{name_or_path}.toml").read_text("utf-8")
+        source = f"preset {name_or_path!r}"
+    return space_from_toml(text, source)
+
+
+def space_from_toml(text: str, source: str = "<string>") -> SearchSpace:
+    """Parse preset TOML text; every problem is a SpaceError naming `source`."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SpaceError(f"{source}: not valid TOML: {exc}") from exc
+    return space_from_dict(data, source)
+
+
+def space_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> SearchSpace:
+    """Build a space from parsed preset data (as `SearchSpace.to_dict` writes it)."""
+    try:
+        task = data.get("task")
+        if task not in ARCH_TYPES:
+            raise SpaceError(f"task: expected one of {sorted(ARCH_TYPES)}, found {task!r}")
+        if not isinstance(data.get("choices"), dict):
+            raise SpaceError("expected a [choices] table")
+        settings = {
+            k: v for k, v in data.items() if k not in ("name", "task", "description", "choices")
+        }
+        return SearchSpace(
+            name=str(data.get("name", source)),
+            arch_type=ARCH_TYPES[task],
+            choices=data["choices"],
+            settings=settings,
+            description=str(data.get("description", "")),
+        )
+    except SpaceError as exc:
+        raise SpaceError(f"{source}: {exc}") from None
+
+
+def describe_space(name_or_path: str | Path, vocab_size: int) -> str:
+    """Human-readable summary of a space: choices, gene length, largest/smallest sizes."""
+    from mos_search.transformer import count_parameters
+
+    space = load_space(name_or_path)
+    lines = [f"{space.name} ({space.task}): {space.description}".rstrip(": ")]
+    lines += [f"  {k:<22} {list(v)}" for k, v in space.choices.items()]
+    lines += [f"  {k:<22} {v}" for k, v in space.settings.items()]
+    lines.append(f"  gene length            {len(space.gene_layout)}")
+    for label, arch in (("largest", space.largest()), ("smallest", space.smallest())):
+        count = count_parameters(arch, vocab_size, space.qkv_dim)
+        lines.append(f"  {label:<22} {count / 1e6:.2f} M parameters at vocab {vocab_size}")
+    return "\n".join(lines)

@@ -1,0 +1,87 @@
+"""Elastic layers: each owns the largest weight and materialises the slice an architecture uses.
+
+Every layer answers `materialize(...) -> dict[name, Tensor]` with exactly the parameters of its
+standalone twin in `mos_search.transformer`, under the same names, so the supernet's forward pass
+and `extract` share one path.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from mos_search.supernet.router import Router
+
+
+class ExpertLinear(nn.Module):
+    """A linear layer whose weight is a router-weighted mix of m expert banks, sliced.
+
+    m = 1 without a router is classic weight sharing (`W[:out, :in]`); with a router, the layer's
+    weight is `sum_i r_i * W_i[:out, :in]` (layer-wise) or, row by row, `sum_i r_ji * W_i[j, :in]`
+    (neuron-wise). Biases are mixed the same way.
+    """
+
+    def __init__(
+        self,
+        in_max: int,
+        out_max: int,
+        experts: int = 1,
+        routing: str | None = None,
+        num_features: int = 0,
+        router_hidden: int = 128,
+        router_dropout: float = 0.1,
+    ) -> None:
+        super().__init__()
+        if (experts > 1) != (routing is not None):
+            raise ValueError("experts > 1 needs a routing ('layer' or 'neuron') and vice versa")
+        self.weight = nn.Parameter(torch.empty(experts, out_max, in_max))
+        self.bias = nn.Parameter(torch.empty(experts, out_max))
+        for w, b in zip(self.weight, self.bias):  # each bank initialised like nn.Linear
+            nn.init.kaiming_uniform_(w, a=math.sqrt(5))
+            nn.init.uniform_(b, -1 / math.sqrt(in_max), 1 / math.sqrt(in_max))
+        self.router = None
+        if routing is not None:
+            rows = out_max if routing == "neuron" else 1
+            self.router = Router(num_features, experts, rows, router_hidden, router_dropout)
+
+    def materialize(self, in_dim: int, out_dim: int, features: Tensor | None) -> dict[str, Tensor]:
+        """The (out_dim, in_dim) weight and (out_dim,) bias of the active architecture."""
+        weight = self.weight[:, :out_dim, :in_dim]  # (m, out, in)
+        bias = self.bias[:, :out_dim]  # (m, out)
+        if self.router is None:
+            return {"weight": weight[0], "bias": bias[0]}
+        mix = self.router(features)[:out_dim].T  # (m, out) or (m, 1)
+        return {"weight": (mix[:, :, None] * weight).sum(0), "bias": (mix * bias).sum(0)}
+
+
+class ElasticEmbedding(nn.Module):
+    """Token embedding of the largest width; an architecture uses the leading columns."""
+
+    def __init__(self, vocab_size: int, dim_max: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(vocab_size, dim_max))
+        nn.init.normal_(self.weight, std=dim_max**-0.5)
+
+    def materialize(self, dim: int) -> dict[str, Tensor]:
+        """The (vocab, dim) table."""
+        return {"weight": self.weight[:, :dim]}
+
+
+class ElasticLayerNorm(nn.Module):
+    """LayerNorm of the largest width; an architecture normalises over its leading features."""
+
+    def __init__(self, dim_max: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim_max))
+        self.bias = nn.Parameter(torch.zeros(dim_max))
+
+    def materialize(self, dim: int) -> dict[str, Tensor]:
+        """The (dim,) scale and shift."""
+        return {"weight": self.weight[:dim], "bias": self.bias[:dim]}
+
+
+def prefixed(prefix: str, params: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Prepend `prefix.` to every parameter name."""
+    return {f"{prefix}.{name}": tensor for name, tensor in params.items()}

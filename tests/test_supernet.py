@@ -1,0 +1,193 @@
+"""Supernet: extraction parity, true sizes, MoS weight generation and gradients."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from mos_search import Supernet, SupernetConfig, count_parameters
+from mos_search.errors import ConfigError
+from mos_search.space import Arch
+
+VOCAB = 97
+
+
+def tokens(batch: int, length: int, seed: int, pad_tail: bool = True) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    out = torch.randint(3, VOCAB, (batch, length), generator=g)
+    if pad_tail and batch > 1:
+        out[0, length // 2 :] = 0  # a shorter, right-padded sentence
+    return out
+
+
+def archs_of(space, n: int) -> list[Arch]:
+    rng = random.Random(1234)
+    return [space.largest(), space.smallest()] + [space.sample(rng) for _ in range(n)]
+
+
+def independent_count(arch: Arch, vocab: int, q: int) -> int:
+    """Parameters counted by hand, layer by layer, without the library formula."""
+    e, d = arch.encoder_embed_dim, arch.decoder_embed_dim
+    n = vocab * e + vocab * d + 2 * e + 2 * d
+    for f in arch.encoder_ffn_dims:
+        n += (e * q + q) * 3 + (q * e + e)  # q, k, v, out
+        n += (e * f + f) + (f * e + e) + 4 * e  # fc1, fc2, two norms
+    for f in arch.decoder_ffn_dims:
+        n += (d * q + q) * 3 + (q * d + d)  # self-attention
+        n += (d * q + q) + (e * q + q) * 2 + (q * d + d)  # cross-attention (keys from encoder)
+        n += (d * f + f) + (f * d + d) + 6 * d  # fc1, fc2, three norms
+    return n
+
+
+def test_extraction_parity_many_archs(supernet):
+    space = supernet.config.space
+    src, prev = tokens(3, 11, 0), tokens(3, 9, 1, pad_tail=False)
+    for arch in archs_of(space, 12):
+        with torch.no_grad():
+            expected = supernet(src, prev, arch)
+        sub = supernet.extract(arch)
+        assert not any("router" in name for name, _ in sub.named_parameters())
+        got = sub(src, prev)
+        assert got.shape == (3, 9, VOCAB)
+        assert (got - expected).abs().max().item() <= 1e-5
+
+
+def test_extracted_size_is_the_arch_size(supernet):
+    space = supernet.config.space
+    for arch in archs_of(space, 6):
+        sub = supernet.extract(arch)
+        n = sum(p.numel() for p in sub.parameters())
+        assert n == independent_count(arch, VOCAB, space.qkv_dim)
+        assert n == count_parameters(arch, VOCAB, space.qkv_dim)
+
+
+def test_hat_space_sizes_by_formula(hat_space):
+    for arch in (hat_space.largest(), hat_space.smallest()):
+        assert count_parameters(arch, 32000, 512) == independent_count(arch, 32000, 512)
+
+
+def test_extracted_model_stands_alone(supernet):
+    arch = supernet.config.space.sample(random.Random(5))
+    sub = supernet.extract(arch)
+    src, prev = tokens(2, 7, 3), tokens(2, 5, 4)
+    before = sub(src, prev)
+    clone = Supernet(supernet.config)
+    clone.load_state_dict(supernet.state_dict())
+    with torch.no_grad():
+        for p in clone.parameters():
+            p.add_(1.0)  # the extracted weights are copies: changing a supernet changes nothing
+    assert torch.equal(sub(src, prev), before)
+
+
+def test_padding_does_not_leak(supernet):
+    arch = supernet.config.space.sample(random.Random(9))
+    sub = supernet.extract(arch)
+    src = tokens(1, 6, 10, pad_tail=False)
+    padded = torch.cat([src, torch.zeros(1, 4, dtype=torch.long)], dim=1)
+    prev = tokens(1, 5, 11, pad_tail=False)
+    assert torch.allclose(sub(src, prev), sub(padded, prev), atol=1e-5)
+
+
+def test_incremental_decoding_matches_teacher_forcing(supernet):
+    arch = supernet.config.space.largest()
+    sub = supernet.extract(arch)
+    src, prev = tokens(2, 8, 12), tokens(2, 6, 13, pad_tail=False)
+    full = sub(src, prev)
+    state = sub.start_decoder(sub.encode(src))
+    steps = []
+    for t in range(prev.shape[1]):
+        logits, state = sub.decode(prev[:, t : t + 1], state)
+        steps.append(logits)
+    assert torch.allclose(torch.cat(steps, dim=1), full, atol=1e-5)
+
+
+def ffn_weight(net: Supernet, arch: Arch) -> torch.Tensor:
+    return net.materialize(arch)["encoder_layers.0.ffn.fc1.weight"]
+
+
+def test_router_sees_the_whole_arch(supernet):
+    space = supernet.config.space
+    a = space.largest()
+    b = Arch(**{**a.to_dict(), "decoder_self_heads": [2] * a.decoder_layers})  # FFN dims unchanged
+    same = torch.equal(ffn_weight(supernet, a), ffn_weight(supernet, b))
+    assert same == (supernet.config.mode == "shared")
+
+
+@pytest.mark.parametrize("mode", ["layer", "neuron"])
+def test_generated_weight_is_the_routed_mix(cpu_space, mode):
+    torch.manual_seed(1)
+    net = Supernet(SupernetConfig(space=cpu_space, mode=mode, vocab_size=VOCAB, experts=3)).eval()
+    arch = cpu_space.sample(random.Random(2))
+    fc1 = net.encoder_layers[0].ffn.fc1
+    e, f = arch.encoder_embed_dim, arch.encoder_ffn_dims[0]
+    logits = fc1.router.net(net.arch_features(arch)).view(-1, 3)[:f]  # (1 or f, m)
+    mix = torch.softmax(logits, dim=-1).expand(f, 3)
+    expected = torch.einsum("om,moi->oi", mix, fc1.weight[:, :f, :e])
+    assert torch.allclose(ffn_weight(net, arch), expected, atol=1e-6)
+
+
+def test_shared_mode_uses_the_leading_slice(cpu_space):
+    net = Supernet(SupernetConfig(space=cpu_space, mode="shared", vocab_size=VOCAB))
+    arch = cpu_space.smallest()
+    fc1 = net.encoder_layers[0].ffn.fc1.weight[0]
+    assert torch.equal(ffn_weight(net, arch), fc1[:256, :128])
+
+
+@pytest.mark.parametrize("mode", ["layer", "neuron"])
+def test_gradients_reach_every_expert_and_router(cpu_space, mode):
+    torch.manual_seed(0)
+    net = Supernet(SupernetConfig(space=cpu_space, mode=mode, vocab_size=VOCAB, router_dropout=0.0))
+    arch = cpu_space.largest()
+    loss = net(tokens(2, 6, 0), tokens(2, 5, 1), arch).logsumexp(-1).mean()
+    loss.backward()
+    experts = [m for m in net.modules() if getattr(m, "router", None) is not None]
+    assert len(experts) == 2 * (3 + 3)  # fc1 and fc2 of every layer
+    for layer in experts:
+        for bank in layer.weight.grad:
+            assert bank.abs().sum() > 0
+        for p in layer.router.parameters():
+            assert p.grad is not None and p.grad.abs().sum() > 0
+
+
+def test_mos_on_attention_option(cpu_space):
+    net = Supernet(
+        SupernetConfig(
+            space=cpu_space, mode="layer", vocab_size=VOCAB, mos_attention=True, experts=4
+        )
+    )
+    routed = [m for m in net.modules() if getattr(m, "router", None) is not None]
+    assert len(routed) == 3 * (4 + 2) + 3 * (8 + 2)  # attention projections + FFN per layer
+    assert routed[0].weight.shape[0] == 4
+    arch = cpu_space.sample(random.Random(0))
+    src, prev = tokens(2, 6, 0), tokens(2, 4, 1)
+    net.eval()
+    assert (net.extract(arch)(src, prev) - net(src, prev, arch)).abs().max() <= 1e-5
+
+
+def test_same_seed_same_supernet(cpu_space):
+    outs = []
+    for _ in range(2):
+        torch.manual_seed(3)
+        net = Supernet(SupernetConfig(space=cpu_space, mode="neuron", vocab_size=VOCAB)).eval()
+        outs.append(net(tokens(2, 5, 0), tokens(2, 4, 1), cpu_space.largest()))
+    assert torch.equal(*outs)
+
+
+def test_config_round_trip_and_errors(cpu_space):
+    cfg = SupernetConfig(space=cpu_space, mode="neuron", vocab_size=VOCAB, experts=3)
+    again = SupernetConfig.from_dict(cfg.to_dict())
+    assert again.to_dict() == cfg.to_dict()
+    with pytest.raises(ConfigError, match="mode: expected one of shared, layer, neuron"):
+        SupernetConfig(space=cpu_space, mode="token", vocab_size=VOCAB)
+    with pytest.raises(ConfigError, match=r"experts: expected 2\.\.4, found 5"):
+        SupernetConfig(space=cpu_space, mode="layer", vocab_size=VOCAB, experts=5)
+    with pytest.raises(ConfigError, match="dropout"):
+        SupernetConfig(space=cpu_space, vocab_size=VOCAB, dropout=1.5)
+
+
+def test_arch_outside_space_is_rejected(supernet):
+    arch = Arch(**{**supernet.config.space.largest().to_dict(), "encoder_embed_dim": 512})
+    with pytest.raises(ValueError, match="encoder_embed_dim = 512"):
+        supernet.extract(arch)
