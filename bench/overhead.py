@@ -1,7 +1,8 @@
 """Training-step cost of MoS (layer-/neuron-wise) against plain weight sharing, same archs, one run.
 
 Times forward + backward of one batch for the same sampled architectures in the three modes,
-interleaved (arch by arch, mode by mode, repeat by repeat) so machine drift hits every mode alike.
+interleaved (arch by arch, mode by mode, repeat by repeat, the mode order rotated every repeat)
+so machine drift and the cost of switching shapes hit every mode alike.
 Prints a table and the ratios layer/shared and neuron/shared; writes JSON.
 
     python bench/overhead.py --archs 6 --repeats 5 --tokens 4096
@@ -64,33 +65,53 @@ def main() -> None:
     for mode in MODES:  # warm-up: allocator, skeleton cache
         step(nets[mode], archs[0], src, prev, target)
     times = {mode: [[] for _ in archs] for mode in MODES}
-    for _ in range(args.repeats):
+    for r in range(args.repeats):
+        order = MODES[r % 3 :] + MODES[: r % 3]  # each mode runs first after an arch switch
         for i, arch in enumerate(archs):
-            for mode in MODES:
+            for mode in order:
                 times[mode][i].append(step(nets[mode], arch, src, prev, target))
 
     medians = {mode: [statistics.median(t) for t in times[mode]] for mode in MODES}
     totals = {mode: sum(medians[mode]) for mode in MODES}
-    print(f"{batch} x {args.length} tokens, vocab {args.vocab}, {args.threads} thread(s), "
-          f"median of {args.repeats} repeats per arch (ms)")
-    print(f"{'arch':<10}" + "".join(f"{m:>10}" for m in MODES) + f"{'layer/sh':>10}{'neuron/sh':>10}")
+    print(
+        f"{batch} x {args.length} tokens, vocab {args.vocab}, {args.threads} thread(s), "
+        f"median of {args.repeats} repeats per arch (ms)"
+    )
+    print(
+        f"{'arch':<10}" + "".join(f"{m:>10}" for m in MODES) + f"{'layer/sh':>10}{'neuron/sh':>10}"
+    )
     for i in range(len(archs)):
         row = [medians[m][i] * 1000 for m in MODES]
         label = ["largest", "smallest"][i] if i < 2 else f"sample{i - 1}"
-        print(f"{label:<10}" + "".join(f"{v:>10.1f}" for v in row)
-              + f"{row[1] / row[0]:>10.3f}{row[2] / row[0]:>10.3f}")
-    ratio_layer, ratio_neuron = totals["layer"] / totals["shared"], totals["neuron"] / totals["shared"]
-    print(f"{'total':<10}" + "".join(f"{totals[m] * 1000:>10.1f}" for m in MODES)
-          + f"{ratio_layer:>10.3f}{ratio_neuron:>10.3f}")
+        print(
+            f"{label:<10}"
+            + "".join(f"{v:>10.1f}" for v in row)
+            + f"{row[1] / row[0]:>10.3f}{row[2] / row[0]:>10.3f}"
+        )
+    ratio_layer, ratio_neuron = (
+        totals["layer"] / totals["shared"],
+        totals["neuron"] / totals["shared"],
+    )
+    print(
+        f"{'total':<10}"
+        + "".join(f"{totals[m] * 1000:>10.1f}" for m in MODES)
+        + f"{ratio_layer:>10.3f}{ratio_neuron:>10.3f}"
+    )
     params = {m: sum(p.numel() for p in nets[m].parameters()) for m in MODES}
     print("supernet parameters: " + ", ".join(f"{m} {params[m] / 1e6:.2f} M" for m in MODES))
 
     result = {
-        "space": args.space, "vocab": args.vocab, "batch": batch, "length": args.length,
-        "threads": args.threads, "repeats": args.repeats,
+        "space": args.space,
+        "vocab": args.vocab,
+        "batch": batch,
+        "length": args.length,
+        "threads": args.threads,
+        "repeats": args.repeats,
         "archs": [a.to_dict() for a in archs],
-        "median_seconds": medians, "total_seconds": totals,
-        "ratio_layer_shared": ratio_layer, "ratio_neuron_shared": ratio_neuron,
+        "median_seconds": medians,
+        "total_seconds": totals,
+        "ratio_layer_shared": ratio_layer,
+        "ratio_neuron_shared": ratio_neuron,
         "supernet_parameters": params,
         "machine": {"cpu": platform.processor() or platform.machine(), "torch": torch.__version__},
     }

@@ -1,19 +1,46 @@
-"""mos-search: hardware-aware architecture search for Transformers with Mixture-of-Supernets."""
+"""mos-search: hardware-aware architecture search for Transformers with Mixture-of-Supernets.
 
-from mos_search.space import Arch, SearchSpace, load_space, preset_names
-from mos_search.supernet import Supernet, SupernetConfig
-from mos_search.transformer import TranslationTransformer, count_parameters
+Public names are imported lazily, so light entry points (the CLI's help, the ONNX-only
+`translate`) do not pay for, or need, torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from typing import TYPE_CHECKING, Any
+
+# PyTorch's OpenMP threads spin-wait by default; on a small, shared machine that slowed small ops
+# 50-100x whenever the other core was busy. Passive waiting costs nothing measurable here.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "Arch",
-    "SearchSpace",
-    "Supernet",
-    "SupernetConfig",
-    "TranslationTransformer",
-    "__version__",
-    "count_parameters",
-    "load_space",
-    "preset_names",
-]
+_EXPORTS = {
+    "Arch": "mos_search.space",
+    "SearchSpace": "mos_search.space",
+    "load_space": "mos_search.space",
+    "preset_names": "mos_search.space",
+    "Supernet": "mos_search.supernet",
+    "SupernetConfig": "mos_search.supernet",
+    "TranslationTransformer": "mos_search.transformer",
+    "count_parameters": "mos_search.transformer",
+}
+
+__all__ = [*sorted(_EXPORTS), "__version__"]
+
+if TYPE_CHECKING:
+    from mos_search.space import Arch as Arch
+    from mos_search.space import SearchSpace as SearchSpace
+    from mos_search.space import load_space as load_space
+    from mos_search.space import preset_names as preset_names
+    from mos_search.supernet import Supernet as Supernet
+    from mos_search.supernet import SupernetConfig as SupernetConfig
+    from mos_search.transformer import TranslationTransformer as TranslationTransformer
+    from mos_search.transformer import count_parameters as count_parameters
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'mos_search' has no attribute {name!r}")

@@ -52,5 +52,196 @@ def space_command(name: str, vocab_size: int) -> None:
     click.echo(describe_space(name, vocab_size))
 
 
+@main.group("data")
+def data_group() -> None:
+    """Build corpus folders (aligned splits + joint SentencePiece model).
+
+    \b
+    Example:
+      mos-search data bible --out data/bible
+    """
+
+
+@data_group.command("bible")
+@click.option("--out", default="data/bible", show_default=True, help="Corpus folder to write.")
+@click.option("--vocab-size", default=8000, show_default=True, help="SentencePiece vocabulary.")
+def data_bible(out: str, vocab_size: int) -> None:
+    """The default corpus: Spanish (Reina-Valera 1909) -> English (World English Bible).
+
+    Reads Debian's SWORD modules (apt-get install libsword-utils sword-text-sparv sword-text-web).
+
+    \b
+    Example:
+      mos-search data bible --out data/bible --vocab-size 8000
+    """
+    from mos_search.data.corpus import build_bible_corpus
+
+    corpus = build_bible_corpus(out, vocab_size)
+    click.echo(_corpus_summary(corpus))
+
+
+@data_group.command("parallel")
+@click.option("--langs", nargs=2, required=True, metavar="SRC TGT", help="Language suffixes.")
+@click.option(
+    "--train", required=True, help="PREFIX (reads PREFIX.SRC, PREFIX.TGT) or a .tsv file."
+)
+@click.option("--valid", required=True, help="Validation split, as --train.")
+@click.option("--test", required=True, help="Test split, as --train.")
+@click.option("--out", required=True, help="Corpus folder to write.")
+@click.option("--vocab-size", default=8000, show_default=True)
+def data_parallel(
+    langs: tuple[str, str], train: str, valid: str, test: str, out: str, vocab_size: int
+) -> None:
+    """A corpus folder from your own parallel text.
+
+    \b
+    Example:
+      mos-search data parallel --langs de en --train raw/train --valid raw/valid \\
+          --test raw/test.tsv --out data/my-corpus
+    """
+    from mos_search.data.corpus import build_parallel_corpus
+
+    corpus = build_parallel_corpus(out, langs[0], langs[1], train, valid, test, vocab_size)
+    click.echo(_corpus_summary(corpus))
+
+
+def _corpus_summary(corpus) -> str:
+    import json
+
+    meta = json.loads((corpus.root / "corpus.json").read_text())
+    pairs = ", ".join(f"{k} {v:,}" for k, v in meta["pairs"].items())
+    return (
+        f"wrote {corpus.root}: {corpus.source_lang}->{corpus.target_lang}, {pairs} pairs, "
+        f"vocab {corpus.vocab_size}"
+    )
+
+
+@main.command("train")
+@click.option("--data", default="data/bible", show_default=True, help="Corpus folder.")
+@click.option("--out", required=True, help="Run folder (checkpoints, metrics.jsonl).")
+@click.option("--space", default="cpu-small", show_default=True, help="Preset name or .toml.")
+@click.option(
+    "--mode", type=click.Choice(["shared", "layer", "neuron"]), default="neuron", show_default=True
+)
+@click.option("--experts", default=2, show_default=True, help="Expert banks per MoS layer (2-4).")
+@click.option("--mos-attention", is_flag=True, help="Give attention projections experts too.")
+@click.option(
+    "--arch",
+    "arch_file",
+    type=click.Path(dir_okay=False),
+    help="Train this one architecture alone (standalone), from a JSON file.",
+)
+@click.option(
+    "--sampling",
+    type=click.Choice(["sandwich", "random"]),
+    default="sandwich",
+    show_default=True,
+    help="sandwich: largest+smallest+k random; random: k random.",
+)
+@click.option("--random-archs", default=2, show_default=True, help="k random archs per step.")
+@click.option("--max-tokens", default=4096, show_default=True, help="Tokens per batch.")
+@click.option("--lr", default=1e-3, show_default=True)
+@click.option("--warmup", default=200, show_default=True)
+@click.option("--dropout", default=0.1, show_default=True)
+@click.option("--max-steps", default=1000, show_default=True)
+@click.option("--minutes", type=float, help="Wall-clock budget (counts across resumes).")
+@click.option("--save-every", default=100, show_default=True)
+@click.option("--log-every", default=10, show_default=True)
+@click.option("--valid-every", default=200, show_default=True)
+@click.option("--seed", default=1, show_default=True)
+@click.option("--threads", default=1, show_default=True, help="Torch intra-op threads.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out where it stopped.")
+def train_command(arch_file: str | None, resume: bool, **options) -> None:
+    """Train a supernet (or, with --arch, one standalone architecture).
+
+    \b
+    Example:
+      mos-search train --data data/bible --out runs/neuron --mode neuron --max-steps 2000
+      mos-search train --out runs/neuron --max-steps 4000 --resume
+    """
+    import json
+
+    from mos_search.train import TrainConfig, train
+
+    arch = json.loads(_read_text(arch_file)) if arch_file else None
+    result = train(TrainConfig(arch=arch, **options), resume=resume)
+    state = "interrupted" if result.interrupted else "done"
+    click.echo(f"{state} at step {result.step}; checkpoint {result.checkpoint}")
+    if result.interrupted:
+        click.echo(f"resume with: mos-search train --out {result.run_dir} --resume")
+        sys.exit(130)
+
+
+@main.command("score")
+@click.option("--ckpt", required=True, help="Run folder or checkpoint directory.")
+@click.option("--data", help="Corpus folder (default: the one the run was trained on).")
+@click.option(
+    "--arch",
+    "arch_file",
+    type=click.Path(dir_okay=False),
+    help="JSON file: one architecture, or a list of them.",
+)
+@click.option(
+    "--preset-arch",
+    type=click.Choice(["largest", "smallest"]),
+    multiple=True,
+    help="Score the space's largest/smallest member.",
+)
+@click.option(
+    "--metric",
+    type=click.Choice(["loss", "bleu"]),
+    multiple=True,
+    default=("loss", "bleu"),
+    show_default=True,
+)
+@click.option("--split", type=click.Choice(["valid", "test"]), default="valid", show_default=True)
+@click.option("--limit", type=int, help="Score only the first N sentences (fast search scoring).")
+@click.option("--beam", default=5, show_default=True, help="Beam size (1 = greedy).")
+@click.option("--threads", default=1, show_default=True)
+def score_command(
+    ckpt: str,
+    data: str | None,
+    arch_file: str | None,
+    preset_arch: tuple[str],
+    metric: tuple[str],
+    split: str,
+    limit: int | None,
+    beam: int,
+    threads: int,
+) -> None:
+    """Score architectures of a checkpoint: validation loss and sacreBLEU.
+
+    \b
+    Example:
+      mos-search score --ckpt runs/neuron --preset-arch largest --preset-arch smallest
+      mos-search score --ckpt runs/neuron --arch arch.json --split test --beam 5
+    """
+    from mos_search.oracle import score_report
+
+    click.echo(
+        score_report(
+            ckpt,
+            data,
+            _read_text(arch_file) if arch_file else None,
+            list(preset_arch),
+            list(metric),
+            split,
+            limit,
+            beam,
+            threads,
+        )
+    )
+
+
+def _read_text(path: str) -> str:
+    from mos_search.errors import MosSearchError
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except OSError as exc:
+        raise MosSearchError(f"cannot read {path}: {exc.strerror}") from None
+
+
 if __name__ == "__main__":
     main()

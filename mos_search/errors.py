@@ -15,3 +15,11 @@ class ArchError(MosSearchError, ValueError):
 
 class ConfigError(MosSearchError, ValueError):
     """A configuration value is out of range or inconsistent."""
+
+
+class DataError(MosSearchError):
+    """A corpus file or data folder is missing, empty, misaligned or badly encoded."""
+
+
+class CheckpointError(MosSearchError):
+    """A checkpoint is missing, incomplete or does not match what is asked of it."""

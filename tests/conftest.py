@@ -24,3 +24,73 @@ def hat_space():
 def supernet(request, cpu_space):
     torch.manual_seed(0)
     return Supernet(SupernetConfig(space=cpu_space, mode=request.param, vocab_size=97)).eval()
+
+
+TINY_SPACE = str(__import__("pathlib").Path(__file__).with_name("tiny.toml"))
+WORDS = {
+    "uno": "one",
+    "dos": "two",
+    "tres": "three",
+    "casa": "house",
+    "perro": "dog",
+    "gato": "cat",
+    "rojo": "red",
+    "verde": "green",
+    "grande": "big",
+    "come": "eats",
+    "ve": "sees",
+    "el": "the",
+    "y": "and",
+    "sol": "sun",
+    "agua": "water",
+    "mar": "sea",
+}
+
+
+def synthetic_pairs(n: int, seed: int) -> list[tuple[str, str]]:
+    """A word-for-word 'translation' task a tiny model can learn."""
+    import random as _random
+
+    rng = _random.Random(seed)
+    vocab = sorted(WORDS)
+    pairs = []
+    for _ in range(n):
+        words = [rng.choice(vocab) for _ in range(rng.randint(3, 8))]
+        pairs.append((" ".join(words), " ".join(WORDS[w] for w in words) + "."))
+    return pairs
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory):
+    from mos_search.data.corpus import build_corpus
+
+    out = tmp_path_factory.mktemp("corpus")
+    splits = {
+        "train": synthetic_pairs(400, 0),
+        "valid": synthetic_pairs(40, 1),
+        "test": synthetic_pairs(40, 2),
+    }
+    return build_corpus(out, splits, "es", "en", vocab_size=64)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_corpus, tmp_path_factory):
+    """A tiny neuron-wise supernet trained for a few steps."""
+    from mos_search.train import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("run")
+    config = TrainConfig(
+        data=str(tiny_corpus.root),
+        out=str(out),
+        space=TINY_SPACE,
+        mode="neuron",
+        max_tokens=512,
+        max_steps=30,
+        warmup=5,
+        lr=3e-3,
+        save_every=10,
+        valid_every=0,
+        log_every=5,
+    )
+    train(config, progress=False)
+    return out

@@ -29,5 +29,110 @@ def test_unknown_space_is_one_line_error():
     result = CliRunner().invoke(main, ["space", "nope"])
     assert result.exit_code == 2
     assert result.output.strip().splitlines() == [
-        "error: unknown search space 'nope'; presets: cpu-small, hat-wmt14 (or give a .toml path)"
+        "error: unknown search space 'nope'; presets: cpu-small, cpu-tiny, hat-wmt14 "
+        "(or give a .toml path)"
     ]
+
+
+def test_data_train_score_end_to_end(tmp_path):
+    """data parallel -> train -> resume -> score, through the CLI on a tiny config."""
+    from conftest import TINY_SPACE, synthetic_pairs
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for split, n, seed in (("train", 200, 0), ("valid", 20, 1)):
+        pairs = synthetic_pairs(n, seed)
+        (raw / f"{split}.es").write_text("".join(s + "\n" for s, _ in pairs))
+        (raw / f"{split}.en").write_text("".join(t + "\n" for _, t in pairs))
+    (raw / "test.tsv").write_text("".join(f"{s}\t{t}\n" for s, t in synthetic_pairs(20, 2)))
+    runner = CliRunner()
+    corpus = tmp_path / "corpus"
+    result = runner.invoke(
+        main,
+        [
+            "data",
+            "parallel",
+            "--langs",
+            "es",
+            "en",
+            "--train",
+            str(raw / "train"),
+            "--valid",
+            str(raw / "valid"),
+            "--test",
+            str(raw / "test.tsv"),
+            "--out",
+            str(corpus),
+            "--vocab-size",
+            "60",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "train 200, valid 20, test 20 pairs" in result.output
+
+    run = tmp_path / "run"
+    common = [
+        "train",
+        "--data",
+        str(corpus),
+        "--out",
+        str(run),
+        "--space",
+        TINY_SPACE,
+        "--mode",
+        "layer",
+        "--max-tokens",
+        "256",
+        "--valid-every",
+        "0",
+        "--warmup",
+        "2",
+    ]
+    result = runner.invoke(main, [*common, "--max-steps", "2"])
+    assert result.exit_code == 0, result.output
+    assert "done at step 2" in result.output
+    result = runner.invoke(main, [*common, "--max-steps", "3"])
+    assert result.exit_code == 2 and "pass --resume" in result.output
+    result = runner.invoke(main, [*common, "--max-steps", "3", "--resume"])
+    assert result.exit_code == 0 and "done at step 3" in result.output
+
+    arch_file = tmp_path / "arch.json"
+    from mos_search.space import load_space
+
+    arch_file.write_text(load_space(TINY_SPACE).smallest().to_json())
+    result = runner.invoke(
+        main,
+        [
+            "score",
+            "--ckpt",
+            str(run),
+            "--preset-arch",
+            "largest",
+            "--arch",
+            str(arch_file),
+            "--split",
+            "test",
+            "--limit",
+            "5",
+            "--beam",
+            "2",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].split() == ["arch", "params", "loss", "bleu"]
+    assert lines[1].startswith("largest") and lines[2].startswith("arch0")
+    assert "sacreBLEU signature: nrefs:1|case:mixed" in result.output
+
+
+def test_bad_inputs_are_one_line_errors(tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(main, ["score", "--ckpt", str(tmp_path), "--preset-arch", "largest"])
+    assert result.exit_code == 2
+    assert (
+        result.output.startswith("error: no checkpoint at") and len(result.output.splitlines()) == 1
+    )
+    result = runner.invoke(main, ["train", "--data", str(tmp_path), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "is not a corpus folder" in result.output
+    result = runner.invoke(main, ["score", "--ckpt", str(tmp_path), "--arch", str(tmp_path / "x")])
+    assert result.exit_code == 2 and "cannot read" in result.output

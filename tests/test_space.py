@@ -184,7 +184,7 @@ def test_malformed_preset_files(tmp_path, text, message):
 
 def test_unknown_preset_lists_known_ones():
     with pytest.raises(
-        SpaceError, match=r"unknown search space 'tiny'; presets: cpu-small, hat-wmt14"
+        SpaceError, match=r"unknown search space 'tiny'; presets: cpu-small, cpu-tiny, hat-wmt14"
     ):
         load_space("tiny")
     with pytest.raises(SpaceError, match="not found"):

@@ -1,0 +1,1 @@
+"""Corpora: parallel-text readers, the embedded Bible corpus, tokenizer and batches."""

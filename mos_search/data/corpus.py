@@ -1,0 +1,199 @@
+"""Corpus folders: aligned splits on disk, a joint SentencePiece model, and a manifest.
+
+Layout of a folder built by `build_corpus`:
+    train.SRC train.TGT valid.SRC valid.TGT test.SRC test.TGT   one sentence per line
+    spm.model spm.vocab                                          joint subword model (train split)
+    corpus.json                                                  languages, counts, vocab, digests
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from mos_search.data.parallel import read_parallel, read_tsv
+from mos_search.errors import DataError
+
+SPLITS = ("train", "valid", "test")
+MANIFEST = "corpus.json"
+PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """A built corpus folder."""
+
+    root: Path
+    source_lang: str
+    target_lang: str
+    vocab_size: int
+
+    def split_paths(self, split: str) -> tuple[Path, Path]:
+        """(source file, target file) of a split."""
+        if split not in SPLITS:
+            raise DataError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+        return (
+            self.root / f"{split}.{self.source_lang}",
+            self.root / f"{split}.{self.target_lang}",
+        )
+
+    def pairs(self, split: str) -> list[tuple[str, str]]:
+        """Sentence pairs of a split."""
+        return read_parallel(*self.split_paths(split))
+
+    @property
+    def tokenizer_path(self) -> Path:
+        """The SentencePiece model file."""
+        return self.root / "spm.model"
+
+    def digest(self) -> str:
+        """Digest of the manifest (which holds each file's sha256): identifies the data."""
+        return hashlib.sha256((self.root / MANIFEST).read_bytes()).hexdigest()[:16]
+
+
+def open_corpus(root: str | Path) -> Corpus:
+    """Open a corpus folder written by `build_corpus`."""
+    root = Path(root)
+    manifest = root / MANIFEST
+    if not manifest.is_file():
+        raise DataError(
+            f"{root} is not a corpus folder (no {MANIFEST}); build one with "
+            "`mos-search data bible --out DIR` or `mos-search data parallel`"
+        )
+    meta = json.loads(manifest.read_text())
+    corpus = Corpus(root, meta["source_lang"], meta["target_lang"], int(meta["vocab_size"]))
+    for split in SPLITS:
+        for path in corpus.split_paths(split):
+            if not path.is_file():
+                raise DataError(f"corpus folder {root} lacks {path.name}")
+    if not corpus.tokenizer_path.is_file():
+        raise DataError(f"corpus folder {root} lacks spm.model")
+    return corpus
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _write_lines(path: Path, lines: list[str]) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text("".join(line.replace("\n", " ") + "\n" for line in lines), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def train_tokenizer(sentences: list[str], model_prefix: Path, vocab_size: int) -> None:
+    """Train a joint unigram SentencePiece model with pad/unk/bos/eos = 0/1/2/3.
+
+    `vocab_size` is an upper bound: a small corpus gets the vocabulary it can support.
+    """
+    import sentencepiece as spm
+
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", encoding="utf-8", delete=False) as f:
+        f.writelines(s + "\n" for s in sentences)
+        text_path = f.name
+    try:
+        spm.SentencePieceTrainer.train(
+            input=text_path,
+            model_prefix=str(model_prefix),
+            vocab_size=vocab_size,
+            model_type="unigram",
+            character_coverage=1.0,
+            pad_id=PAD_ID,
+            unk_id=UNK_ID,
+            bos_id=BOS_ID,
+            eos_id=EOS_ID,
+            num_threads=1,
+            minloglevel=2,
+            input_sentence_size=0,
+            shuffle_input_sentence=False,
+            hard_vocab_limit=False,
+        )
+    except RuntimeError as exc:
+        raise DataError(f"SentencePiece training failed: {exc}") from exc
+    finally:
+        os.unlink(text_path)
+
+
+def build_corpus(
+    out: str | Path,
+    splits: dict[str, list[tuple[str, str]]],
+    source_lang: str,
+    target_lang: str,
+    vocab_size: int,
+    extra: dict | None = None,
+) -> Corpus:
+    """Write aligned splits, train the joint tokenizer on the training split, write the manifest."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    missing = [s for s in SPLITS if not splits.get(s)]
+    if missing:
+        raise DataError(f"no sentence pairs for split(s): {', '.join(missing)}")
+    for split, pairs in splits.items():
+        _write_lines(out / f"{split}.{source_lang}", [s for s, _ in pairs])
+        _write_lines(out / f"{split}.{target_lang}", [t for _, t in pairs])
+    train = splits["train"]
+    train_tokenizer([s for s, _ in train] + [t for _, t in train], out / "spm", vocab_size)
+    from mos_search.data.tokenizer import Tokenizer
+
+    vocab_size = Tokenizer(out / "spm.model").vocab_size
+    files = sorted(p.name for p in out.iterdir() if p.name != MANIFEST and p.is_file())
+    meta = {
+        "source_lang": source_lang,
+        "target_lang": target_lang,
+        "vocab_size": vocab_size,
+        "pairs": {s: len(p) for s, p in splits.items()},
+        "sha256": {name: _sha256(out / name) for name in files},
+        **(extra or {}),
+    }
+    tmp = out / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(meta, indent=2, ensure_ascii=False))
+    os.replace(tmp, out / MANIFEST)
+    return open_corpus(out)
+
+
+def build_bible_corpus(out: str | Path, vocab_size: int = 8000) -> Corpus:
+    """The default corpus (Spanish -> English Bible), split by whole books."""
+    from mos_search.data import bible
+
+    splits: dict[str, list[tuple[str, str]]] = {s: [] for s in SPLITS}
+    for verse in bible.bible_verses():
+        splits[bible.split_of(verse.book)].append((verse.source, verse.target))
+    extra = {
+        "name": "bible-es-en",
+        "source_module": bible.SOURCE_MODULE,
+        "target_module": bible.TARGET_MODULE,
+        "books": {
+            "valid": list(bible.VALID_BOOKS),
+            "test": list(bible.TEST_BOOKS),
+            "train": "every other book present in both texts",
+        },
+    }
+    return build_corpus(out, splits, "es", "en", vocab_size, extra)
+
+
+def read_split(path: str, source_lang: str, target_lang: str) -> list[tuple[str, str]]:
+    """A split given as a .tsv file or as a prefix of PREFIX.SRC / PREFIX.TGT files."""
+    if path.endswith(".tsv"):
+        return read_tsv(path)
+    return read_parallel(f"{path}.{source_lang}", f"{path}.{target_lang}")
+
+
+def build_parallel_corpus(
+    out: str | Path,
+    source_lang: str,
+    target_lang: str,
+    train: str,
+    valid: str,
+    test: str,
+    vocab_size: int = 8000,
+) -> Corpus:
+    """A corpus folder from your own parallel text (each split a .tsv or a file prefix)."""
+    splits = {
+        name: read_split(path, source_lang, target_lang)
+        for name, path in (("train", train), ("valid", valid), ("test", test))
+    }
+    return build_corpus(out, splits, source_lang, target_lang, vocab_size)

@@ -1,0 +1,222 @@
+"""The scoring oracle: validation loss and sacreBLEU of any architecture a checkpoint holds, cached.
+
+Scores are cached on disk (one JSON line each) under a key of (checkpoint digest, corpus digest,
+arch, metric and its settings, split, slice), so a search never scores the same thing twice and a
+retrained checkpoint never reuses stale scores.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import sacrebleu
+import torch
+
+from mos_search.checkpoint import read_state, resolve_checkpoint
+from mos_search.data.batches import encode_split
+from mos_search.data.corpus import open_corpus
+from mos_search.data.tokenizer import Tokenizer
+from mos_search.decode import translate_ids
+from mos_search.errors import ConfigError
+from mos_search.losses import validation_loss
+from mos_search.models import load_model
+from mos_search.space import Arch
+from mos_search.transformer import count_parameters
+
+METRICS = ("loss", "bleu")
+
+
+@dataclass(frozen=True)
+class BleuResult:
+    """A corpus BLEU with its sacreBLEU signature and the hypotheses it was computed on."""
+
+    score: float
+    signature: str
+    hypotheses: list[str]
+
+
+def corpus_bleu(hypotheses: list[str], references: list[str]) -> tuple[float, str]:
+    """sacreBLEU corpus score (default 13a tokenisation) and its signature."""
+    metric = sacrebleu.BLEU()
+    result = metric.corpus_score(hypotheses, [references])
+    return float(result.score), str(metric.get_signature())
+
+
+class ScoreCache:
+    """Append-only JSON-lines cache of scores."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path, self.values = path, {}
+        if path is not None and path.is_file():
+            for line in path.read_text().splitlines():
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut short by a crash: ignore it
+                self.values[record["key"]] = record
+        self.hits = 0
+
+    @staticmethod
+    def key(**parts: object) -> str:
+        """Stable digest of the scoring parameters."""
+        return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
+
+    def get(self, key: str) -> dict | None:
+        """A cached record, or None."""
+        record = self.values.get(key)
+        self.hits += record is not None
+        return record
+
+    def put(self, key: str, record: dict) -> None:
+        """Store (and append to the file)."""
+        record = {"key": key, **record}
+        self.values[key] = record
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+
+
+class Oracle:
+    """Scores architectures of one checkpoint on one data split (optionally its first `limit`)."""
+
+    def __init__(
+        self,
+        checkpoint: str | Path,
+        data: str | Path | None = None,
+        split: str = "valid",
+        limit: int | None = None,
+        cache_path: str | Path | None = "auto",
+        threads: int = 1,
+        max_tokens: int = 4096,
+    ) -> None:
+        torch.set_num_threads(threads)
+        self.checkpoint = resolve_checkpoint(checkpoint)
+        self.loaded = load_model(self.checkpoint)
+        data = data or read_state(self.checkpoint).get("train_config", {}).get("data")
+        if data is None:
+            raise ConfigError("no data folder given and the checkpoint names none")
+        self.corpus = open_corpus(data)
+        self.tokenizer = Tokenizer(self.corpus.tokenizer_path)
+        if self.tokenizer.vocab_size != self.loaded.vocab_size:
+            raise ConfigError(
+                f"the corpus tokenizer has {self.tokenizer.vocab_size} ids, the "
+                f"checkpoint expects {self.loaded.vocab_size}"
+            )
+        self.split, self.limit, self.max_tokens = split, limit, max_tokens
+        self.data = encode_split(self.corpus, split, self.tokenizer).head(limit)
+        if cache_path == "auto":  # beside the run's checkpoints, shared by all of them
+            cache_path = self.checkpoint.parent.parent / "score_cache.jsonl"
+        self.cache = ScoreCache(Path(cache_path) if cache_path else None)
+
+    @property
+    def space(self):
+        """The search space of the checkpoint."""
+        return self.loaded.space
+
+    def _key(self, arch: Arch, metric: str, **settings: object) -> str:
+        return ScoreCache.key(
+            model=self.loaded.digest,
+            corpus=self.corpus.digest(),
+            arch=arch.to_dict(),
+            metric=metric,
+            split=self.split,
+            limit=self.limit,
+            **settings,
+        )
+
+    def loss(self, arch: Arch) -> float:
+        """Mean NLL per target token (nats) of `arch` on the split."""
+        key = self._key(arch, "loss")
+        if (hit := self.cache.get(key)) is not None:
+            return hit["value"]
+        value = validation_loss(self.loaded.sub_network(arch), self.data, self.max_tokens)
+        self.cache.put(key, {"metric": "loss", "value": value, "arch": arch.to_dict()})
+        return value
+
+    def bleu(self, arch: Arch, beam: int = 5, lenpen: float = 1.0) -> BleuResult:
+        """sacreBLEU of `arch`'s translations (detokenised) of the split."""
+        key = self._key(arch, "bleu", beam=beam, lenpen=lenpen)
+        if (hit := self.cache.get(key)) is not None:
+            return BleuResult(hit["value"], hit["signature"], hit["hypotheses"])
+        ids = translate_ids(self.loaded.sub_network(arch), self.data, beam, lenpen)
+        hypotheses = [self.tokenizer.decode(h) for h in ids]
+        score, signature = corpus_bleu(hypotheses, self.data.references)
+        self.cache.put(
+            key,
+            {
+                "metric": "bleu",
+                "value": score,
+                "signature": signature,
+                "beam": beam,
+                "lenpen": lenpen,
+                "arch": arch.to_dict(),
+                "hypotheses": hypotheses,
+            },
+        )
+        return BleuResult(score, signature, hypotheses)
+
+    def score(self, arch: Arch, metric: str, beam: int = 5) -> float:
+        """The value of `metric` ("loss": lower is better; "bleu": higher is better)."""
+        if metric == "loss":
+            return self.loss(arch)
+        if metric == "bleu":
+            return self.bleu(arch, beam).score
+        raise ConfigError(f"metric: expected one of {', '.join(METRICS)}, found {metric!r}")
+
+
+def parse_archs(text: str, space) -> list[Arch]:
+    """One architecture, or a list of them, from JSON text."""
+    import json as _json
+
+    try:
+        data = _json.loads(text)
+    except _json.JSONDecodeError as exc:
+        raise ConfigError(f"architecture file is not valid JSON: {exc}") from None
+    items = data if isinstance(data, list) else [data]
+    return [space.arch_from_dict(item) for item in items]
+
+
+def score_report(
+    checkpoint: str,
+    data: str | None,
+    arch_json: str | None,
+    presets: list[str],
+    metrics: list[str],
+    split: str,
+    limit: int | None,
+    beam: int,
+    threads: int,
+) -> str:
+    """Score the requested architectures; a table, then the sacreBLEU signature."""
+    oracle = Oracle(checkpoint, data, split, limit, threads=threads)
+    archs = [(name, getattr(oracle.space, name)()) for name in presets]
+    if arch_json:
+        archs += [(f"arch{i}", a) for i, a in enumerate(parse_archs(arch_json, oracle.space))]
+    archs += [("standalone", a) for a in oracle.loaded.archs() if not archs]
+    if not archs:
+        raise ConfigError("nothing to score: give --arch FILE or --preset-arch largest|smallest")
+    lines = [f"{'arch':<12}{'params':>10}" + "".join(f"{m:>10}" for m in metrics)]
+    signature = None
+    for name, arch in archs:
+        params = count_parameters(arch, oracle.loaded.vocab_size, oracle.space.qkv_dim)
+        row = f"{name:<12}{params / 1e6:>9.2f}M"
+        for metric in metrics:
+            if metric == "bleu":
+                result = oracle.bleu(arch, beam)
+                row += f"{result.score:>10.2f}"
+                signature = result.signature
+            else:
+                row += f"{oracle.loss(arch):>10.3f}"
+        lines.append(row)
+    lines.append(
+        f"split {split}"
+        + (f" (first {limit})" if limit else "")
+        + f", {len(oracle.data)} sentences; loss = NLL per target token (nats)"
+    )
+    if signature:
+        lines.append(f"sacreBLEU signature: {signature}; beam {beam}")
+    return "\n".join(lines)

@@ -1,0 +1,391 @@
+"""Supernet and standalone training: token-budget batches, sandwich or random sampling, resumable.
+
+One step: sample architectures (sandwich rule: largest + smallest + k random; or k random, HAT's
+way), accumulate their gradients on the same batch, clip, Adam step. Architecture samples are
+seeded by (seed, step) and batches by (seed, epoch), so a resumed run (weights, optimizer, RNG and
+data position restored) ends with the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from mos_search.checkpoint import (
+    OPTIMIZER_FILE,
+    load_tensors,
+    load_weights,
+    read_state,
+    restore_optimizer,
+    save_checkpoint,
+)
+from mos_search.data.batches import Batch, collate, encode_split, token_batches
+from mos_search.data.corpus import open_corpus
+from mos_search.data.tokenizer import Tokenizer
+from mos_search.errors import CheckpointError, ConfigError
+from mos_search.losses import label_smoothed_nll, validation_loss
+from mos_search.models import build_model, standalone_spec, supernet_spec
+from mos_search.space import Arch, SearchSpace, load_space, space_from_dict
+from mos_search.supernet import MODES, Supernet, SupernetConfig
+
+SAMPLINGS = ("sandwich", "random")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run depends on; saved in every checkpoint.
+
+    With `arch` set, one architecture is trained alone (a standalone model), not a supernet.
+    `max_steps` and `minutes` are budgets (whichever ends first; `minutes` counts across resumes).
+    """
+
+    data: str
+    out: str
+    space: str = "cpu-small"
+    mode: str = "neuron"
+    experts: int = 2
+    mos_attention: bool = False
+    arch: dict | None = None
+    sampling: str = "sandwich"
+    random_archs: int = 2
+    max_tokens: int = 4096
+    max_len: int = 128
+    lr: float = 1e-3
+    warmup: int = 200
+    clip_norm: float = 1.0
+    label_smoothing: float = 0.1
+    dropout: float = 0.1
+    weight_decay: float = 0.0
+    max_steps: int = 1000
+    minutes: float | None = None
+    save_every: int = 100
+    log_every: int = 10
+    valid_every: int = 200
+    valid_limit: int = 500
+    keep: int = 2
+    seed: int = 1
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ConfigError(f"mode: expected one of {', '.join(MODES)}, found {self.mode!r}")
+        if self.sampling not in SAMPLINGS:
+            raise ConfigError(
+                f"sampling: expected one of {', '.join(SAMPLINGS)}, found {self.sampling!r}"
+            )
+        if self.sampling == "random" and self.random_archs < 1:
+            raise ConfigError("random sampling needs random_archs >= 1")
+        for name in ("max_tokens", "max_steps", "save_every", "log_every", "threads", "max_len"):
+            if getattr(self, name) < 1:
+                raise ConfigError(
+                    f"{name}: expected a positive integer, found {getattr(self, name)}"
+                )
+        if self.max_tokens < self.max_len:
+            raise ConfigError(
+                f"max_tokens ({self.max_tokens}) must be at least max_len ({self.max_len})"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Inverse of `to_dict`; unknown keys are an error."""
+        unknown = set(data) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ConfigError(f"unknown training option(s): {', '.join(sorted(unknown))}")
+        return cls(**data)
+
+
+class ArchSampler:
+    """The architectures of each step, a pure function of (seed, step): same on every rank."""
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        sampling: str,
+        random_archs: int,
+        seed: int,
+        fixed: Arch | None = None,
+    ) -> None:
+        self.space, self.sampling, self.k, self.seed, self.fixed = (
+            space,
+            sampling,
+            random_archs,
+            seed,
+            fixed,
+        )
+
+    def archs(self, step: int) -> list[Arch]:
+        """Architectures trained at `step`."""
+        if self.fixed is not None:
+            return [self.fixed]
+        rng = random.Random(self.seed * 1_000_003 + step)
+        sampled = [self.space.sample(rng) for _ in range(self.k)]
+        if self.sampling == "sandwich":
+            return [self.space.largest(), self.space.smallest(), *sampled]
+        return sampled
+
+
+def inverse_sqrt_lr(step: int, peak: float, warmup: int) -> float:
+    """Linear warm-up to `peak` over `warmup` steps, then decay as 1/sqrt(step)."""
+    step = max(step, 1)
+    if warmup <= 0:
+        return peak
+    return peak * min(step / warmup, math.sqrt(warmup / step))
+
+
+def model_spec(config: TrainConfig, space: SearchSpace, vocab_size: int) -> dict[str, Any]:
+    """Description of the model a training config builds."""
+    if config.arch is not None:
+        arch = space.arch_from_dict(config.arch)
+        return standalone_spec(space, arch, vocab_size, config.dropout)
+    return supernet_spec(
+        SupernetConfig(
+            space=space,
+            vocab_size=vocab_size,
+            mode=config.mode,
+            experts=config.experts,
+            mos_attention=config.mos_attention,
+            dropout=config.dropout,
+        )
+    )
+
+
+def forward_fn(model: nn.Module, arch: Arch):
+    """`(src, prev) -> logits` of `arch` in `model` (supernet or standalone)."""
+    if isinstance(model, Supernet):
+        return lambda src, prev: model(src, prev, arch)
+    return model
+
+
+@dataclass
+class TrainResult:
+    """Where a run ended."""
+
+    run_dir: Path
+    step: int
+    checkpoint: Path
+    interrupted: bool
+    last_loss: float | None
+
+
+class Trainer:
+    """One training run: builds or resumes the model, then runs steps until a budget is spent."""
+
+    def __init__(self, config: TrainConfig, resume: bool = False) -> None:
+        self.run_dir = Path(config.out)
+        state: dict[str, Any] = {}
+        if resume:
+            state = read_state(self.run_dir)
+            saved = TrainConfig.from_dict(state["train_config"])
+            # Budgets may be extended on resume; everything else must stay as it was.
+            config = replace(
+                saved, data=config.data, max_steps=config.max_steps, minutes=config.minutes
+            )
+        elif (self.run_dir / "checkpoints").exists():
+            raise CheckpointError(
+                f"{self.run_dir} already holds a run; pass --resume to continue "
+                "it or choose another --out"
+            )
+        self.config = config
+        torch.set_num_threads(config.threads)
+        corpus = open_corpus(config.data)
+        tokenizer = Tokenizer(corpus.tokenizer_path)
+        self.train_data = encode_split(corpus, "train", tokenizer, config.max_len)
+        self.valid_data = encode_split(corpus, "valid", tokenizer).head(config.valid_limit)
+        torch.manual_seed(config.seed)
+        self.spec = state.get("model") or model_spec(
+            config, load_space(config.space), tokenizer.vocab_size
+        )
+        self.model = build_model(self.spec).train()
+        if isinstance(self.model, Supernet):
+            self.space, fixed = self.model.config.space, None
+        else:
+            self.space, fixed = space_from_dict(self.spec["space"], "checkpoint"), self.model.arch
+        self.sampler = ArchSampler(
+            self.space, config.sampling, config.random_archs, config.seed, fixed
+        )
+        self.optimizer = torch.optim.Adam(
+            self.model.parameters(),
+            lr=config.lr,
+            betas=(0.9, 0.98),
+            eps=1e-8,
+            weight_decay=config.weight_decay,
+        )
+        self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
+        self.elapsed, self.tokens_seen = 0.0, 0
+        self.corpus_digest = corpus.digest()
+        if state:
+            self._restore(state)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        load_weights(self.model, self.run_dir)
+        tensors = load_tensors(self.run_dir, OPTIMIZER_FILE)
+        restore_optimizer(self.optimizer, tensors, state["optimizer"])
+        torch.set_rng_state(tensors["rng.torch"])
+        self.step, self.epoch = state["step"], state["epoch"]
+        self.batch_in_epoch, self.elapsed = state["batch_in_epoch"], state["elapsed_seconds"]
+        self.tokens_seen = state["tokens_seen"]
+        if state.get("corpus_digest") != self.corpus_digest:
+            raise CheckpointError(f"{self.config.data} is not the corpus this run was trained on")
+
+    # ------------------------------------------------------------------ steps
+    def _next_batch(self) -> Batch:
+        batches = token_batches(
+            self.train_data, self.config.max_tokens, self.config.seed, self.epoch
+        )
+        if self.batch_in_epoch >= len(batches):
+            self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+            return self._next_batch()
+        batch = collate(self.train_data, batches[self.batch_in_epoch])
+        self.batch_in_epoch += 1
+        return batch
+
+    def train_step(self) -> tuple[float, float, int]:
+        """One optimizer step; returns (loss per token, nll per token, target tokens)."""
+        cfg = self.config
+        batch = self._next_batch()
+        archs = self.sampler.archs(self.step)
+        ntokens = batch.target_tokens
+        self.optimizer.zero_grad(set_to_none=True)
+        loss_total = nll_total = 0.0
+        for arch in archs:
+            logits = forward_fn(self.model, arch)(batch.src, batch.prev)
+            loss, nll = label_smoothed_nll(logits, batch.target, cfg.label_smoothing)
+            (loss / (ntokens * len(archs))).backward()
+            loss_total, nll_total = loss_total + loss.item(), nll_total + nll.item()
+        if cfg.clip_norm > 0:
+            nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_norm)
+        lr = inverse_sqrt_lr(self.step + 1, cfg.lr, cfg.warmup)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.step()
+        self.step += 1
+        self.tokens_seen += ntokens
+        denominator = ntokens * len(archs)
+        return loss_total / denominator, nll_total / denominator, ntokens
+
+    def validate(self) -> dict[str, float]:
+        """Validation NLL per token of the largest and smallest archs (or the standalone one)."""
+        self.model.eval()
+        archs = (
+            self.sampler.archs(0)[:1]
+            if self.sampler.fixed
+            else [self.space.largest(), self.space.smallest()]
+        )
+        names = ["arch"] if self.sampler.fixed else ["largest", "smallest"]
+        out = {
+            f"valid_nll_{name}": validation_loss(forward_fn(self.model, arch), self.valid_data)
+            for name, arch in zip(names, archs)
+        }
+        self.model.train()
+        return out
+
+    def save(self) -> Path:
+        """Checkpoint the current step."""
+        state = {
+            "model": self.spec,
+            "train_config": self.config.to_dict(),
+            "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "elapsed_seconds": self.elapsed,
+            "tokens_seen": self.tokens_seen,
+            "corpus_digest": self.corpus_digest,
+        }
+        return save_checkpoint(
+            self.run_dir, self.step, self.model, state, self.optimizer, self.config.keep
+        )
+
+    def _log(self, record: dict[str, Any]) -> None:
+        with (self.run_dir / "metrics.jsonl").open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def _budget_left(self) -> bool:
+        cfg = self.config
+        if self.step >= cfg.max_steps:
+            return False
+        return cfg.minutes is None or self.elapsed < cfg.minutes * 60
+
+    def run(self, progress: bool = True) -> TrainResult:
+        """Train until `max_steps` or `minutes`; Ctrl-C saves the last finished step."""
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+        cfg = self.config
+        (self.run_dir / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
+        checkpoint, interrupted, last_loss = None, False, None
+        window_tokens, window_time = 0, 0.0
+        columns = [
+            TextColumn("train"),
+            BarColumn(),
+            TextColumn("step {task.completed}/{task.total}"),
+            TextColumn("{task.fields[status]}"),
+            TimeRemainingColumn(),
+        ]
+        with Progress(*columns, disable=not progress, transient=False) as bar:
+            task = bar.add_task("train", total=cfg.max_steps, completed=self.step, status="")
+            try:
+                while self._budget_left():
+                    started = time.perf_counter()
+                    loss, nll, ntokens = self.train_step()
+                    spent = time.perf_counter() - started
+                    self.elapsed += spent
+                    window_tokens, window_time = window_tokens + ntokens, window_time + spent
+                    last_loss = loss
+                    record: dict[str, Any] = {}
+                    if self.step % cfg.log_every == 0:
+                        record = {
+                            "loss": round(loss, 4),
+                            "nll": round(nll, 4),
+                            "lr": inverse_sqrt_lr(self.step, cfg.lr, cfg.warmup),
+                            "tokens_per_s": round(window_tokens / max(window_time, 1e-9)),
+                        }
+                        window_tokens, window_time = 0, 0.0
+                    if cfg.valid_every and self.step % cfg.valid_every == 0:
+                        record.update(self.validate())
+                    if record:
+                        self._log(
+                            {
+                                "step": self.step,
+                                "epoch": self.epoch,
+                                "elapsed_s": round(self.elapsed, 1),
+                                **record,
+                            }
+                        )
+                    if self.step % cfg.save_every == 0:
+                        checkpoint = self.save()
+                    bar.update(
+                        task,
+                        completed=self.step,
+                        status=f"loss {loss:.3f}  {ntokens / spent:,.0f} tok/s",
+                    )
+            except KeyboardInterrupt:
+                interrupted = True
+        if checkpoint is None or checkpoint.name != f"step_{self.step:07d}":
+            checkpoint = self.save()
+        if not interrupted:
+            self._log(
+                {
+                    "step": self.step,
+                    "epoch": self.epoch,
+                    "elapsed_s": round(self.elapsed, 1),
+                    "final": True,
+                    **self.validate(),
+                }
+            )
+        return TrainResult(self.run_dir, self.step, checkpoint, interrupted, last_loss)
+
+
+def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> TrainResult:
+    """Train (or resume) a supernet or standalone model as `config` says."""
+    return Trainer(config, resume).run(progress)

@@ -1,0 +1,129 @@
+"""Oracle and decoding: cache, beam search with/without the cache, supernet vs extracted, BLEU."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from mos_search.decode import CachedStepper, FullStepper, beam_search, greedy_search
+from mos_search.models import load_model
+from mos_search.oracle import Oracle, corpus_bleu
+
+
+def test_bleu_of_reference_against_itself_is_100():
+    refs = ["The earth was formless and empty.", "God said, “Let there be light,” and there was."]
+    score, signature = corpus_bleu(refs, refs)
+    assert score == pytest.approx(100.0)
+    assert signature.startswith("nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:")
+
+
+def test_cached_score_equals_fresh_score(tiny_run, tmp_path):
+    cache = tmp_path / "cache.jsonl"
+    space = load_model(tiny_run).space
+    arch = space.sample(random.Random(1))
+    first = Oracle(tiny_run, cache_path=cache)
+    fresh_loss, fresh_bleu = first.loss(arch), first.bleu(arch, beam=2)
+    assert first.cache.hits == 0
+    again = Oracle(tiny_run, cache_path=cache)  # a new process would read the same file
+    assert again.loss(arch) == fresh_loss
+    assert again.bleu(arch, beam=2) == fresh_bleu
+    assert again.cache.hits == 2
+    uncached = Oracle(tiny_run, cache_path=None)
+    assert uncached.loss(arch) == fresh_loss
+    assert uncached.bleu(arch, beam=2).hypotheses == fresh_bleu.hypotheses
+
+
+def test_cache_key_separates_slices_and_metrics(tiny_run, tmp_path):
+    cache = tmp_path / "cache.jsonl"
+    arch = load_model(tiny_run).space.largest()
+    whole = Oracle(tiny_run, cache_path=cache).loss(arch)
+    part = Oracle(tiny_run, limit=5, cache_path=cache)
+    assert part.loss(arch) != whole and part.cache.hits == 0
+
+
+@pytest.fixture(scope="module")
+def random_supernet():
+    """An untrained supernet: its outputs are long and varied, which makes equality meaningful."""
+    from mos_search import Supernet, SupernetConfig, load_space
+
+    from conftest import TINY_SPACE
+
+    torch.manual_seed(0)
+    return Supernet(
+        SupernetConfig(space=load_space(TINY_SPACE), mode="neuron", vocab_size=40)
+    ).eval()
+
+
+def random_sources(n: int = 6) -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    src = torch.randint(4, 40, (n, 9), generator=g)
+    src[0, 5:] = 0  # one shorter, padded source
+    src[:, -1] = 3
+    return src
+
+
+def test_beam_search_with_cache_equals_without(random_supernet):
+    space = random_supernet.config.space
+    src = random_sources()
+    for arch in (space.largest(), space.smallest(), space.sample(random.Random(3))):
+        model = random_supernet.extract(arch)
+        for beam in (1, 3, 5):
+            cached = beam_search(CachedStepper(model), src, beam=beam, lenpen=1.0)
+            full = beam_search(FullStepper(model), src, beam=beam, lenpen=1.0)
+            assert cached == full
+            assert sum(len(h) for h in cached) > 10
+
+
+def test_greedy_supernet_equals_extracted(random_supernet):
+    src = random_sources()
+    for seed in range(3):
+        arch = random_supernet.config.space.sample(random.Random(seed))
+        supernet_out = greedy_search(
+            FullStepper(lambda s, p, a=arch: random_supernet(s, p, a)), src
+        )
+        extracted_out = greedy_search(CachedStepper(random_supernet.extract(arch)), src)
+        assert supernet_out == extracted_out
+        assert sum(len(h) for h in supernet_out) > 10
+
+
+def test_beam_one_is_greedy(random_supernet):
+    model = random_supernet.extract(random_supernet.config.space.largest())
+    src = random_sources()
+    assert beam_search(CachedStepper(model), src, beam=1) == greedy_search(
+        CachedStepper(model), src
+    )
+
+
+def test_decoding_length_is_bounded(random_supernet):
+    model = random_supernet.extract(random_supernet.config.space.smallest())
+    for hyp in beam_search(CachedStepper(model), random_sources(), beam=2, max_len=4):
+        assert len(hyp) <= 3
+
+
+@pytest.mark.slow
+def test_pipeline_learns_a_word_for_word_task(tiny_corpus, tmp_path):
+    """Train longer on the synthetic task: BLEU must rise well above zero."""
+    from mos_search.train import TrainConfig, train
+
+    from conftest import TINY_SPACE
+
+    train(
+        TrainConfig(
+            data=str(tiny_corpus.root),
+            out=str(tmp_path),
+            space=TINY_SPACE,
+            mode="neuron",
+            max_tokens=512,
+            max_steps=600,
+            warmup=20,
+            lr=5e-3,
+            dropout=0.0,
+            valid_every=0,
+            save_every=600,
+        ),
+        progress=False,
+    )
+    oracle = Oracle(tmp_path, cache_path=None)
+    assert oracle.bleu(oracle.space.largest(), beam=3).score > 30.0

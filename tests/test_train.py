@@ -1,0 +1,111 @@
+"""Training: resume equals uninterrupted, checkpoints, standalone runs, learning happens."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from mos_search.checkpoint import load_tensors, read_state, resolve_checkpoint
+from mos_search.errors import CheckpointError, ConfigError
+from mos_search.space import load_space
+from mos_search.train import ArchSampler, TrainConfig, inverse_sqrt_lr, train
+
+from conftest import TINY_SPACE
+
+
+def config(corpus, out, **overrides) -> TrainConfig:
+    base = dict(
+        data=str(corpus.root),
+        out=str(out),
+        space=TINY_SPACE,
+        mode="layer",
+        max_tokens=256,
+        max_steps=8,
+        warmup=3,
+        lr=3e-3,
+        save_every=3,
+        valid_every=0,
+        log_every=2,
+        dropout=0.1,
+    )
+    return TrainConfig(**{**base, **overrides})
+
+
+def test_resume_equals_uninterrupted(tiny_corpus, tmp_path):
+    whole = train(config(tiny_corpus, tmp_path / "whole"), progress=False)
+    first = train(config(tiny_corpus, tmp_path / "split", max_steps=5), progress=False)
+    assert first.step == 5
+    second = train(config(tiny_corpus, tmp_path / "split"), resume=True, progress=False)
+    assert whole.step == second.step == 8
+    a, b = load_tensors(whole.checkpoint), load_tensors(second.checkpoint)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)  # dropout RNG, data order, optimizer restored
+
+
+def test_checkpoint_layout_and_latest(tiny_corpus, tmp_path):
+    result = train(config(tiny_corpus, tmp_path / "run", max_steps=7, keep=2), progress=False)
+    ckpts = sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("step_*"))
+    assert ckpts == ["step_0000006", "step_0000007"]  # the newest two kept
+    assert resolve_checkpoint(tmp_path / "run") == result.checkpoint
+    state = read_state(tmp_path / "run")
+    assert state["step"] == 7 and state["model"]["kind"] == "supernet"
+    assert state["train_config"]["mode"] == "layer"
+    assert not list((tmp_path / "run" / "checkpoints").glob(".*tmp"))
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == [2, 4, 6, 7]
+
+
+def test_existing_run_needs_resume(tiny_corpus, tmp_path):
+    train(config(tiny_corpus, tmp_path / "run", max_steps=1), progress=False)
+    with pytest.raises(CheckpointError, match="already holds a run; pass --resume"):
+        train(config(tiny_corpus, tmp_path / "run", max_steps=2), progress=False)
+
+
+def test_resume_without_run_is_clear(tiny_corpus, tmp_path):
+    with pytest.raises(CheckpointError, match="no checkpoint at"):
+        train(config(tiny_corpus, tmp_path / "none"), resume=True, progress=False)
+
+
+def test_standalone_training(tiny_corpus, tmp_path):
+    arch = load_space(TINY_SPACE).smallest()
+    result = train(
+        config(tiny_corpus, tmp_path / "alone", arch=arch.to_dict(), max_steps=3), progress=False
+    )
+    state = read_state(result.checkpoint)
+    assert state["model"]["kind"] == "standalone" and state["model"]["arch"] == arch.to_dict()
+    n = sum(t.numel() for t in load_tensors(result.checkpoint).values())
+    from mos_search.transformer import count_parameters
+
+    assert n == count_parameters(arch, tiny_corpus.vocab_size, 16)
+
+
+def test_training_reduces_loss(tiny_run):
+    records = [json.loads(line) for line in (tiny_run / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in records if "loss" in r]
+    assert losses[-1] < losses[0] - 0.5
+    final = records[-1]
+    assert final["final"] and final["valid_nll_largest"] < 3.5
+
+
+def test_sandwich_sampler_is_a_function_of_step():
+    space = load_space(TINY_SPACE)
+    sampler = ArchSampler(space, "sandwich", 2, seed=4)
+    archs = sampler.archs(10)
+    assert archs[:2] == [space.largest(), space.smallest()] and len(archs) == 4
+    assert archs == ArchSampler(space, "sandwich", 2, seed=4).archs(10)
+    assert len(ArchSampler(space, "random", 1, seed=4).archs(3)) == 1
+
+
+def test_lr_schedule():
+    assert inverse_sqrt_lr(1, 1.0, 4) == pytest.approx(0.25)
+    assert inverse_sqrt_lr(4, 1.0, 4) == pytest.approx(1.0)
+    assert inverse_sqrt_lr(16, 1.0, 4) == pytest.approx(0.5)
+
+
+def test_bad_config_values(tiny_corpus, tmp_path):
+    with pytest.raises(ConfigError, match="sampling: expected one of sandwich, random"):
+        config(tiny_corpus, tmp_path, sampling="greedy")
+    with pytest.raises(ConfigError, match=r"max_tokens \(64\) must be at least max_len"):
+        config(tiny_corpus, tmp_path, max_tokens=64)
