@@ -143,6 +143,11 @@ def _corpus_summary(corpus) -> str:
 @click.option("--lr", default=1e-3, show_default=True)
 @click.option("--warmup", default=200, show_default=True)
 @click.option("--dropout", default=0.1, show_default=True)
+@click.option(
+    "--scale-dropout",
+    is_flag=True,
+    help="HAT's rule: scale dropout by the sub-network's width over the largest.",
+)
 @click.option("--max-steps", default=1000, show_default=True)
 @click.option("--minutes", type=float, help="Wall-clock budget (counts across resumes).")
 @click.option("--save-every", default=100, show_default=True)

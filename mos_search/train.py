@@ -63,6 +63,7 @@ class TrainConfig:
     clip_norm: float = 1.0
     label_smoothing: float = 0.1
     dropout: float = 0.1
+    scale_dropout: bool = False
     weight_decay: float = 0.0
     max_steps: int = 1000
     minutes: float | None = None
@@ -157,6 +158,7 @@ def model_spec(config: TrainConfig, space: SearchSpace, vocab_size: int) -> dict
             experts=config.experts,
             mos_attention=config.mos_attention,
             dropout=config.dropout,
+            scale_dropout=config.scale_dropout,
         )
     )
 

@@ -191,3 +191,13 @@ def test_arch_outside_space_is_rejected(supernet):
     arch = Arch(**{**supernet.config.space.largest().to_dict(), "encoder_embed_dim": 512})
     with pytest.raises(ValueError, match="encoder_embed_dim = 512"):
         supernet.extract(arch)
+
+
+def test_scale_dropout_follows_width(cpu_space):
+    net = Supernet(
+        SupernetConfig(space=cpu_space, vocab_size=VOCAB, dropout=0.3, scale_dropout=True)
+    )
+    assert net._skeleton(cpu_space.largest()).dropout == pytest.approx(0.3)
+    assert net._skeleton(cpu_space.smallest()).dropout == pytest.approx(0.3 * 128 / 256)
+    plain = Supernet(SupernetConfig(space=cpu_space, vocab_size=VOCAB, dropout=0.3))
+    assert plain._skeleton(cpu_space.smallest()).dropout == pytest.approx(0.3)

@@ -37,6 +37,8 @@ class SupernetConfig:
     mode: "shared" (plain weight sharing), "layer" (layer-wise MoS) or "neuron" (neuron-wise MoS).
     experts: expert banks per MoS layer (2-4; ignored in "shared" mode).
     mos_attention: also give the attention projections experts (the paper: FFN only).
+    scale_dropout: HAT's rule: a sub-network trains with `dropout` times its mean embedding
+        width over the largest (smaller sub-networks are regularised less).
     """
 
     space: SearchSpace
@@ -48,6 +50,7 @@ class SupernetConfig:
     router_dropout: float = 0.1
     dropout: float = 0.1
     attention_dropout: float = 0.0
+    scale_dropout: bool = False
     pad_id: int = PAD_ID
 
     def __post_init__(self) -> None:
@@ -279,15 +282,23 @@ class Supernet(nn.Module):
 
     def _standalone(self, arch: Arch, device: torch.device | str) -> TranslationTransformer:
         cfg = self.config
+        dropout = cfg.dropout * (self._width_ratio(arch) if cfg.scale_dropout else 1.0)
         with torch.device(device):
             return TranslationTransformer(
                 arch,
                 cfg.vocab_size,
                 cfg.space.qkv_dim,
-                cfg.dropout,
+                dropout,
                 cfg.attention_dropout,
                 cfg.pad_id,
             )
+
+    def _width_ratio(self, arch: Arch) -> float:
+        space = self.config.space
+        return (
+            arch.encoder_embed_dim / space.max_choice("encoder_embed_dim")
+            + arch.decoder_embed_dim / space.max_choice("decoder_embed_dim")
+        ) / 2
 
     def _skeleton(self, arch: Arch) -> TranslationTransformer:
         """A weightless (meta-device) standalone model of `arch`, cached per arch."""
