@@ -1,1 +1,23 @@
-"""Per-device backends that load a model bundle and time it with the right clock."""
+"""Per-device backends that load a model bundle and time it with the right clock.
+
+Optional packages (TensorRT, a CUDA build of torch) are imported only when a device is used, so
+`import devices` works everywhere; `availability()` says which devices can run here and why not.
+"""
+
+from devices.base import Device, DeviceError, ModelBundle
+from devices.profile import DeviceProfile, ProfileError, load_profile, profile_names
+from devices.registry import availability, device_class, open_device, registered
+
+__all__ = [
+    "Device",
+    "DeviceError",
+    "DeviceProfile",
+    "ModelBundle",
+    "ProfileError",
+    "availability",
+    "device_class",
+    "load_profile",
+    "open_device",
+    "profile_names",
+    "registered",
+]

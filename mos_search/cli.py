@@ -6,6 +6,9 @@ import sys
 
 import click
 
+from devices.base import DeviceError
+from devices.profile import ProfileError
+from latency.predictor import PredictorError
 from mos_search import __version__
 from mos_search.errors import MosSearchError
 
@@ -16,7 +19,7 @@ class FriendlyGroup(click.Group):
     def invoke(self, ctx: click.Context) -> object:
         try:
             return super().invoke(ctx)
-        except MosSearchError as exc:
+        except (MosSearchError, DeviceError, ProfileError, PredictorError) as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
 
@@ -238,9 +241,156 @@ def score_command(
     )
 
 
-def _read_text(path: str) -> str:
-    from mos_search.errors import MosSearchError
+@main.command("devices")
+def devices_command() -> None:
+    """List every registered device and whether it can run here.
 
+    \b
+    Example:
+      mos-search devices
+    """
+    from devices import availability
+
+    for name, reason in availability().items():
+        click.echo(f"{name:<18}{'available' if reason is None else 'unavailable: ' + reason}")
+
+
+@main.command("profile")
+@click.option(
+    "--device",
+    "device_profile",
+    default="onnxruntime-cpu",
+    show_default=True,
+    help="Device profile: a shipped name (see `mos-search devices`) or a .toml path.",
+)
+@click.option("--space", default="cpu-small", show_default=True)
+@click.option("-n", "count", default=100, show_default=True, help="Architectures to measure.")
+@click.option("--seed", default=0, show_default=True)
+@click.option(
+    "--vocab-size",
+    default=8000,
+    show_default=True,
+    help="Vocabulary of the measured models (ignored with --ckpt).",
+)
+@click.option("--ckpt", help="Measure sub-networks extracted from this checkpoint.")
+@click.option("--out", help="Dataset file [default: devices/PROFILE/latency.jsonl].")
+@click.option("--no-reference", is_flag=True, help="Skip the interleaved reference workload.")
+def profile_command(
+    device_profile: str,
+    space: str,
+    count: int,
+    seed: int,
+    vocab_size: int,
+    ckpt: str | None,
+    out: str | None,
+    no_reference: bool,
+) -> None:
+    """Measure architectures on a device; appends to its dataset and resumes where it stopped.
+
+    \b
+    Example:
+      mos-search profile --device onnxruntime-cpu --space cpu-small -n 500
+    """
+    from mos_search.profile import run_profile
+
+    run = run_profile(
+        device_profile, space, count, seed, vocab_size, ckpt, out, reference=not no_reference
+    )
+    click.echo(
+        f"{run.dataset}: measured {run.measured}, already there {run.skipped}, "
+        f"flagged (spread too wide) {run.flagged}"
+    )
+    if run.interrupted:
+        click.echo("interrupted: rerun the same command to continue")
+        sys.exit(130)
+
+
+@main.group("predictor")
+def predictor_group() -> None:
+    """Per-device latency predictors (MLP on architecture features).
+
+    \b
+    Example:
+      mos-search predictor train --dataset devices/onnxruntime-cpu/latency.jsonl
+    """
+
+
+@predictor_group.command("train")
+@click.option("--dataset", required=True, help="Latency dataset (JSON lines).")
+@click.option("--out", help="Predictor file [default: beside the dataset, predictor.json].")
+@click.option("--space", default="cpu-small", show_default=True)
+@click.option("--test-fraction", default=0.2, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option(
+    "--hidden",
+    default="400,400,400",
+    show_default=True,
+    help="Hidden layer widths (HAT: 400,400,400).",
+)
+@click.option("--raw", is_flag=True, help="Train on raw times, without drift correction.")
+def predictor_train(
+    dataset: str,
+    out: str | None,
+    space: str,
+    test_fraction: float,
+    seed: int,
+    hidden: str,
+    raw: bool,
+) -> None:
+    """Train a predictor on a split by architecture and report held-out accuracy.
+
+    \b
+    Example:
+      mos-search predictor train --dataset devices/onnxruntime-cpu/latency.jsonl --space cpu-small
+    """
+    from pathlib import Path
+
+    from mos_search.latency_model import (
+        ACCURACY_HEADER,
+        format_accuracy,
+        train_latency_predictor,
+    )
+
+    out = out or str(Path(dataset).with_name("predictor.json"))
+    try:
+        widths = tuple(int(w) for w in hidden.split(","))
+    except ValueError:
+        raise click.BadParameter(
+            f"expected comma-separated integers, found {hidden!r}", param_hint="--hidden"
+        ) from None
+    report = train_latency_predictor(
+        dataset, out, space, test_fraction, seed, not raw, hidden=widths
+    )
+    click.echo(
+        f"wrote {out} (trained on {report.n_train} archs, "
+        f"{'drift-corrected' if report.corrected else 'raw'} labels)"
+    )
+    click.echo(ACCURACY_HEADER)
+    click.echo(format_accuracy("test", report.test))
+    for size, acc in report.curve.items():
+        click.echo(format_accuracy(f"train {size}", acc))
+
+
+@predictor_group.command("eval")
+@click.option("--predictor", "predictor_path", required=True)
+@click.option("--dataset", required=True)
+@click.option("--space", default="cpu-small", show_default=True)
+@click.option("--raw", is_flag=True, help="Compare with raw times, without drift correction.")
+def predictor_eval(predictor_path: str, dataset: str, space: str, raw: bool) -> None:
+    """Accuracy of a saved predictor on a dataset.
+
+    \b
+    Example:
+      mos-search predictor eval --predictor devices/onnxruntime-cpu/predictor.json \\
+          --dataset other-pass.jsonl
+    """
+    from mos_search.latency_model import ACCURACY_HEADER, evaluate_predictor, format_accuracy
+
+    click.echo(ACCURACY_HEADER)
+    click.echo(format_accuracy("all", evaluate_predictor(predictor_path, dataset, space, not raw)))
+
+
+def _read_text(path: str) -> str:
     try:
         with open(path, encoding="utf-8") as f:
             return f.read()

@@ -1,0 +1,110 @@
+"""Device profiles: which backend runs and under what measuring conditions (TOML files)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+STATISTICS = ("median", "trimmed_mean")
+
+
+class ProfileError(ValueError):
+    """A device profile is unknown or malformed."""
+
+
+@dataclass(frozen=True)
+class DeviceProfile:
+    """Measuring conditions. Translation: encoder once at batch 1, then `decoder_steps` cached
+    decoder steps at batch `beam`; BERT: one forward of `bert_batch` x `bert_seq_len`."""
+
+    name: str
+    backend: str
+    threads: int = 1
+    inter_op_threads: int = 1
+    beam: int = 5
+    source_len: int = 30
+    decoder_steps: int = 30
+    bert_seq_len: int = 128
+    bert_batch: int = 1
+    warmups: int = 5
+    repeats: int = 20
+    statistic: str = "median"
+    trim: float = 0.1
+    max_spread: float = 0.10
+    retries: int = 2
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in (
+            "threads",
+            "inter_op_threads",
+            "beam",
+            "source_len",
+            "decoder_steps",
+            "bert_seq_len",
+            "bert_batch",
+            "repeats",
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ProfileError(
+                    f"{self.name}: {name} must be a positive integer, found {value!r}"
+                )
+        if self.warmups < 0 or self.retries < 0:
+            raise ProfileError(f"{self.name}: warmups and retries must be >= 0")
+        if self.statistic not in STATISTICS:
+            raise ProfileError(
+                f"{self.name}: statistic must be one of {', '.join(STATISTICS)}, "
+                f"found {self.statistic!r}"
+            )
+        if not 0 <= self.trim < 0.5:
+            raise ProfileError(f"{self.name}: trim must be in [0, 0.5), found {self.trim}")
+        if not self.max_spread > 0:
+            raise ProfileError(f"{self.name}: max_spread must be positive, found {self.max_spread}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return asdict(self)
+
+    def digest(self) -> str:
+        """Short digest of every setting: records measured under other settings differ."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def profile_names() -> list[str]:
+    """Profiles shipped in `devices/profiles/`."""
+    root = resources.files("devices.profiles")
+    return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".toml"))
+
+
+def load_profile(name_or_path: str | Path) -> DeviceProfile:
+    """A profile by shipped name (e.g. "onnxruntime-cpu") or from a TOML file."""
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or path.exists():
+        if not path.is_file():
+            raise ProfileError(f"device profile not found: {path}")
+        text, default_name = path.read_text(), path.stem
+    else:
+        if str(name_or_path) not in profile_names():
+            raise ProfileError(
+                f"unknown device profile {str(name_or_path)!r}; shipped: "
+                f"{', '.join(profile_names())} (or give a .toml path)"
+            )
+        text = resources.files("devices.profiles").joinpath(f"{name_or_path}.toml").read_text()
+        default_name = str(name_or_path)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ProfileError(f"{path}: not valid TOML: {exc}") from None
+    known = {f.name for f in fields(DeviceProfile)}
+    unknown = set(data) - known
+    if unknown:
+        raise ProfileError(f"{default_name}: unknown setting(s): {', '.join(sorted(unknown))}")
+    if "backend" not in data:
+        raise ProfileError(f"{default_name}: missing setting 'backend'")
+    return DeviceProfile(**{"name": default_name, **data})

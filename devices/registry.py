@@ -1,0 +1,51 @@
+"""Device registry: backends found by name through the `mos_search.devices` entry-point group."""
+
+from __future__ import annotations
+
+import warnings
+from importlib.metadata import entry_points
+
+from devices.base import Device, DeviceError
+from devices.profile import DeviceProfile, load_profile
+
+GROUP = "mos_search.devices"
+
+
+def registered() -> dict[str, type[Device]]:
+    """Every installed device class by name; a plug-in that fails to load is a warning."""
+    found: dict[str, type[Device]] = {}
+    for entry in entry_points(group=GROUP):
+        try:
+            cls = entry.load()
+        except Exception as exc:  # a broken plug-in must not take the others down
+            warnings.warn(
+                f"device plug-in {entry.name!r} ({entry.value}) failed to load: {exc}", stacklevel=2
+            )
+            continue
+        if not (isinstance(cls, type) and issubclass(cls, Device)):
+            warnings.warn(f"device plug-in {entry.name!r} is not a Device subclass", stacklevel=2)
+            continue
+        found[entry.name] = cls
+    return found
+
+
+def device_class(name: str) -> type[Device]:
+    """The device class registered as `name`; unknown names list the known ones."""
+    devices = registered()
+    if name not in devices:
+        raise DeviceError(f"unknown device {name!r}; registered: {', '.join(sorted(devices))}")
+    return devices[name]
+
+
+def availability() -> dict[str, str | None]:
+    """Each registered device -> None when it can run here, else the reason it cannot."""
+    return {name: cls.unavailable_reason() for name, cls in sorted(registered().items())}
+
+
+def open_device(profile: DeviceProfile | str) -> Device:
+    """An instance for a profile (or profile name), after checking it can run here."""
+    if isinstance(profile, str):
+        profile = load_profile(profile)
+    cls = device_class(profile.backend)
+    cls.check_available()
+    return cls(profile)

@@ -1,0 +1,117 @@
+"""Latency profiling of a search space on a device: sample, extract, export, measure, append.
+
+Latency depends on the architecture, not on weight values, so without a checkpoint each
+architecture gets a freshly initialised standalone model (seeded); with one, its extracted weights.
+"""
+
+from __future__ import annotations
+
+import random
+import tempfile
+from pathlib import Path
+
+import torch
+
+from devices import Device, DeviceProfile, ModelBundle, load_profile, open_device
+from latency.profiler import ProfileRun, profile_archs
+from mos_search.export import DecoderStepGraph, EncoderGraph, GraphShapes, export_onnx
+from mos_search.space import Arch, SearchSpace, load_space
+from mos_search.transformer import TranslationTransformer, count_parameters
+
+
+def sample_archs(space: SearchSpace, n: int, seed: int) -> list[Arch]:
+    """Largest, smallest, then distinct uniform samples (fixed seed), `n` in all."""
+    rng = random.Random(seed)
+    archs = [space.largest(), space.smallest()][:n]
+    seen = set(archs)
+    attempts = 0
+    while len(archs) < n and attempts < 100 * n:
+        arch = space.sample(rng)
+        attempts += 1
+        if arch not in seen:
+            seen.add(arch)
+            archs.append(arch)
+    return archs
+
+
+def translation_bundle(model: TranslationTransformer, needs: str, work_dir: Path) -> ModelBundle:
+    """The encoder and decoder-step graphs of `model`, as ONNX files or PyTorch modules."""
+    shapes = GraphShapes.of(model)
+    bundle = ModelBundle(
+        kind="translation",
+        vocab_size=model.vocab_size,
+        past_shapes=list(zip(shapes.self_heads, shapes.self_head_dims)),
+    )
+    if needs == "onnx":
+        encoder, decoder = export_onnx(model, work_dir)
+        bundle.onnx = {"encoder": encoder, "decoder_step": decoder}
+    else:
+        bundle.torch = {
+            "encoder": EncoderGraph(model).eval(),
+            "decoder_step": DecoderStepGraph(model).eval(),
+        }
+    return bundle
+
+
+class ArchModels:
+    """Standalone models for architectures: extracted from a checkpoint, or freshly initialised."""
+
+    def __init__(self, space: SearchSpace, vocab_size: int, checkpoint: str | None = None) -> None:
+        self.space, self.vocab_size, self.loaded = space, vocab_size, None
+        if checkpoint:
+            from mos_search.models import load_model
+
+            self.loaded = load_model(checkpoint)
+            self.space, self.vocab_size = self.loaded.space, self.loaded.vocab_size
+
+    def model(self, arch: Arch) -> TranslationTransformer:
+        """The standalone model of `arch`, in eval mode."""
+        if self.loaded is not None:
+            return self.loaded.sub_network(arch)
+        torch.manual_seed(0)
+        return TranslationTransformer(arch, self.vocab_size, self.space.qkv_dim, dropout=0.0).eval()
+
+
+def run_profile(
+    device_profile: str,
+    space_name: str,
+    n: int,
+    seed: int = 0,
+    vocab_size: int = 8000,
+    checkpoint: str | None = None,
+    dataset: str | None = None,
+    reference: bool = True,
+    progress: bool = True,
+) -> ProfileRun:
+    """Measure `n` architectures of a space on a device and append them to its dataset."""
+    profile: DeviceProfile = load_profile(device_profile)
+    models = ArchModels(load_space(space_name), vocab_size, checkpoint)
+    space = models.space
+    device: Device = open_device(profile)
+    dataset_path = Path(dataset or Path("devices") / profile.name / "latency.jsonl")
+    archs = sample_archs(space, n, seed)
+    with tempfile.TemporaryDirectory(prefix="mos-profile-") as tmp:
+        work = Path(tmp)
+
+        def make_bundle(arch_dict: dict) -> ModelBundle:
+            arch = space.arch_from_dict(arch_dict)
+            return translation_bundle(models.model(arch), device.needs, work / "graphs")
+
+        ref_bundle = None
+        if reference:  # the space's smallest member, timed between the measured runs
+            ref_bundle = translation_bundle(
+                models.model(space.smallest()), device.needs, work / "reference"
+            )
+        return profile_archs(
+            [a.to_dict() for a in archs],
+            make_bundle,
+            features=lambda a: space.features(space.arch_from_dict(a)),
+            params=lambda a: count_parameters(
+                space.arch_from_dict(a), models.vocab_size, space.qkv_dim
+            ),
+            device=device,
+            profile=profile,
+            dataset=dataset_path,
+            reference=ref_bundle,
+            progress=progress,
+        )
