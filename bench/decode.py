@@ -1,6 +1,6 @@
 """Decoding speed with vs without the incremental key/value cache, same model, same sentences.
 
-Greedy and beam search over the first N validation sentences, the cached and uncached runs
+Greedy and beam search over N validation sentences (spread over the split), cached and uncached
 interleaved per repeat; both must produce identical output (checked). Prints a table, writes JSON.
 
     python bench/decode.py --ckpt bench/work/gap/supernet-neuron --sentences 100 --repeats 3

@@ -83,8 +83,14 @@ def save_checkpoint(
         state["optimizer"] = meta
     (tmp / STATE_FILE).write_text(json.dumps(state, indent=1))
     final = root / name
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
+    if final.exists():  # re-saving a step: move the old copy aside, never leave a gap
+        aside = root / f".{name}.old"
+        shutil.rmtree(aside, ignore_errors=True)
+        os.replace(final, aside)
+        os.replace(tmp, final)
+        shutil.rmtree(aside, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
     latest_tmp = root / f".{LATEST}.tmp"
     latest_tmp.write_text(name + "\n")
     os.replace(latest_tmp, root / LATEST)

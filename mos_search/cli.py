@@ -167,12 +167,21 @@ def train_command(arch_file: str | None, resume: bool, **options) -> None:
       mos-search train --data data/bible --out runs/neuron --mode neuron --max-steps 2000
       mos-search train --out runs/neuron --max-steps 4000 --resume
     """
-    import json
+    from mos_search.train import TrainConfig, resumed_config, train
 
-    from mos_search.train import TrainConfig, train
-
-    arch = json.loads(_read_text(arch_file)) if arch_file else None
-    result = train(TrainConfig(arch=arch, **options), resume=resume)
+    if resume:
+        ctx = click.get_current_context()
+        given = {
+            name: value
+            for name, value in options.items()
+            if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
+        }
+        given.pop("out", None)
+        config = resumed_config(options["out"], **given)
+    else:
+        arch = _read_json(arch_file) if arch_file else None
+        config = TrainConfig(arch=arch, **options)
+    result = train(config, resume=resume)
     state = "interrupted" if result.interrupted else "done"
     click.echo(f"{state} at step {result.step}; checkpoint {result.checkpoint}")
     if result.interrupted:
@@ -203,8 +212,18 @@ def train_command(arch_file: str | None, resume: bool, **options) -> None:
     show_default=True,
 )
 @click.option("--split", type=click.Choice(["valid", "test"]), default="valid", show_default=True)
-@click.option("--limit", type=int, help="Score only the first N sentences (fast search scoring).")
-@click.option("--beam", default=5, show_default=True, help="Beam size (1 = greedy).")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    help="Score N sentences spread evenly over the split (fast search scoring).",
+)
+@click.option(
+    "--beam",
+    default=5,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Beam size (1 = greedy).",
+)
 @click.option("--threads", default=1, show_default=True)
 def score_command(
     ckpt: str,
@@ -388,6 +407,15 @@ def predictor_eval(predictor_path: str, dataset: str, space: str, raw: bool) -> 
 
     click.echo(ACCURACY_HEADER)
     click.echo(format_accuracy("all", evaluate_predictor(predictor_path, dataset, space, not raw)))
+
+
+def _read_json(path: str) -> object:
+    import json
+
+    try:
+        return json.loads(_read_text(path))
+    except json.JSONDecodeError as exc:
+        raise MosSearchError(f"{path} is not valid JSON: {exc}") from None
 
 
 def _read_text(path: str) -> str:

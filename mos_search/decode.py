@@ -46,7 +46,8 @@ class CachedStepper:
         return logits[:, -1], state
 
     def reorder(self, state: Any, order: Tensor) -> Any:
-        return state.reorder(order)
+        """Beam rows never change sentence, so cross-attention caches stay in place."""
+        return state.reorder(order, same_sources=True)
 
 
 class FullStepper:
@@ -65,31 +66,36 @@ class FullStepper:
         return state.index_select(0, order)
 
 
-def max_length(src: Tensor, a: float = 1.5, b: int = 10) -> int:
-    """Decoding length limit for a batch: a * longest source + b."""
-    return int(a * int((src != PAD_ID).sum(1).max()) + b)
+def max_lengths(src: Tensor, a: float = 1.5, b: int = 10, cap: int | None = None) -> Tensor:
+    """Per-row decoding limit (tokens, EOS included): a * source length + b, at most `cap`.
+
+    Per row, so a sentence's translation never depends on the sentences batched with it.
+    """
+    limits = (a * (src != PAD_ID).sum(1).float() + b).long()
+    return limits.clamp(max=cap) if cap is not None else limits
 
 
-def _next_lprobs(logits: Tensor, force_eos: bool) -> Tensor:
+def _next_lprobs(logits: Tensor, force_eos: Tensor) -> Tensor:
+    """Log-probabilities with PAD/BOS banned and only EOS allowed in rows `force_eos`."""
     lprobs = torch.log_softmax(logits.float(), dim=-1)
     lprobs[:, PAD_ID] = lprobs[:, BOS_ID] = -torch.inf
-    if force_eos:
-        eos = lprobs[:, EOS_ID].clone()
-        lprobs.fill_(-torch.inf)
-        lprobs[:, EOS_ID] = eos
+    if bool(force_eos.any()):
+        eos = lprobs[force_eos, EOS_ID].clone()
+        lprobs[force_eos] = -torch.inf
+        lprobs[force_eos, EOS_ID] = eos
     return lprobs
 
 
 @torch.no_grad()
 def greedy_search(stepper: Stepper, src: Tensor, max_len: int | None = None) -> list[list[int]]:
     """Most likely next token at every step, per source row; outputs exclude BOS and EOS."""
-    n, limit = src.shape[0], max_len or max_length(src)
+    n, limits = src.shape[0], max_lengths(src, cap=max_len)
     state = stepper.start(src)
     prefix = torch.full((n, 1), BOS_ID, dtype=torch.long)
     finished = torch.zeros(n, dtype=torch.bool)
-    for t in range(limit):
+    for t in range(int(limits.max())):
         logits, state = stepper.step(prefix, state)
-        token = _next_lprobs(logits, t == limit - 1).argmax(-1)
+        token = _next_lprobs(logits, limits - 1 == t).argmax(-1)
         token = torch.where(finished, torch.full_like(token, PAD_ID), token)
         prefix = torch.cat([prefix, token[:, None]], dim=1)
         finished |= token == EOS_ID
@@ -106,15 +112,16 @@ def beam_search(
 
     A sentence is done once `beam` hypotheses have ended (EOS among the top `beam` candidates).
     """
-    b, k, limit = src.shape[0], beam, max_len or max_length(src)
+    b, k, limits = src.shape[0], beam, max_lengths(src, cap=max_len)
+    row_limits = limits.repeat_interleave(k)
     state = stepper.start(src.repeat_interleave(k, dim=0))
     prefix = torch.full((b * k, 1), BOS_ID, dtype=torch.long)
     scores = torch.full((b, k), -torch.inf)
     scores[:, 0] = 0.0  # all beams start identical: keep one alive
     finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(b)]
-    for t in range(limit):
+    for t in range(int(limits.max())):
         logits, state = stepper.step(prefix, state)
-        lprobs = _next_lprobs(logits, t == limit - 1)  # (b*k, V)
+        lprobs = _next_lprobs(logits, row_limits - 1 == t)  # (b*k, V)
         vocab = lprobs.shape[1]
         candidates = (scores.view(-1, 1) + lprobs).view(b, k * vocab)
         top_scores, top_index = candidates.topk(2 * k, dim=1)  # (b, 2k)
@@ -142,7 +149,7 @@ def beam_search(
                 alive += 1
         order = torch.tensor(keep_rows)
         prefix = torch.cat([prefix[order], torch.tensor(keep_tokens)[:, None]], dim=1)
-        state, scores = stepper.reorder(state, order), new_scores
+        state, scores = stepper.reorder(state, order), new_scores  # rows stay in their sentence
         if all(len(f) >= k for f in finished):
             break
     out = []
@@ -166,7 +173,7 @@ def translate_ids(
     stepper = CachedStepper(model) if cache else FullStepper(model)
     out: list[list[int]] = [[] for _ in range(len(data))]
     budget = max(max_tokens // max(beam, 1), 1)
-    for indices in token_batches(data, budget):
+    for indices in token_batches(data, budget, by_source=True):
         src = pad([data.sources[i] for i in indices])
         hyps = greedy_search(stepper, src) if beam == 1 else beam_search(stepper, src, beam, lenpen)
         for i, hyp in zip(indices, hyps):

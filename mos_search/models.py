@@ -79,8 +79,8 @@ def load_model(checkpoint: str | Path) -> ScoredModel:
     """Load a supernet or standalone checkpoint (run folder or checkpoint directory)."""
     path = resolve_checkpoint(checkpoint)
     state = read_state(path)
-    if "model" not in state:
-        raise CheckpointError(f"{path} has no model description")
+    if not isinstance(state.get("model"), dict) or "model_sha256" not in state:
+        raise CheckpointError(f"{path} has no model description: not a mos-search checkpoint")
     model = build_model(state["model"])
     load_weights(model, path)
     model.eval()

@@ -45,8 +45,11 @@ def corpus_bleu(hypotheses: list[str], references: list[str]) -> tuple[float, st
     return float(result.score), str(metric.get_signature())
 
 
+SCORE_VERSION = 2  # bump when scoring or decoding changes, so old cached scores are not reused
+
+
 class ScoreCache:
-    """Append-only JSON-lines cache of scores."""
+    """Append-only JSON-lines cache of scores; long texts (hypotheses) in files beside it."""
 
     def __init__(self, path: Path | None) -> None:
         self.path, self.values = path, {}
@@ -57,12 +60,14 @@ class ScoreCache:
                 except json.JSONDecodeError:
                     continue  # a line cut short by a crash: ignore it
                 self.values[record["key"]] = record
+        self._lines: dict[str, list[str]] = {}
         self.hits = 0
 
     @staticmethod
     def key(**parts: object) -> str:
-        """Stable digest of the scoring parameters."""
-        return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
+        """Stable digest of the scoring parameters (and of the scoring code's version)."""
+        text = json.dumps({"version": SCORE_VERSION, **parts}, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:24]
 
     def get(self, key: str) -> dict | None:
         """A cached record, or None."""
@@ -70,14 +75,30 @@ class ScoreCache:
         self.hits += record is not None
         return record
 
-    def put(self, key: str, record: dict) -> None:
-        """Store (and append to the file)."""
+    def put(self, key: str, record: dict, lines: list[str] | None = None) -> None:
+        """Store a record (appended to the file) and, optionally, lines of text beside it."""
         record = {"key": key, **record}
         self.values[key] = record
+        if lines is not None:
+            self._lines[key] = lines
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            if lines is not None:
+                self._lines_path(key).parent.mkdir(exist_ok=True)
+                self._lines_path(key).write_text("".join(line + "\n" for line in lines))
             with self.path.open("a") as f:
                 f.write(json.dumps(record) + "\n")
+
+    def lines(self, key: str) -> list[str] | None:
+        """The text stored with a record, or None."""
+        if key in self._lines:
+            return self._lines[key]
+        if self.path is not None and self._lines_path(key).is_file():
+            return self._lines_path(key).read_text().splitlines()
+        return None
+
+    def _lines_path(self, key: str) -> Path:
+        return self.path.with_suffix(".texts") / f"{key}.txt"
 
 
 class Oracle:
@@ -107,9 +128,11 @@ class Oracle:
                 f"checkpoint expects {self.loaded.vocab_size}"
             )
         self.split, self.limit, self.max_tokens = split, limit, max_tokens
-        self.data = encode_split(self.corpus, split, self.tokenizer).head(limit)
-        if cache_path == "auto":  # beside the run's checkpoints, shared by all of them
-            cache_path = self.checkpoint.parent.parent / "score_cache.jsonl"
+        self.data = encode_split(self.corpus, split, self.tokenizer).subset(limit)
+        if cache_path == "auto":  # in the run folder, shared by its checkpoints; else beside it
+            in_run = self.checkpoint.parent.name == "checkpoints"
+            cache_dir = self.checkpoint.parent.parent if in_run else self.checkpoint
+            cache_path = cache_dir / "score_cache.jsonl"
         self.cache = ScoreCache(Path(cache_path) if cache_path else None)
 
     @property
@@ -140,8 +163,9 @@ class Oracle:
     def bleu(self, arch: Arch, beam: int = 5, lenpen: float = 1.0) -> BleuResult:
         """sacreBLEU of `arch`'s translations (detokenised) of the split."""
         key = self._key(arch, "bleu", beam=beam, lenpen=lenpen)
-        if (hit := self.cache.get(key)) is not None:
-            return BleuResult(hit["value"], hit["signature"], hit["hypotheses"])
+        hit = self.cache.get(key)
+        if hit is not None and (cached_lines := self.cache.lines(key)) is not None:
+            return BleuResult(hit["value"], hit["signature"], cached_lines)
         ids = translate_ids(self.loaded.sub_network(arch), self.data, beam, lenpen)
         hypotheses = [self.tokenizer.decode(h) for h in ids]
         score, signature = corpus_bleu(hypotheses, self.data.references)
@@ -154,8 +178,8 @@ class Oracle:
                 "beam": beam,
                 "lenpen": lenpen,
                 "arch": arch.to_dict(),
-                "hypotheses": hypotheses,
             },
+            lines=hypotheses,
         )
         return BleuResult(score, signature, hypotheses)
 
@@ -214,7 +238,7 @@ def score_report(
         lines.append(row)
     lines.append(
         f"split {split}"
-        + (f" (first {limit})" if limit else "")
+        + (f" ({limit} spread over it)" if limit else "")
         + f", {len(oracle.data)} sentences; loss = NLL per target token (nats)"
     )
     if signature:

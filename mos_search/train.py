@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import math
 import random
+import signal
+import threading
 import time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -24,6 +26,7 @@ from mos_search.checkpoint import (
     load_tensors,
     load_weights,
     read_state,
+    resolve_checkpoint,
     restore_optimizer,
     save_checkpoint,
 )
@@ -84,11 +87,25 @@ class TrainConfig:
             )
         if self.sampling == "random" and self.random_archs < 1:
             raise ConfigError("random sampling needs random_archs >= 1")
-        for name in ("max_tokens", "max_steps", "save_every", "log_every", "threads", "max_len"):
+        for name in (
+            "max_tokens",
+            "max_steps",
+            "save_every",
+            "log_every",
+            "threads",
+            "max_len",
+            "keep",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(
                     f"{name}: expected a positive integer, found {getattr(self, name)}"
                 )
+        if self.random_archs < 0 or self.warmup < 0 or self.valid_every < 0:
+            raise ConfigError("random_archs, warmup and valid_every must be >= 0")
+        if not self.lr > 0:
+            raise ConfigError(f"lr: expected a positive number, found {self.lr}")
+        if not 0 <= self.label_smoothing < 1 or not 0 <= self.dropout < 1:
+            raise ConfigError("label_smoothing and dropout must be in [0, 1)")
         if self.max_tokens < self.max_len:
             raise ConfigError(
                 f"max_tokens ({self.max_tokens}) must be at least max_len ({self.max_len})"
@@ -189,11 +206,8 @@ class Trainer:
         state: dict[str, Any] = {}
         if resume:
             state = read_state(self.run_dir)
-            saved = TrainConfig.from_dict(state["train_config"])
-            # Budgets may be extended on resume; everything else must stay as it was.
-            config = replace(
-                saved, data=config.data, max_steps=config.max_steps, minutes=config.minutes
-            )
+            changes = {k: getattr(config, k) for k in RESUMABLE_CHANGES}
+            config = resumed_config(self.run_dir, **changes)
         elif (self.run_dir / "checkpoints").exists():
             raise CheckpointError(
                 f"{self.run_dir} already holds a run; pass --resume to continue "
@@ -204,7 +218,7 @@ class Trainer:
         corpus = open_corpus(config.data)
         tokenizer = Tokenizer(corpus.tokenizer_path)
         self.train_data = encode_split(corpus, "train", tokenizer, config.max_len)
-        self.valid_data = encode_split(corpus, "valid", tokenizer).head(config.valid_limit)
+        self.valid_data = encode_split(corpus, "valid", tokenizer).subset(config.valid_limit)
         torch.manual_seed(config.seed)
         self.spec = state.get("model") or model_spec(
             config, load_space(config.space), tokenizer.vocab_size
@@ -227,8 +241,11 @@ class Trainer:
         self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
         self.elapsed, self.tokens_seen = 0.0, 0
         self.corpus_digest = corpus.digest()
+        self._saved_step: int | None = None
+        self._stop_requested = False
         if state:
             self._restore(state)
+            self._saved_step = self.step
         self.run_dir.mkdir(parents=True, exist_ok=True)
 
     def _restore(self, state: dict[str, Any]) -> None:
@@ -305,13 +322,22 @@ class Trainer:
             "tokens_seen": self.tokens_seen,
             "corpus_digest": self.corpus_digest,
         }
-        return save_checkpoint(
+        path = save_checkpoint(
             self.run_dir, self.step, self.model, state, self.optimizer, self.config.keep
         )
+        self._saved_step = self.step
+        return path
 
     def _log(self, record: dict[str, Any]) -> None:
+        """Append a metrics line stamped with step, epoch and elapsed seconds."""
+        stamped = {
+            "step": self.step,
+            "epoch": self.epoch,
+            "elapsed_s": round(self.elapsed, 1),
+            **record,
+        }
         with (self.run_dir / "metrics.jsonl").open("a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(json.dumps(stamped) + "\n")
 
     def _budget_left(self) -> bool:
         cfg = self.config
@@ -319,14 +345,29 @@ class Trainer:
             return False
         return cfg.minutes is None or self.elapsed < cfg.minutes * 60
 
+    def request_stop(self) -> None:
+        """Stop after the step in progress (what the first Ctrl-C does)."""
+        self._stop_requested = True
+
+    def _on_sigint(self, signum: int, frame: object) -> None:
+        if self._stop_requested:  # a second Ctrl-C: stop now, keep the last saved checkpoint
+            raise KeyboardInterrupt
+        self.request_stop()
+
     def run(self, progress: bool = True) -> TrainResult:
-        """Train until `max_steps` or `minutes`; Ctrl-C saves the last finished step."""
+        """Train until `max_steps` or `minutes`.
+
+        The first Ctrl-C lets the step in progress finish, then saves it (so a resumed run is
+        exactly an uninterrupted one); a second one stops at once and keeps the last checkpoint.
+        """
         from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
         cfg = self.config
         (self.run_dir / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
-        checkpoint, interrupted, last_loss = None, False, None
+        self._stop_requested, hard_stop, last_loss = False, False, None
         window_tokens, window_time = 0, 0.0
+        in_main_thread = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, self._on_sigint) if in_main_thread else None
         columns = [
             TextColumn("train"),
             BarColumn(),
@@ -334,14 +375,14 @@ class Trainer:
             TextColumn("{task.fields[status]}"),
             TimeRemainingColumn(),
         ]
-        with Progress(*columns, disable=not progress, transient=False) as bar:
-            task = bar.add_task("train", total=cfg.max_steps, completed=self.step, status="")
-            try:
-                while self._budget_left():
+        try:
+            with Progress(*columns, disable=not progress, transient=False) as bar:
+                task = bar.add_task("train", total=cfg.max_steps, completed=self.step, status="")
+                clock = time.perf_counter()
+                while self._budget_left() and not self._stop_requested:
                     started = time.perf_counter()
                     loss, nll, ntokens = self.train_step()
                     spent = time.perf_counter() - started
-                    self.elapsed += spent
                     window_tokens, window_time = window_tokens + ntokens, window_time + spent
                     last_loss = loss
                     record: dict[str, Any] = {}
@@ -355,37 +396,63 @@ class Trainer:
                         window_tokens, window_time = 0, 0.0
                     if cfg.valid_every and self.step % cfg.valid_every == 0:
                         record.update(self.validate())
-                    if record:
-                        self._log(
-                            {
-                                "step": self.step,
-                                "epoch": self.epoch,
-                                "elapsed_s": round(self.elapsed, 1),
-                                **record,
-                            }
-                        )
                     if self.step % cfg.save_every == 0:
-                        checkpoint = self.save()
+                        self.save()
+                    now = (
+                        time.perf_counter()
+                    )  # the budget is wall-clock: validation and saving count
+                    self.elapsed, clock = self.elapsed + now - clock, now
+                    if record:
+                        self._log(record)
                     bar.update(
                         task,
                         completed=self.step,
                         status=f"loss {loss:.3f}  {ntokens / spent:,.0f} tok/s",
                     )
-            except KeyboardInterrupt:
-                interrupted = True
-        if checkpoint is None or checkpoint.name != f"step_{self.step:07d}":
-            checkpoint = self.save()
+        except KeyboardInterrupt:
+            hard_stop = True
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+        if not hard_stop and self._saved_step != self.step:
+            self.save()
+        interrupted = hard_stop or self._stop_requested
         if not interrupted:
-            self._log(
-                {
-                    "step": self.step,
-                    "epoch": self.epoch,
-                    "elapsed_s": round(self.elapsed, 1),
-                    "final": True,
-                    **self.validate(),
-                }
-            )
+            self._log({"final": True, **self.validate()})
+        checkpoint = resolve_checkpoint(self.run_dir)
         return TrainResult(self.run_dir, self.step, checkpoint, interrupted, last_loss)
+
+
+RESUMABLE_CHANGES = (
+    "data",
+    "max_steps",
+    "minutes",
+    "save_every",
+    "log_every",
+    "valid_every",
+    "keep",
+    "threads",
+)
+
+
+def resumed_config(out: str | Path, **changes: Any) -> TrainConfig:
+    """The saved config of the run in `out`, with the settings a resume may change replaced.
+
+    Budgets, the data location, logging and threads may change; anything that would make the
+    continued run differ from an uninterrupted one (model, sampling, optimizer) may not.
+    """
+    saved = TrainConfig.from_dict(read_state(out)["train_config"])
+    fixed = sorted(
+        k for k, v in changes.items() if k not in RESUMABLE_CHANGES and v != getattr(saved, k, v)
+    )
+    if fixed:
+        raise ConfigError(
+            f"--resume continues the run as configured; {', '.join(fixed)} cannot "
+            f"change (only {', '.join(RESUMABLE_CHANGES)} can)"
+        )
+    return replace(
+        saved, **{k: v for k, v in changes.items() if k in RESUMABLE_CHANGES}, out=str(out)
+    )
 
 
 def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> TrainResult:

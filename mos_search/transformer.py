@@ -177,7 +177,11 @@ class DecoderLayer(nn.Module):
         k, v = self.self_attn.project_kv(h)  # (B, H, T, Dh)
         if past_kv is not None:
             k, v = torch.cat([past_kv[0], k], dim=2), torch.cat([past_kv[1], v], dim=2)
-        attn = self.self_attn.attend(h, k, v, is_causal=past_kv is None)
+        mask = None
+        if past_kv is not None and x.shape[1] > 1:  # several new tokens: causal among themselves
+            new, total = x.shape[1], k.shape[2]
+            mask = torch.ones(new, total, dtype=torch.bool, device=x.device).tril(total - new)
+        attn = self.self_attn.attend(h, k, v, mask=mask, is_causal=past_kv is None)
         x = x + F.dropout(attn, self.dropout, self.training)
         attn = self.cross_attn.attend(self.cross_attn_norm(x), *cross_kv, mask=cross_mask)
         x = x + F.dropout(attn, self.dropout, self.training)
@@ -202,12 +206,19 @@ class DecoderState:
     self_kv: list[tuple[Tensor, Tensor] | None]  # each (B, H, t, Dh), grown per step
     step: int = 0
 
-    def reorder(self, order: Tensor) -> DecoderState:
-        """Select batch rows `order` (beam search), keeping the step."""
+    def reorder(self, order: Tensor, same_sources: bool = False) -> DecoderState:
+        """Select batch rows `order` (beam search), keeping the step.
+
+        With `same_sources`, the caller promises every row is replaced by a row of the same
+        source sentence (beams never change sentence), so the cross-attention keys/values,
+        identical within a sentence, are kept instead of copied.
+        """
         pick = lambda t: t.index_select(0, order)  # noqa: E731
         return DecoderState(
-            cross_kv=[(pick(k), pick(v)) for k, v in self.cross_kv],
-            cross_masks=[pick(m) for m in self.cross_masks],
+            cross_kv=self.cross_kv
+            if same_sources
+            else [(pick(k), pick(v)) for k, v in self.cross_kv],
+            cross_masks=self.cross_masks if same_sources else [pick(m) for m in self.cross_masks],
             self_kv=[None if kv is None else (pick(kv[0]), pick(kv[1])) for kv in self.self_kv],
             step=self.step,
         )

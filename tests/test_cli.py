@@ -93,8 +93,11 @@ def test_data_train_score_end_to_end(tmp_path):
     assert "done at step 2" in result.output
     result = runner.invoke(main, [*common, "--max-steps", "3"])
     assert result.exit_code == 2 and "pass --resume" in result.output
-    result = runner.invoke(main, [*common, "--max-steps", "3", "--resume"])
-    assert result.exit_code == 0 and "done at step 3" in result.output
+    resume = ["train", "--out", str(run), "--resume", "--max-steps", "3"]  # data etc. as saved
+    result = runner.invoke(main, resume)
+    assert result.exit_code == 0 and "done at step 3" in result.output, result.output
+    result = runner.invoke(main, [*resume, "--mode", "neuron"])
+    assert result.exit_code == 2 and "mode cannot change" in result.output
 
     arch_file = tmp_path / "arch.json"
     from mos_search.space import load_space

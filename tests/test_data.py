@@ -142,3 +142,22 @@ def test_bible_corpus_builds(tmp_path):
         "In the beginning, God created the heavens and the earth.",
     )
     assert not any("<" in s or "<" in t for s, t in train)
+
+
+def test_edited_or_damaged_corpus_is_refused(tiny_corpus, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_corpus.root, copy)
+    (copy / "valid.en").write_text("edited\n" * 40)
+    with pytest.raises(DataError, match=r"valid\.en changed since the corpus was built"):
+        open_corpus(copy)
+    (copy / "corpus.json").write_text("{")
+    with pytest.raises(DataError, match=r"corpus\.json is damaged"):
+        open_corpus(copy)
+
+
+def test_subset_spreads_over_the_split(tiny_corpus):
+    data = encode_split(tiny_corpus, "valid", Tokenizer(tiny_corpus.tokenizer_path))
+    part = data.subset(4)
+    assert len(part) == 4 and part.references[0] == data.references[0]
+    assert part.references[-1] == data.references[-1]
+    assert data.subset(None) is data and data.subset(10_000) is data

@@ -127,3 +127,54 @@ def test_pipeline_learns_a_word_for_word_task(tiny_corpus, tmp_path):
     )
     oracle = Oracle(tmp_path, cache_path=None)
     assert oracle.bleu(oracle.space.largest(), beam=3).score > 30.0
+
+
+class TableStepper:
+    """Next-token log-probabilities from a fixed random table per (prefix): a toy decoder."""
+
+    def __init__(self, vocab: int, seed: int) -> None:
+        self.vocab, self.seed = vocab, seed
+
+    def logits_of(self, prefix: tuple[int, ...]) -> torch.Tensor:
+        g = torch.Generator().manual_seed(hash((self.seed, prefix)) % (2**31))
+        return torch.randn(self.vocab, generator=g) * 2
+
+    def start(self, src):
+        return None
+
+    def step(self, prefix, state):
+        return torch.stack([self.logits_of(tuple(row.tolist())) for row in prefix]), state
+
+    def reorder(self, state, order):
+        return state
+
+
+def brute_force_best(stepper: TableStepper, max_len: int, lenpen: float) -> list[int]:
+    """Score every hypothesis up to `max_len` tokens (EOS included) exhaustively."""
+    from mos_search.data.corpus import BOS_ID, EOS_ID, PAD_ID
+
+    best, best_score = None, -float("inf")
+    frontier = [((BOS_ID,), 0.0)]
+    for t in range(max_len):
+        grown = []
+        for prefix, score in frontier:
+            lprobs = torch.log_softmax(stepper.logits_of(prefix), -1)
+            for tok in range(stepper.vocab):
+                if tok in (PAD_ID, BOS_ID) or (t == max_len - 1 and tok != EOS_ID):
+                    continue
+                total = score + float(lprobs[tok])
+                if tok == EOS_ID:
+                    if total / (t + 1) ** lenpen > best_score:
+                        best, best_score = list(prefix[1:]), total / (t + 1) ** lenpen
+                else:
+                    grown.append(((*prefix, tok), total))
+        frontier = grown
+    return best
+
+
+@pytest.mark.parametrize(("seed", "lenpen"), [(0, 1.0), (1, 0.6), (2, 1.0), (3, 2.0)])
+def test_wide_beam_finds_the_exhaustive_best(seed, lenpen):
+    stepper = TableStepper(vocab=7, seed=seed)  # UNK, EOS and three more tokens are allowed
+    src = torch.full((1, 2), 5)
+    got = beam_search(stepper, src, beam=64, lenpen=lenpen, max_len=4)
+    assert got == [brute_force_best(stepper, 4, lenpen)]

@@ -201,3 +201,23 @@ def test_scale_dropout_follows_width(cpu_space):
     assert net._skeleton(cpu_space.smallest()).dropout == pytest.approx(0.3 * 128 / 256)
     plain = Supernet(SupernetConfig(space=cpu_space, vocab_size=VOCAB, dropout=0.3))
     assert plain._skeleton(cpu_space.smallest()).dropout == pytest.approx(0.3)
+
+
+def test_cached_decoding_of_several_tokens_is_causal(supernet):
+    sub = supernet.extract(supernet.config.space.largest())
+    src, prev = tokens(2, 8, 12), tokens(2, 6, 13, pad_tail=False)
+    full = sub(src, prev)
+    state = sub.start_decoder(sub.encode(src))
+    first, state = sub.decode(prev[:, :2], state)  # two tokens, then four at once
+    rest, _ = sub.decode(prev[:, 2:], state)
+    assert torch.allclose(torch.cat([first, rest], dim=1), full, atol=1e-5)
+
+
+def test_extract_ignores_router_dropout(cpu_space):
+    net = Supernet(
+        SupernetConfig(space=cpu_space, mode="neuron", vocab_size=VOCAB, router_dropout=0.5)
+    ).train()
+    arch = cpu_space.sample(random.Random(0))
+    a = net.extract(arch).state_dict()
+    b = net.extract(arch).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a) and net.training

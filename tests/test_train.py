@@ -33,6 +33,40 @@ def config(corpus, out, **overrides) -> TrainConfig:
     return TrainConfig(**{**base, **overrides})
 
 
+def test_stop_request_mid_run_then_resume_equals_uninterrupted(tiny_corpus, tmp_path):
+    """Ctrl-C's path: stop after the step in progress, save it, resume; epochs are crossed."""
+    from mos_search.train import Trainer
+
+    cfg = dict(max_tokens=1024, max_steps=9)  # about 4 batches per epoch: two epoch boundaries
+    whole = train(config(tiny_corpus, tmp_path / "whole", **cfg), progress=False)
+    trainer = Trainer(config(tiny_corpus, tmp_path / "split", **cfg))
+    real_step = trainer.train_step
+
+    def step_then_interrupt():
+        out = real_step()
+        if trainer.step == 5:
+            trainer.request_stop()  # what the first Ctrl-C does, mid-step
+        return out
+
+    trainer.train_step = step_then_interrupt
+    stopped = trainer.run(progress=False)
+    assert stopped.interrupted and stopped.step == 5
+    assert read_state(tmp_path / "split")["epoch"] >= 1
+    second = train(config(tiny_corpus, tmp_path / "split", **cfg), resume=True, progress=False)
+    a, b = load_tensors(whole.checkpoint), load_tensors(second.checkpoint)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_keeps_the_saved_config(tiny_corpus, tmp_path):
+    from mos_search.train import resumed_config
+
+    train(config(tiny_corpus, tmp_path / "run", max_steps=2, lr=2e-3), progress=False)
+    resumed = resumed_config(tmp_path / "run", max_steps=4)
+    assert (resumed.max_steps, resumed.lr, resumed.mode) == (4, 2e-3, "layer")
+    with pytest.raises(ConfigError, match="mode cannot change"):
+        resumed_config(tmp_path / "run", mode="neuron")
+
+
 def test_resume_equals_uninterrupted(tiny_corpus, tmp_path):
     whole = train(config(tiny_corpus, tmp_path / "whole"), progress=False)
     first = train(config(tiny_corpus, tmp_path / "split", max_steps=5), progress=False)
@@ -109,3 +143,7 @@ def test_bad_config_values(tiny_corpus, tmp_path):
         config(tiny_corpus, tmp_path, sampling="greedy")
     with pytest.raises(ConfigError, match=r"max_tokens \(64\) must be at least max_len"):
         config(tiny_corpus, tmp_path, max_tokens=64)
+    with pytest.raises(ConfigError, match="keep: expected a positive integer"):
+        config(tiny_corpus, tmp_path, keep=0)
+    with pytest.raises(ConfigError, match="lr: expected a positive number"):
+        config(tiny_corpus, tmp_path, lr=0.0)

@@ -23,11 +23,19 @@ class EncodedSplit:
     def __len__(self) -> int:
         return len(self.sources)
 
-    def head(self, limit: int | None) -> EncodedSplit:
-        """The first `limit` pairs (all when None)."""
-        if limit is None:
+    def subset(self, limit: int | None) -> EncodedSplit:
+        """`limit` pairs spread evenly over the split, in order (all when None or larger).
+
+        A split is ordered by book, so its first N pairs would all come from one book.
+        """
+        if limit is None or limit >= len(self):
             return self
-        return EncodedSplit(self.sources[:limit], self.targets[:limit], self.references[:limit])
+        picked = np.linspace(0, len(self) - 1, limit).round().astype(int)
+        return EncodedSplit(
+            [self.sources[i] for i in picked],
+            [self.targets[i] for i in picked],
+            [self.references[i] for i in picked],
+        )
 
 
 def encode_split(
@@ -48,14 +56,20 @@ def encode_split(
 
 
 def token_batches(
-    data: EncodedSplit, max_tokens: int, seed: int | None = None, epoch: int = 0
+    data: EncodedSplit,
+    max_tokens: int,
+    seed: int | None = None,
+    epoch: int = 0,
+    by_source: bool = False,
 ) -> list[list[int]]:
     """Index batches of similar length whose padded size (rows x longest side) fits `max_tokens`.
 
     With a seed, ties in length are broken randomly and the batch order is shuffled, both fixed
     by (seed, epoch); without one, batches follow length order (evaluation).
     """
-    lengths = [max(len(s), len(t)) for s, t in zip(data.sources, data.targets)]
+    lengths = [
+        len(s) if by_source else max(len(s), len(t)) for s, t in zip(data.sources, data.targets)
+    ]
     rng = random.Random(None if seed is None else seed * 1_000_003 + epoch)
     tie = [rng.random() for _ in lengths] if seed is not None else list(range(len(lengths)))
     order = sorted(range(len(lengths)), key=lambda i: (lengths[i], tie[i]))

@@ -64,14 +64,23 @@ def open_corpus(root: str | Path) -> Corpus:
             f"{root} is not a corpus folder (no {MANIFEST}); build one with "
             "`mos-search data bible --out DIR` or `mos-search data parallel`"
         )
-    meta = json.loads(manifest.read_text())
-    corpus = Corpus(root, meta["source_lang"], meta["target_lang"], int(meta["vocab_size"]))
-    for split in SPLITS:
-        for path in corpus.split_paths(split):
-            if not path.is_file():
-                raise DataError(f"corpus folder {root} lacks {path.name}")
-    if not corpus.tokenizer_path.is_file():
-        raise DataError(f"corpus folder {root} lacks spm.model")
+    try:
+        meta = json.loads(manifest.read_text())
+        corpus = Corpus(root, meta["source_lang"], meta["target_lang"], int(meta["vocab_size"]))
+        digests = dict(meta["sha256"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise DataError(
+            f"{manifest} is damaged ({type(exc).__name__}: {exc}); rebuild the corpus"
+        ) from None
+    files = [p for split in SPLITS for p in corpus.split_paths(split)] + [corpus.tokenizer_path]
+    for path in files:
+        if not path.is_file():
+            raise DataError(f"corpus folder {root} lacks {path.name}")
+        if digests.get(path.name) != _sha256(path):
+            raise DataError(
+                f"{path} changed since the corpus was built (sha256 differs from "
+                f"{MANIFEST}); rebuild the corpus"
+            )
     return corpus
 
 

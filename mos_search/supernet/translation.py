@@ -321,7 +321,12 @@ class Supernet(nn.Module):
     @torch.no_grad()
     def extract(self, arch: Arch) -> TranslationTransformer:
         """A standalone model of `arch` with the generated weights baked in, in eval mode."""
-        params = {k: v.detach().clone() for k, v in self.materialize(arch).items()}
+        was_training = self.training
+        self.eval()  # no router dropout in baked-in weights
+        try:
+            params = {k: v.detach().clone() for k, v in self.materialize(arch).items()}
+        finally:
+            self.train(was_training)
         model = self._standalone(arch, "meta")
         model.load_state_dict(params, strict=True, assign=True)
         return model.eval()
