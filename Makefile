@@ -29,6 +29,7 @@ $(STAMP): pyproject.toml
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 # The test command (what .ci/run calls): lint, then every test not marked slow.
 # pytest exits 5 when it collects nothing, which fails this target too.

@@ -27,10 +27,9 @@ from pathlib import Path
 from scipy.stats import kendalltau
 
 from mos_search.checkpoint import read_state
+from mos_search.constants import MODES
 from mos_search.oracle import Oracle
 from mos_search.space import load_space
-
-MODES = ("shared", "layer", "neuron")
 
 
 def run_training(out: Path, args: argparse.Namespace, extra: list[str]) -> float:

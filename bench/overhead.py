@@ -22,8 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from mos_search import Supernet, SupernetConfig, load_space
-
-MODES = ("shared", "layer", "neuron")
+from mos_search.constants import MODES
 
 
 def step(net: Supernet, arch, src: torch.Tensor, prev: torch.Tensor, target: torch.Tensor) -> float:

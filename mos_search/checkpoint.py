@@ -8,7 +8,6 @@ then `latest` is replaced: a crash at any moment leaves the previous checkpoint 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -20,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from mos_search.errors import CheckpointError
+from mos_search.files import sha256_file
 
 MODEL_FILE, OPTIMIZER_FILE, STATE_FILE, LATEST = (
     "model.safetensors",
@@ -27,14 +27,6 @@ MODEL_FILE, OPTIMIZER_FILE, STATE_FILE, LATEST = (
     "state.json",
     "latest",
 )
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
@@ -75,7 +67,7 @@ def save_checkpoint(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, tmp / MODEL_FILE)
-    state = {**state, "step": step, "model_sha256": _sha256(tmp / MODEL_FILE)}
+    state = {**state, "step": step, "model_sha256": sha256_file(tmp / MODEL_FILE)}
     if optimizer is not None:
         tensors, meta = optimizer_tensors(optimizer)
         tensors["rng.torch"] = torch.get_rng_state()

@@ -10,6 +10,7 @@ from devices.base import DeviceError
 from devices.profile import ProfileError
 from latency.predictor import PredictorError
 from mos_search import __version__
+from mos_search.constants import METRICS, MODES, SAMPLINGS
 from mos_search.errors import MosSearchError
 
 
@@ -17,6 +18,7 @@ class FriendlyGroup(click.Group):
     """A click group that prints toolkit errors as one line and exits non-zero."""
 
     def invoke(self, ctx: click.Context) -> object:
+        """Run the command; a toolkit error becomes `error: ...` on stderr and exit code 2."""
         try:
             return super().invoke(ctx)
         except (MosSearchError, DeviceError, ProfileError, PredictorError) as exc:
@@ -123,9 +125,7 @@ def _corpus_summary(corpus) -> str:
 @click.option("--data", default="data/bible", show_default=True, help="Corpus folder.")
 @click.option("--out", required=True, help="Run folder (checkpoints, metrics.jsonl).")
 @click.option("--space", default="cpu-small", show_default=True, help="Preset name or .toml.")
-@click.option(
-    "--mode", type=click.Choice(["shared", "layer", "neuron"]), default="neuron", show_default=True
-)
+@click.option("--mode", type=click.Choice(MODES), default="neuron", show_default=True)
 @click.option("--experts", default=2, show_default=True, help="Expert banks per MoS layer (2-4).")
 @click.option("--mos-attention", is_flag=True, help="Give attention projections experts too.")
 @click.option(
@@ -136,7 +136,7 @@ def _corpus_summary(corpus) -> str:
 )
 @click.option(
     "--sampling",
-    type=click.Choice(["sandwich", "random"]),
+    type=click.Choice(SAMPLINGS),
     default="sandwich",
     show_default=True,
     help="sandwich: largest+smallest+k random; random: k random.",
@@ -206,9 +206,9 @@ def train_command(arch_file: str | None, resume: bool, **options) -> None:
 )
 @click.option(
     "--metric",
-    type=click.Choice(["loss", "bleu"]),
+    type=click.Choice(METRICS),
     multiple=True,
-    default=("loss", "bleu"),
+    default=METRICS,
     show_default=True,
 )
 @click.option("--split", type=click.Choice(["valid", "test"]), default="valid", show_default=True)

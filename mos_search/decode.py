@@ -39,9 +39,11 @@ class CachedStepper:
         self.model = model
 
     def start(self, src: Tensor) -> Any:
+        """Encode once; cross-attention keys/values are projected here."""
         return self.model.start_decoder(self.model.encode(src))
 
     def step(self, prefix: Tensor, state: Any) -> tuple[Tensor, Any]:
+        """Feed only the newest token; the cache holds the rest."""
         logits, state = self.model.decode(prefix[:, -1:], state)
         return logits[:, -1], state
 
@@ -57,12 +59,15 @@ class FullStepper:
         self.forward = forward
 
     def start(self, src: Tensor) -> Any:
+        """The state is the source itself."""
         return src
 
     def step(self, prefix: Tensor, state: Any) -> tuple[Tensor, Any]:
+        """Re-run the whole prefix; keep the last position's logits."""
         return self.forward(state, prefix)[:, -1], state
 
     def reorder(self, state: Any, order: Tensor) -> Any:
+        """Reorder the source rows."""
         return state.index_select(0, order)
 
 

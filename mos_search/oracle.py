@@ -16,6 +16,7 @@ import sacrebleu
 import torch
 
 from mos_search.checkpoint import read_state, resolve_checkpoint
+from mos_search.constants import METRICS
 from mos_search.data.batches import encode_split
 from mos_search.data.corpus import open_corpus
 from mos_search.data.tokenizer import Tokenizer
@@ -23,10 +24,8 @@ from mos_search.decode import translate_ids
 from mos_search.errors import ConfigError
 from mos_search.losses import validation_loss
 from mos_search.models import load_model
-from mos_search.space import Arch
+from mos_search.space import Arch, SearchSpace
 from mos_search.transformer import count_parameters
-
-METRICS = ("loss", "bleu")
 
 
 @dataclass(frozen=True)
@@ -136,7 +135,7 @@ class Oracle:
         self.cache = ScoreCache(Path(cache_path) if cache_path else None)
 
     @property
-    def space(self):
+    def space(self) -> SearchSpace:
         """The search space of the checkpoint."""
         return self.loaded.space
 
@@ -192,13 +191,11 @@ class Oracle:
         raise ConfigError(f"metric: expected one of {', '.join(METRICS)}, found {metric!r}")
 
 
-def parse_archs(text: str, space) -> list[Arch]:
+def parse_archs(text: str, space: SearchSpace) -> list[Arch]:
     """One architecture, or a list of them, from JSON text."""
-    import json as _json
-
     try:
-        data = _json.loads(text)
-    except _json.JSONDecodeError as exc:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
         raise ConfigError(f"architecture file is not valid JSON: {exc}") from None
     items = data if isinstance(data, list) else [data]
     return [space.arch_from_dict(item) for item in items]

@@ -14,12 +14,13 @@ import random
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from mos_search.checkpoint import (
     OPTIMIZER_FILE,
@@ -30,6 +31,7 @@ from mos_search.checkpoint import (
     restore_optimizer,
     save_checkpoint,
 )
+from mos_search.constants import MODES, SAMPLINGS
 from mos_search.data.batches import Batch, collate, encode_split, token_batches
 from mos_search.data.corpus import open_corpus
 from mos_search.data.tokenizer import Tokenizer
@@ -37,9 +39,7 @@ from mos_search.errors import CheckpointError, ConfigError
 from mos_search.losses import label_smoothed_nll, validation_loss
 from mos_search.models import build_model, standalone_spec, supernet_spec
 from mos_search.space import Arch, SearchSpace, load_space, space_from_dict
-from mos_search.supernet import MODES, Supernet, SupernetConfig
-
-SAMPLINGS = ("sandwich", "random")
+from mos_search.supernet import Supernet, SupernetConfig
 
 
 @dataclass(frozen=True)
@@ -180,7 +180,7 @@ def model_spec(config: TrainConfig, space: SearchSpace, vocab_size: int) -> dict
     )
 
 
-def forward_fn(model: nn.Module, arch: Arch):
+def forward_fn(model: nn.Module, arch: Arch) -> Callable[[Tensor, Tensor], Tensor]:
     """`(src, prev) -> logits` of `arch` in `model` (supernet or standalone)."""
     if isinstance(model, Supernet):
         return lambda src, prev: model(src, prev, arch)

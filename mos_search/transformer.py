@@ -17,9 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mos_search.constants import PAD_ID
 from mos_search.space import Arch
-
-PAD_ID = 0
 
 
 def sinusoidal_positions(

@@ -15,12 +15,13 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from mos_search.constants import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 from mos_search.data.parallel import read_parallel, read_tsv
 from mos_search.errors import DataError
+from mos_search.files import sha256_file
 
 SPLITS = ("train", "valid", "test")
 MANIFEST = "corpus.json"
-PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 
 
 @dataclass(frozen=True)
@@ -76,16 +77,12 @@ def open_corpus(root: str | Path) -> Corpus:
     for path in files:
         if not path.is_file():
             raise DataError(f"corpus folder {root} lacks {path.name}")
-        if digests.get(path.name) != _sha256(path):
+        if digests.get(path.name) != sha256_file(path):
             raise DataError(
                 f"{path} changed since the corpus was built (sha256 differs from "
                 f"{MANIFEST}); rebuild the corpus"
             )
     return corpus
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _write_lines(path: Path, lines: list[str]) -> None:
@@ -155,7 +152,7 @@ def build_corpus(
         "target_lang": target_lang,
         "vocab_size": vocab_size,
         "pairs": {s: len(p) for s, p in splits.items()},
-        "sha256": {name: _sha256(out / name) for name in files},
+        "sha256": {name: sha256_file(out / name) for name in files},
         **(extra or {}),
     }
     tmp = out / (MANIFEST + ".tmp")

@@ -18,12 +18,12 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from mos_search.constants import MODES
 from mos_search.errors import ConfigError
 from mos_search.space import Arch, SearchSpace, space_from_dict
 from mos_search.supernet.layers import ElasticEmbedding, ElasticLayerNorm, ExpertLinear, prefixed
 from mos_search.transformer import PAD_ID, TranslationTransformer
 
-MODES = ("shared", "layer", "neuron")
 MAX_EXPERTS = 4
 SKELETON_CACHE_SIZE = 256
 
