@@ -1,0 +1,123 @@
+"""ONNX Runtime vs eager PyTorch on the CPU, and the repeatability of the measurements.
+
+For the same sub-networks of one space, in one run:
+1. every architecture's HAT workload on `onnxruntime-cpu` and on `torch-cpu`, interleaved per
+   architecture: the ratio torch / ORT;
+2. repeatability: the ORT pass is measured again after the torch pass (minutes later), with the
+   interleaved reference workload; the median relative difference between the two passes, raw and
+   drift-corrected (each pass's times scaled by its own reference).
+Prints a table and writes JSON. Run it alone: anything else on 2 cores skews the timings.
+
+    python bench/latency.py --space cpu-small --archs 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+# This script shares its name with the `latency` package: keep its folder from shadowing it.
+sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+from devices import load_profile, open_device  # noqa: E402
+from latency.protocol import measure  # noqa: E402
+from latency.workloads import workload_for  # noqa: E402
+from mos_search.profile import ArchModels, sample_archs, translation_bundle  # noqa: E402
+from mos_search.space import load_space  # noqa: E402
+from mos_search.transformer import count_parameters  # noqa: E402
+
+
+def ort_pass(archs, models, profile, reference, work: Path) -> list[tuple[float, float]]:
+    """(seconds, reference seconds) of every arch on ONNX Runtime."""
+    device, ref_device = open_device(profile), open_device(profile)
+    ref_device.load(reference)
+    ref_work = workload_for(ref_device, reference, profile)
+    out = []
+    for i, arch in enumerate(archs):
+        bundle = translation_bundle(models.model(arch), "onnx", work / f"a{i}")
+        device.load(bundle)
+        m = measure(device, workload_for(device, bundle, profile), profile, (ref_device, ref_work))
+        out.append((m.seconds, m.reference_seconds))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--space", default="cpu-small")
+    parser.add_argument("--archs", type=int, default=20)
+    parser.add_argument("--vocab-size", type=int, default=8000)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--out", default="bench/results/latency.json")
+    args = parser.parse_args()
+
+    space = load_space(args.space)
+    models = ArchModels(space, args.vocab_size)
+    archs = sample_archs(space, args.archs, args.seed)
+    ort_profile, torch_profile = load_profile("onnxruntime-cpu"), load_profile("torch-cpu")
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        reference = translation_bundle(models.model(space.smallest()), "onnx", work / "ref")
+        first = ort_pass(archs, models, ort_profile, reference, work)
+        torch_device = open_device(torch_profile)
+        torch_times = []
+        for arch in archs:
+            bundle = translation_bundle(models.model(arch), "torch", work)
+            torch_device.load(bundle)
+            torch_times.append(
+                measure(
+                    torch_device, workload_for(torch_device, bundle, torch_profile), torch_profile
+                ).seconds
+            )
+        second = ort_pass(archs, models, ort_profile, reference, work)
+
+    ref1 = statistics.median(r for _, r in first)
+    ref2 = statistics.median(r for _, r in second)
+    raw_diff, corrected_diff, ratios = [], [], []
+    print(
+        f"{'arch':>4}{'params M':>10}{'ORT ms':>9}{'torch ms':>10}{'torch/ORT':>10}"
+        f"{'pass-2 ms':>10}{'raw diff':>10}{'corr diff':>10}"
+    )
+    for i, arch in enumerate(archs):
+        (a, ra), (b, rb) = first[i], second[i]
+        raw = abs(b - a) / a
+        corrected = abs(b * ref2 / rb - a * ref1 / ra) / (a * ref1 / ra)
+        raw_diff.append(raw)
+        corrected_diff.append(corrected)
+        ratios.append(torch_times[i] / a)
+        params = count_parameters(arch, args.vocab_size, space.qkv_dim) / 1e6
+        print(
+            f"{i:>4}{params:>10.2f}{a * 1000:>9.1f}{torch_times[i] * 1000:>10.1f}"
+            f"{ratios[-1]:>10.2f}"
+            f"{b * 1000:>10.1f}{raw * 100:>9.1f}%{corrected * 100:>9.1f}%"
+        )
+    summary = {
+        "median_torch_over_ort": statistics.median(ratios),
+        "median_repeat_diff_raw": statistics.median(raw_diff),
+        "median_repeat_diff_corrected": statistics.median(corrected_diff),
+        "largest_over_smallest_ort": first[0][0] / first[1][0],
+    }
+    print(
+        f"median torch/ORT {summary['median_torch_over_ort']:.2f}x; repeatability (median "
+        f"|pass2-pass1|/pass1): raw {summary['median_repeat_diff_raw'] * 100:.1f}%, "
+        f"drift-corrected {summary['median_repeat_diff_corrected'] * 100:.1f}%; "
+        f"largest/smallest (ORT) {summary['largest_over_smallest_ort']:.2f}x"
+    )
+    result = {
+        "args": vars(args),
+        "archs": [a.to_dict() for a in archs],
+        "ort_pass1": first,
+        "ort_pass2": second,
+        "torch": torch_times,
+        **summary,
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=1))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
