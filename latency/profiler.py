@@ -85,6 +85,7 @@ def profile_archs(
                     "arch": arch,
                     "features": features(arch),
                     "params": params(arch),
+                    "param_bytes_fp32": 4 * params(arch),
                     "latency_ms": result.seconds * 1000,
                     "spread": result.spread,
                     "flagged": result.flagged,

@@ -325,3 +325,8 @@ def count_parameters(arch: Arch, vocab_size: int, qkv_dim: int) -> int:
         total += attention(dec, dec) + attention(dec, enc) + linear(dec, ffn) + linear(ffn, dec)
         total += 3 * 2 * dec
     return total
+
+
+def parameter_bytes(arch: Arch, vocab_size: int, qkv_dim: int, bytes_per_value: int = 4) -> int:
+    """Exact bytes of the standalone model's parameters (4 per value in fp32, 2 in fp16)."""
+    return count_parameters(arch, vocab_size, qkv_dim) * bytes_per_value

@@ -115,6 +115,9 @@ def test_profile_appends_and_resumes(tmp_path):
     space = load_space(TINY_SPACE)
     assert first_record["arch"] == space.largest().to_dict()
     assert first_record["reference_ms"] > 0 and first_record["latency_ms"] > 0
+    from mos_search.transformer import parameter_bytes
+
+    assert first_record["param_bytes_fp32"] == parameter_bytes(space.largest(), 40, space.qkv_dim)
     assert first_record["env"]["cores"] >= 1 and "onnxruntime" in first_record["env"]["versions"]
     with dataset.open("a") as f:
         f.write('{"cut short')  # a crash mid-line loses only that record
