@@ -74,6 +74,9 @@ def save_checkpoint(
         save_file(tensors, tmp / OPTIMIZER_FILE)
         state["optimizer"] = meta
     (tmp / STATE_FILE).write_text(json.dumps(state, indent=1))
+    for written in tmp.iterdir():  # on disk before the rename makes them the checkpoint
+        with written.open("rb") as f:
+            os.fsync(f.fileno())
     final = root / name
     if final.exists():  # re-saving a step: move the old copy aside, never leave a gap
         aside = root / f".{name}.old"
