@@ -145,7 +145,7 @@ def main() -> None:
 
     print(
         f"\n{args.space}, {args.data}, {args.steps} steps x {args.max_tokens} tokens per run, "
-        f"K={len(archs)}; loss = valid NLL/token, BLEU greedy on first {args.bleu_limit} valid"
+        f"K={len(archs)}; loss = valid NLL/token, BLEU greedy on {args.bleu_limit} valid (spread)"
     )
     print(
         f"{'mode':<8}{'|dLoss|':>9}{'dLoss':>9}{'tau(L)':>8}{'|dBLEU|':>9}{'dBLEU':>8}{'tau(B)':>8}"
