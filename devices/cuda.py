@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from devices.base import Device, DeviceError
-from devices.torch_arrays import TorchArrays
+from devices.base import DeviceError
+from devices.torch_cpu import TorchCPU
 
 DTYPES = ("float32", "float16", "bfloat16")
 
 
-class CudaDevice(TorchArrays, Device):
+class CudaDevice(TorchCPU):
     """The bundle's PyTorch modules on `cuda:N` (profile option `index`)."""
 
     name = "cuda"
@@ -19,10 +19,11 @@ class CudaDevice(TorchArrays, Device):
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
-        try:
-            import torch
-        except ImportError:
-            return "torch is not installed"
+        reason = TorchCPU.unavailable_reason()
+        if reason:
+            return reason
+        import torch
+
         if not torch.cuda.is_available():
             return "no CUDA device visible to PyTorch (CPU-only build or no GPU)"
         return None
@@ -45,12 +46,6 @@ class CudaDevice(TorchArrays, Device):
 
         torch.cuda.reset_peak_memory_stats(self.torch_device)
         return graph.eval().to(self.torch_device, self.float_dtype)
-
-    def _run(self, loaded: Any, inputs: list[Any]) -> list[Any]:
-        import torch
-
-        with torch.inference_mode():
-            return list(loaded(*inputs))
 
     def synchronize(self) -> None:
         import torch
