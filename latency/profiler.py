@@ -84,8 +84,8 @@ def profile_archs(
                 record = {
                     "arch": arch,
                     "features": features(arch),
-                    "params": params(arch),
-                    "param_bytes_fp32": 4 * params(arch),
+                    "params": (count := params(arch)),
+                    "param_bytes_fp32": 4 * count,
                     "latency_ms": result.seconds * 1000,
                     "spread": result.spread,
                     "flagged": result.flagged,

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from mos_search.transformer import DecoderState, EncoderOut, TranslationTransformer
+from mos_search.transformer import DecoderState, TranslationTransformer
 
 OPSET = 17
 
@@ -156,6 +156,3 @@ def export_onnx(model: TranslationTransformer, out_dir: str | Path) -> tuple[Pat
             dynamo=False,
         )
     return paths
-
-
-__all__ = ["OPSET", "DecoderStepGraph", "EncoderGraph", "EncoderOut", "GraphShapes", "export_onnx"]
