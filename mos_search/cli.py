@@ -409,6 +409,132 @@ def predictor_eval(predictor_path: str, dataset: str, space: str, raw: bool) -> 
     click.echo(format_accuracy("all", evaluate_predictor(predictor_path, dataset, space, not raw)))
 
 
+@main.command("search")
+@click.option("--task", type=click.Choice(["mt"]), default="mt", show_default=True)
+@click.option("--ckpt", required=True, help="Trained supernet (run folder or checkpoint).")
+@click.option("--data", help="Data folder [default: the one the checkpoint was trained on].")
+@click.option(
+    "--device",
+    "devices",
+    multiple=True,
+    default=["onnxruntime-cpu"],
+    show_default=True,
+    help="Device whose predicted latency is an objective; repeat for several.",
+)
+@click.option(
+    "--predictor",
+    "predictors",
+    multiple=True,
+    help="Predictor file per --device, in order [default: devices/DEVICE/predictor.json].",
+)
+@click.option(
+    "--objective", type=click.Choice(["bleu-latency"]), default="bleu-latency", show_default=True
+)
+@click.option(
+    "--quality",
+    type=click.Choice(["loss", "bleu"]),
+    default="loss",
+    show_default=True,
+    help="Oracle score searched on: validation loss (fast) or BLEU.",
+)
+@click.option("--limit", default=200, show_default=True, help="Validation sentences scored.")
+@click.option("--beam", default=1, show_default=True, help="Beam of --quality bleu.")
+@click.option(
+    "--max-latency-ms",
+    multiple=True,
+    help="Latency budget: X (first device) or DEVICE=X; repeatable.",
+)
+@click.option("--max-params", type=int, help="Parameter budget.")
+@click.option(
+    "--algorithm", type=click.Choice(["nsga2", "hat-evo"]), default="nsga2", show_default=True
+)
+@click.option("--generations", default=20, show_default=True)
+@click.option("--population", type=int, help="Population [default: 40 for nsga2, 125 for hat-evo].")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--out", required=True, help="Run folder.")
+@click.option("--resume", is_flag=True, help="Continue the search saved in --out.")
+@click.option("--no-verify", is_flag=True, help="Skip measuring and test-scoring the front.")
+@click.option("--verify-limit", default=300, show_default=True, help="Test sentences for BLEU.")
+@click.option("--verify-beam", default=5, show_default=True)
+@click.option("--verify-max", default=8, show_default=True, help="Front archs verified (spread).")
+def search_command(
+    task: str,
+    ckpt: str,
+    data: str | None,
+    devices: tuple[str, ...],
+    predictors: tuple[str, ...],
+    objective: str,
+    quality: str,
+    limit: int,
+    beam: int,
+    max_latency_ms: tuple[str, ...],
+    max_params: int | None,
+    algorithm: str,
+    generations: int,
+    population: int | None,
+    seed: int,
+    out: str,
+    resume: bool,
+    no_verify: bool,
+    verify_limit: int,
+    verify_beam: int,
+    verify_max: int,
+) -> None:
+    """Multi-objective search (quality vs predicted latency), then verify the front and report.
+
+    \b
+    Example:
+      mos-search search --task mt --ckpt runs/supernet --device onnxruntime-cpu \\
+          --objective bleu-latency --max-latency-ms 80 --algorithm nsga2 \\
+          --generations 20 --population 40 --out runs/search
+    """
+    from mos_search.objectives import latency_budgets, search_translation
+    from mos_search.search import SearchConfig
+
+    config = SearchConfig(
+        algorithm=algorithm,
+        generations=generations,
+        population=population or (125 if algorithm == "hat-evo" else 40),
+        seed=seed,
+        metric=quality,
+        devices=devices,
+        max_latency_ms=latency_budgets(max_latency_ms, devices),
+        max_params=max_params,
+        extra={
+            "task": task,
+            "objective": objective,
+            "checkpoint": ckpt,
+            "data": data,
+            "limit": limit,
+            "beam": beam,
+            "predictors": list(predictors),
+        },
+    )
+    verify = (
+        None
+        if no_verify
+        else {"test_limit": verify_limit, "beam": verify_beam, "max_archs": verify_max}
+    )
+    result = search_translation(config, out, resume, verify, echo=click.echo)
+    if result.interrupted:
+        sys.exit(130)
+
+
+@main.command("report")
+@click.argument("run")
+@click.option("--baseline", help="A second run on the same problem, drawn beside RUN.")
+def report_command(run: str, baseline: str | None) -> None:
+    """Pareto plots, hypervolume, HTML page, JSON and CSV of a finished search (in RUN/report).
+
+    \b
+    Example:
+      mos-search report runs/search --baseline runs/search-hat
+    """
+    from mos_search.report import write_report
+
+    click.echo(f"wrote {write_report(run, baseline)}")
+
+
 def _read_json(path: str) -> object:
     import json
 

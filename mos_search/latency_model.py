@@ -16,7 +16,8 @@ from latency.predictor import (
     dataset_digest,
     split_by_arch,
 )
-from mos_search.space import load_space
+from mos_search.space import SearchSpace, load_space
+from mos_search.transformer import count_parameters
 
 
 @dataclass
@@ -33,6 +34,14 @@ def _labels(records: list[dict], corrected: bool) -> np.ndarray:
     return np.array(
         drift_corrected_ms(records) if corrected else [r["latency_ms"] for r in records]
     )
+
+
+def measured_vocab_size(record: dict, space: SearchSpace) -> int:
+    """The vocabulary of a measured model, solved from its exact parameter count (linear in it)."""
+    arch = space.arch_from_dict(record["arch"])
+    base = count_parameters(arch, 0, space.qkv_dim)
+    per_token = count_parameters(arch, 1, space.qkv_dim) - base
+    return round((record["params"] - base) / per_token)
 
 
 def train_latency_predictor(
@@ -59,11 +68,14 @@ def train_latency_predictor(
         )
     labels = _labels(records, corrected)
     train, test = split_by_arch(len(records), test_fraction, seed)
+    refs = [r["reference_ms"] for r in records if r.get("reference_ms")]
     meta = {
         "space": space.name,
         "device": records[0].get("profile"),
         "dataset_digest": dataset_digest(records),
         "drift_corrected": corrected,
+        "reference_ms": float(np.median(refs)) if refs else None,
+        "vocab_size": measured_vocab_size(records[0], space),
         "n_train": len(train),
     }
     predictor = LatencyPredictor.fit(features[train], labels[train], names, hidden, seed, meta)

@@ -56,13 +56,18 @@ def translation_bundle(model: TranslationTransformer, needs: str, work_dir: Path
 class ArchModels:
     """Standalone models for architectures: extracted from a checkpoint, or freshly initialised."""
 
-    def __init__(self, space: SearchSpace, vocab_size: int, checkpoint: str | None = None) -> None:
+    def __init__(self, space: SearchSpace, vocab_size: int) -> None:
         self.space, self.vocab_size, self.loaded = space, vocab_size, None
-        if checkpoint:
-            from mos_search.models import load_model
 
-            self.loaded = load_model(checkpoint)
-            self.space, self.vocab_size = self.loaded.space, self.loaded.vocab_size
+    @classmethod
+    def from_checkpoint(cls, checkpoint: str | Path) -> ArchModels:
+        """Sub-networks extracted from a trained supernet (its space and vocabulary)."""
+        from mos_search.models import load_model
+
+        loaded = load_model(checkpoint)
+        models = cls(loaded.space, loaded.vocab_size)
+        models.loaded = loaded
+        return models
 
     def model(self, arch: Arch) -> TranslationTransformer:
         """The standalone model of `arch`, in eval mode."""
@@ -85,11 +90,26 @@ def run_profile(
 ) -> ProfileRun:
     """Measure `n` architectures of a space on a device and append them to its dataset."""
     profile: DeviceProfile = load_profile(device_profile)
-    models = ArchModels(load_space(space_name), vocab_size, checkpoint)
+    if checkpoint:
+        models = ArchModels.from_checkpoint(checkpoint)
+    else:
+        models = ArchModels(load_space(space_name), vocab_size)
+    dataset_path = Path(dataset or Path("devices") / profile.name / "latency.jsonl")
+    archs = sample_archs(models.space, n, seed)
+    return measure_archs(profile, archs, models, dataset_path, reference, progress)
+
+
+def measure_archs(
+    profile: DeviceProfile,
+    archs: list[Arch],
+    models: ArchModels,
+    dataset: str | Path,
+    reference: bool = True,
+    progress: bool = True,
+) -> ProfileRun:
+    """Measure `archs` (those not yet in `dataset`) on the profile's device; one record each."""
     space = models.space
     device: Device = open_device(profile)
-    dataset_path = Path(dataset or Path("devices") / profile.name / "latency.jsonl")
-    archs = sample_archs(space, n, seed)
     with tempfile.TemporaryDirectory(prefix="mos-profile-") as tmp:
         work = Path(tmp)
 
@@ -111,7 +131,7 @@ def run_profile(
             ),
             device=device,
             profile=profile,
-            dataset=dataset_path,
+            dataset=dataset,
             reference=ref_bundle,
             progress=progress,
         )

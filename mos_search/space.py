@@ -315,6 +315,23 @@ class SearchSpace:
             values[name] = values[name][: values[count_field]]
         return self.arch_type(**values)
 
+    def canonical_gene(self, gene: Sequence[float] | np.ndarray) -> np.ndarray:
+        """Round and clip `gene` into the bounds; inactive layers repeat the last active one.
+
+        Two genes of the same member have the same canonical gene, so duplicates are found by
+        comparing genes, and a layer that a later mutation activates starts as a copy of its
+        neighbour instead of always the smallest choice.
+        """
+        low, high = self.gene_bounds()
+        values = np.clip(np.rint(np.asarray(gene, dtype=float)), low, high).astype(np.int64)
+        arch = self.from_gene(values)
+        out = values.copy()
+        for pos, (name, layer) in enumerate(self.gene_layout):
+            active = len(getattr(arch, name)) if layer is not None else 0
+            if layer is not None and layer >= active:
+                out[pos] = out[pos - (layer - active + 1)]
+        return out
+
     def features(self, arch: ArchBase) -> list[float]:
         """Normalised summary vector (see class docstring); fixed length, one entry per field."""
         out = []

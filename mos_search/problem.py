@@ -1,0 +1,245 @@
+"""The search problem: score an architecture once (quality, predicted latency, size) under budgets.
+
+`ArchEvaluator` is shared by every algorithm. It checks the cheap constraints first (predicted
+latency, parameter count) and calls the expensive quality oracle only for feasible candidates;
+each architecture is scored at most once per run, and every score is appended to a JSON-lines
+file, so a resumed search never calls the oracle again for what it already knows.
+`ArchProblem` is the pymoo view of the same evaluator over the integer gene.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pymoo.core.problem import Problem
+from pymoo.core.repair import Repair
+
+from mos_search.errors import ConfigError
+from mos_search.space import ArchBase, SearchSpace
+
+# Objective value of an infeasible candidate's quality: never compared (pymoo ranks infeasible
+# candidates by constraint violation alone) and never reported; it only has to be finite.
+UNSCORED = 1e6
+
+# direction of each quality metric: +1 lower is better, -1 higher is better
+QUALITY_SIGN = {"loss": 1.0, "bleu": -1.0, "perplexity": 1.0}
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Hard limits: predicted latency per device (ms) and parameter count."""
+
+    max_latency_ms: dict[str, float] = field(default_factory=dict)
+    max_params: int | None = None
+
+    def names(self) -> list[str]:
+        """One name per constraint, in the order of `violations`."""
+        return [f"latency[{d}]" for d in self.max_latency_ms] + (
+            ["params"] if self.max_params is not None else []
+        )
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Everything the search knows of one architecture."""
+
+    arch: dict[str, Any]
+    latency_ms: dict[str, float]
+    params: int
+    violations: list[float]  # <= 0 where a budget is met
+    quality: float | None  # None: infeasible, so the oracle was not asked
+
+    @property
+    def feasible(self) -> bool:
+        """Whether every budget is met."""
+        return all(v <= 0 for v in self.violations)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return asdict(self)
+
+
+class ArchEvaluator:
+    """Scores architectures once each: quality from an oracle, latency from predictors."""
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        quality: Callable[[ArchBase], float],
+        metric: str,
+        latency: dict[str, Callable[[ArchBase], float]],
+        params: Callable[[ArchBase], int],
+        budget: Budget | None = None,
+        log_path: str | Path | None = None,
+    ) -> None:
+        if metric not in QUALITY_SIGN:
+            raise ConfigError(
+                f"quality metric: expected one of {sorted(QUALITY_SIGN)}, found {metric!r}"
+            )
+        if not latency:
+            raise ConfigError("at least one latency predictor (device) is needed")
+        self.budget = budget or Budget()
+        unknown = set(self.budget.max_latency_ms) - set(latency)
+        if unknown:
+            raise ConfigError(
+                f"latency budget for {sorted(unknown)}, which is not a searched device"
+            )
+        self.space, self.metric = space, metric
+        self._quality, self._latency, self._params = quality, latency, params
+        self.devices = list(latency)
+        self.log_path = Path(log_path) if log_path else None
+        self.known: dict[str, Evaluation] = {}
+        self.requests = self.oracle_calls = self.cache_hits = self.logged = 0
+        # scores written by an earlier process, not yet asked for in this one
+        self._earlier: list[Evaluation] = []
+        if self.log_path and self.log_path.exists():
+            for line in self.log_path.read_text().splitlines():
+                try:
+                    self._earlier.append(Evaluation(**json.loads(line)))
+                except (json.JSONDecodeError, TypeError):
+                    break  # a line cut short by a crash: scores from there on are redone
+        self._earlier_by_key = {self._key(e.arch): e for e in self._earlier}
+
+    def counters(self) -> dict[str, int]:
+        """Requests, oracle calls, cache hits, and log lines written (saved with a search state)."""
+        return {
+            "requests": self.requests,
+            "oracle_calls": self.oracle_calls,
+            "cache_hits": self.cache_hits,
+            "logged": self.logged,
+        }
+
+    def resume(self, counters: dict[str, int]) -> None:
+        """Continue counting from a saved state: its first `logged` scores are known already;
+        later ones (made after that state, before a crash) count as oracle calls when asked for,
+        exactly as in an uninterrupted run, without calling the oracle again."""
+        self.requests, self.oracle_calls = counters["requests"], counters["oracle_calls"]
+        self.cache_hits, self.logged = counters["cache_hits"], counters["logged"]
+        for e in self._earlier[: self.logged]:
+            self.known[self._key(e.arch)] = e
+        self._earlier_by_key = {self._key(e.arch): e for e in self._earlier[self.logged :]}
+        if self.log_path:  # drop the lines after the state; they are rewritten as they recur
+            kept = self.log_path.read_text().splitlines()[: self.logged]
+            self.log_path.write_text("".join(line + "\n" for line in kept))
+
+    @staticmethod
+    def _key(arch: dict[str, Any]) -> str:
+        return json.dumps(arch, sort_keys=True)
+
+    @property
+    def n_objectives(self) -> int:
+        """Quality plus one latency per device."""
+        return 1 + len(self.devices)
+
+    def constraints(self, arch: ArchBase) -> tuple[dict[str, float], int, list[float]]:
+        """Predicted latency per device, parameter count, and the budget violations."""
+        latency = {d: float(predict(arch)) for d, predict in self._latency.items()}
+        params = int(self._params(arch))
+        violations = [latency[d] - limit for d, limit in self.budget.max_latency_ms.items()]
+        if self.budget.max_params is not None:
+            violations.append(float(params - self.budget.max_params))
+        return latency, params, violations
+
+    def feasible(self, arch: ArchBase) -> bool:
+        """Whether `arch` meets every budget (predictors only; no oracle call)."""
+        return all(v <= 0 for v in self.constraints(arch)[2])
+
+    def evaluate(self, arch: ArchBase, force_quality: bool = False) -> Evaluation:
+        """Score `arch` (from memory when it was scored before in this run)."""
+        self.requests += 1
+        key = self._key(arch.to_dict())
+        known = self.known.get(key)
+        if known is not None and (known.quality is not None or not force_quality):
+            self.cache_hits += 1
+            return known
+        latency, params, violations = self.constraints(arch)
+        quality = None
+        if force_quality or all(v <= 0 for v in violations):
+            earlier = self._earlier_by_key.pop(key, None)
+            quality = earlier.quality if earlier and earlier.quality is not None else None
+            if quality is None:
+                quality = float(self._quality(arch))
+            self.oracle_calls += 1
+            if not math.isfinite(quality):
+                raise ConfigError(f"the oracle returned {quality} for {arch.to_json()}")
+        result = Evaluation(arch.to_dict(), latency, params, violations, quality)
+        self.known[key] = result
+        if self.log_path:
+            with self.log_path.open("a") as f:
+                f.write(json.dumps(result.to_dict()) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            self.logged += 1
+        return result
+
+    @contextmanager
+    def uncounted(self) -> Iterator[None]:
+        """Look-ups inside the block (re-reading a restored population) leave the counters."""
+        saved = self.counters()
+        yield
+        self.requests, self.cache_hits = saved["requests"], saved["cache_hits"]
+
+    def lookup(self, arch: ArchBase) -> Evaluation:
+        """The evaluation of an architecture scored earlier (not counted as a request)."""
+        return self.known[self._key(arch.to_dict())]
+
+    def objectives(self, result: Evaluation) -> list[float]:
+        """Minimised objective vector: signed quality, then latency per device."""
+        quality = UNSCORED if result.quality is None else QUALITY_SIGN[self.metric] * result.quality
+        return [quality, *(result.latency_ms[d] for d in self.devices)]
+
+    def scored(self) -> list[Evaluation]:
+        """Every feasible, scored architecture so far, in the order they were first scored."""
+        return [e for e in self.known.values() if e.quality is not None and e.feasible]
+
+
+class GeneRepair(Repair):
+    """Rounds, clips and canonicalises genes so every candidate is a member of the space."""
+
+    def __init__(self, space: SearchSpace) -> None:
+        super().__init__()
+        self.space = space
+
+    def _do(self, problem: Problem, X: np.ndarray, **kwargs: Any) -> np.ndarray:
+        return np.array([self.space.canonical_gene(x) for x in X])
+
+
+class ArchProblem(Problem):
+    """pymoo problem over the space's integer gene; fills `F` (minimised) and `G` (<= 0)."""
+
+    def __init__(self, evaluator: ArchEvaluator) -> None:
+        low, high = evaluator.space.gene_bounds()
+        super().__init__(
+            n_var=len(low),
+            n_obj=evaluator.n_objectives,
+            n_ieq_constr=len(evaluator.budget.names()),
+            xl=low,
+            xu=high,
+            vtype=int,
+        )
+        self.evaluator = evaluator
+
+    def _evaluate(self, X: np.ndarray, out: dict[str, Any], *args: Any, **kwargs: Any) -> None:
+        results = [self.evaluator.evaluate(self.evaluator.space.from_gene(x)) for x in X]
+        out["F"] = np.array([self.evaluator.objectives(r) for r in results], dtype=float)
+        if self.n_ieq_constr:
+            out["G"] = np.array([r.violations for r in results], dtype=float)
+
+
+def non_dominated(points: Sequence[Sequence[float]]) -> list[int]:
+    """Indices of the points no other point dominates (all objectives minimised)."""
+    array = np.asarray(points, dtype=float)
+    keep = []
+    for i, p in enumerate(array):
+        dominated = np.any(np.all(array <= p, axis=1) & np.any(array < p, axis=1))
+        if not dominated:
+            keep.append(i)
+    return keep

@@ -1,0 +1,91 @@
+"""Check a search's front for real: latency measured on each device, BLEU on the test split.
+
+Predicted latencies come from predictors trained on drift-corrected labels (scaled to the
+median reference time of their dataset); a verified measurement is scaled the same way with its
+own interleaved reference, so predicted and measured are compared at the same machine speed.
+Both the raw and the scaled measurement are kept.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from devices import load_profile
+from latency.dataset import arch_key, read_records
+from mos_search.errors import ConfigError
+
+
+def spread_pick(items: list[Any], count: int) -> list[Any]:
+    """At most `count` items evenly spaced over the list, both ends included."""
+    if count <= 0 or len(items) <= count:
+        return list(items)
+    if count == 1:
+        return [items[0]]
+    step = (len(items) - 1) / (count - 1)
+    return [items[round(i * step)] for i in range(count)]
+
+
+def verify_front(
+    run_dir: str | Path,
+    checkpoint: str,
+    data: str | None,
+    predictor_reference_ms: dict[str, float | None],
+    test_limit: int | None = 300,
+    beam: int = 5,
+    max_archs: int = 10,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Measure and test-score (up to `max_archs` of) the front in `run_dir`; write verified.json.
+
+    Measurements append to `measured_<device>.jsonl` and BLEU scores are cached, so an
+    interrupted verification resumes where it stopped.
+    """
+    from mos_search.oracle import Oracle
+    from mos_search.profile import ArchModels, measure_archs
+
+    run_dir = Path(run_dir)
+    front_path = run_dir / "front.json"
+    if not front_path.is_file():
+        raise ConfigError(f"{run_dir} has no front.json: the search has not finished")
+    front = json.loads(front_path.read_text())
+    chosen = spread_pick(front, max_archs)
+    models = ArchModels.from_checkpoint(checkpoint)
+    space = models.space
+    archs = [space.arch_from_dict(r["arch"]) for r in chosen]
+    measured: dict[str, dict[str, dict]] = {}
+    for device in predictor_reference_ms:
+        profile = load_profile(device)
+        dataset = run_dir / f"measured_{profile.name}.jsonl"
+        run = measure_archs(profile, archs, models, dataset, progress=progress)
+        if run.interrupted:
+            raise KeyboardInterrupt
+        measured[device] = {arch_key(r["arch"]): r for r in read_records(dataset)}
+    oracle = Oracle(checkpoint, data, split="test", limit=test_limit)
+    out = []
+    for record, arch in zip(chosen, archs):
+        result = oracle.bleu(arch, beam)
+        row = dict(record)
+        row.update(test_bleu=result.score, bleu_signature=result.signature, beam=beam)
+        row["measured_latency_ms"], row["measured_scaled_ms"], row["latency_error_pct"] = {}, {}, {}
+        for device, ref_ms in predictor_reference_ms.items():
+            m = measured[device][arch_key(arch.to_dict())]
+            scaled = m["latency_ms"]
+            if ref_ms and m.get("reference_ms"):
+                scaled = m["latency_ms"] * ref_ms / m["reference_ms"]
+            predicted = record["predicted_latency_ms"][device]
+            row["measured_latency_ms"][device] = m["latency_ms"]
+            row["measured_scaled_ms"][device] = scaled
+            row["latency_error_pct"][device] = 100.0 * (predicted - scaled) / scaled
+        out.append(row)
+    summary = {
+        "split": "test",
+        "sentences": len(oracle.data),
+        "limit": test_limit,
+        "beam": beam,
+        "checkpoint": str(oracle.checkpoint),
+        "archs": out,
+    }
+    (run_dir / "verified.json").write_text(json.dumps(summary, indent=1))
+    return out

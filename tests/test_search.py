@@ -1,0 +1,289 @@
+"""Search: repair, the evaluator's cache, NSGA-II and HAT-evo determinism, budgets, resume, report."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import zlib
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from latency.predictor import LatencyPredictor
+from mos_search.cli import main
+from mos_search.errors import ConfigError
+from mos_search.problem import ArchEvaluator, Budget, non_dominated
+from mos_search.report import write_report
+from mos_search.search import SearchConfig, hypervolume, open_run, run_search
+from mos_search.space import load_space
+from mos_search.transformer import count_parameters
+
+from conftest import TINY_SPACE
+
+SPACE = load_space(TINY_SPACE)
+VOCAB = 64
+
+
+def tiny_predictor(space=SPACE, vocab: int = VOCAB) -> LatencyPredictor:
+    """An MLP fitted to a made-up latency that grows with every dimension of the model."""
+    rng = random.Random(0)
+    archs = [space.sample(rng) for _ in range(80)]
+    features = np.array([space.features(a) for a in archs])
+    latency = 2.0 + features @ np.linspace(1.0, 3.0, features.shape[1])
+    meta = {"space": space.name, "vocab_size": vocab, "reference_ms": None}
+    return LatencyPredictor.fit(features, latency, list(space.feature_names), (16,), 0, meta)
+
+
+PREDICTOR = tiny_predictor()
+
+
+def synthetic_loss(arch) -> float:
+    """A deterministic 'oracle': bigger models score lower loss, plus a fixed per-arch wobble."""
+    params = count_parameters(arch, VOCAB, SPACE.qkv_dim)
+    wobble = (zlib.crc32(arch.to_json().encode()) % 1000) / 1e5
+    return 6.0 - 0.4 * math.log(params) + wobble
+
+
+class CountingOracle:
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, arch):
+        self.calls += 1
+        return synthetic_loss(arch)
+
+
+def make_evaluator(tmp_path, budget=None, oracle=None):
+    return ArchEvaluator(
+        SPACE,
+        quality=oracle or CountingOracle(),
+        metric="loss",
+        latency={"dev": lambda a: float(PREDICTOR.predict_ms(SPACE.features(a))[0])},
+        params=lambda a: count_parameters(a, VOCAB, SPACE.qkv_dim),
+        budget=budget,
+        log_path=tmp_path / "evaluations.jsonl",
+    )
+
+
+def run(tmp_path, name, algorithm="nsga2", generations=4, population=12, budget=None, **kw):
+    out = tmp_path / name
+    config = SearchConfig(
+        algorithm=algorithm,
+        generations=generations,
+        population=population,
+        seed=3,
+        devices=("dev",),
+        max_latency_ms=dict(budget.max_latency_ms) if budget else {},
+        max_params=budget.max_params if budget else None,
+    )
+    out, state = open_run(out, config, resume=kw.pop("resume", False))
+    evaluator = make_evaluator(out, budget)
+    return run_search(config, evaluator, out, state, **kw), evaluator
+
+
+# ------------------------------------------------------------------ gene repair
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(-2, 6, allow_nan=False), min_size=16, max_size=16))
+def test_canonical_gene_is_a_member_and_idempotent(values):
+    gene = SPACE.canonical_gene(values)
+    arch = SPACE.from_gene(gene)  # raises if out of bounds
+    assert SPACE.contains(arch)
+    assert np.array_equal(SPACE.canonical_gene(gene), gene)
+    assert np.array_equal(SPACE.canonical_gene(SPACE.to_gene(arch)), gene)
+
+
+def test_canonical_gene_is_the_same_for_the_same_arch():
+    rng = random.Random(0)
+    for _ in range(50):
+        arch = SPACE.sample(rng)
+        a, b = SPACE._filled_gene(arch, rng), SPACE._filled_gene(arch, rng)
+        assert np.array_equal(SPACE.canonical_gene(a), SPACE.canonical_gene(b))
+
+
+# ------------------------------------------------------------------ evaluator
+
+
+def test_evaluator_scores_once_and_skips_the_oracle_for_infeasible(tmp_path):
+    oracle = CountingOracle()
+    small_ms = PREDICTOR.predict_ms(SPACE.features(SPACE.smallest()))[0]
+    evaluator = make_evaluator(tmp_path, Budget({"dev": small_ms + 0.01}), oracle)
+    first = evaluator.evaluate(SPACE.smallest())
+    again = evaluator.evaluate(SPACE.smallest())
+    assert first == again and oracle.calls == 1 and evaluator.cache_hits == 1
+    big = evaluator.evaluate(SPACE.largest())
+    assert not big.feasible and big.quality is None and oracle.calls == 1
+    reloaded = make_evaluator(tmp_path, Budget({"dev": small_ms + 0.01}), oracle)
+    assert reloaded.evaluate(SPACE.smallest()).quality == first.quality
+    assert oracle.calls == 1  # the score came from the log, not the oracle
+
+
+def test_non_dominated():
+    points = [[1, 5], [2, 2], [3, 3], [5, 1], [2, 2.5]]
+    assert non_dominated(points) == [0, 1, 3]
+
+
+def test_hypervolume_box_scaling():
+    box = {"utopia": [0.0, 0.0], "reference": [2.0, 2.0]}
+    assert hypervolume([[1.0, 1.0]], box) == pytest.approx(0.25)
+    assert hypervolume([[3.0, 0.5]], box) == 0.0
+
+
+# ------------------------------------------------------------------ algorithms
+
+
+@pytest.mark.parametrize("algorithm,population", [("nsga2", 12), ("hat-evo", 15)])
+def test_search_is_deterministic_and_honours_budgets(tmp_path, algorithm, population):
+    mid = float(
+        np.median(
+            [
+                PREDICTOR.predict_ms(SPACE.features(SPACE.sample(random.Random(i))))
+                for i in range(40)
+            ]
+        )
+    )
+    budget = Budget({"dev": mid}, max_params=count_parameters(SPACE.largest(), VOCAB, 16) - 1)
+    a, _ = run(tmp_path, "a", algorithm, population=population, budget=budget)
+    b, _ = run(tmp_path, "b", algorithm, population=population, budget=budget)
+    assert [e.arch for e in a.front] == [e.arch for e in b.front]
+    assert [h["hypervolume"] for h in a.history] == [h["hypervolume"] for h in b.history]
+    assert a.front and all(e.latency_ms["dev"] <= mid for e in a.front)
+    assert all(e.params <= budget.max_params for e in a.front)
+    hv = [h["hypervolume"] for h in a.history]
+    assert hv == sorted(hv) and hv[-1] > 0  # the archive's front never loses ground
+    assert all(h["distinct"] <= h["population"] for h in a.history)
+    front = json.loads((tmp_path / "a" / "front.json").read_text())
+    assert len(front) == len(a.front)
+
+
+def test_nsga2_improves_on_its_first_generation(tmp_path):
+    result, evaluator = run(tmp_path, "r", generations=6, population=12)
+    assert result.history[-1]["hypervolume"] > result.history[0]["hypervolume"]
+    assert evaluator.oracle_calls < evaluator.requests + 2  # corners are scored once each
+
+
+@pytest.mark.parametrize("algorithm,population", [("nsga2", 10), ("hat-evo", 10)])
+def test_resume_gives_the_uninterrupted_front(tmp_path, algorithm, population):
+    budget = Budget({"dev": 1e9})
+    whole, whole_eval = run(tmp_path, "whole", algorithm, 5, population, budget)
+    part, _ = run(tmp_path, "part", algorithm, 5, population, budget, stop_after=2)
+    assert part.interrupted and part.generations_done == 2
+    # a crash in generation 3: some of its scores reached the log, its state did not
+    log = tmp_path / "part" / "evaluations.jsonl"
+    extra = [
+        line
+        for line in (tmp_path / "whole" / "evaluations.jsonl").read_text().splitlines()
+        if line not in log.read_text()
+    ][:3]
+    log.write_text(log.read_text() + "".join(x + "\n" for x in extra) + '{"arch": {"trunc')
+    resumed, resumed_eval = run(tmp_path, "part", algorithm, 5, population, budget, resume=True)
+    assert not resumed.interrupted
+    assert [e.arch for e in resumed.front] == [e.arch for e in whole.front]
+    assert resumed.history == [
+        {**h, "seconds": r["seconds"]} for h, r in zip(whole.history, resumed.history)
+    ]
+    assert resumed_eval.counters() == whole_eval.counters()
+
+
+def test_resume_refuses_changed_settings(tmp_path):
+    run(tmp_path, "r", generations=1, population=6)
+    config = SearchConfig(population=8, generations=1, devices=("dev",), seed=3)
+    with pytest.raises(ConfigError, match="population"):
+        open_run(tmp_path / "r", config, resume=True)
+    with pytest.raises(ConfigError, match="already holds a search"):
+        open_run(tmp_path / "r", config, resume=False)
+
+
+def test_infeasible_budget_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="cannot be met.*smallest predicted"):
+        run(tmp_path, "r", budget=Budget({"dev": 0.001}))
+    with pytest.raises(ConfigError, match=r"hat-evo optimises quality under a budget"):
+        run(tmp_path, "h", "hat-evo", population=10)
+
+
+def test_report_files_and_self_contained_html(tmp_path):
+    result, _ = run(tmp_path, "r", generations=3, population=8)
+    baseline, _ = run(tmp_path, "b", "hat-evo", 2, 10, Budget({"dev": 1e9}))
+    page = write_report(result.out, baseline.out)
+    names = {p.name for p in page.parent.iterdir()}
+    for stem in ("front", "hypervolume"):
+        assert {f"{stem}.png", f"{stem}.svg"} <= names
+    assert {"index.html", "front.json", "front.csv"} <= names
+    text = page.read_text()
+    assert "<svg" in text and "hat-evo" in text
+    assert 'src="http' not in text and 'href="http' not in text and "<link" not in text
+    rows = json.loads((page.parent / "front.json").read_text())
+    assert len(rows) == len(result.front)
+
+
+# ------------------------------------------------------------------ end to end
+
+
+def test_cli_search_on_a_tiny_supernet(tiny_run, tmp_path):
+    from mos_search.models import load_model
+
+    predictor = tmp_path / "tiny-predictor.json"
+    tiny_predictor(vocab=load_model(tiny_run).vocab_size).save(predictor)
+    out = tmp_path / "search"
+    args = [
+        "search",
+        "--ckpt",
+        str(tiny_run),
+        "--device",
+        "onnxruntime-cpu",
+        "--predictor",
+        str(predictor),
+        "--generations",
+        "2",
+        "--population",
+        "6",
+        "--limit",
+        "10",
+        "--verify-limit",
+        "6",
+        "--verify-beam",
+        "1",
+        "--verify-max",
+        "2",
+        "--out",
+        str(out),
+    ]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "gen   2/2" in result.output and "verified: test BLEU" in result.output
+    verified = json.loads((out / "verified.json").read_text())
+    assert len(verified["archs"]) == 2
+    for row in verified["archs"]:
+        assert row["measured_latency_ms"]["onnxruntime-cpu"] > 0
+    assert (out / "report" / "verified.svg").exists()
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == 2 and "already holds a search" in again.output
+
+
+def test_cli_search_refuses_a_predictor_of_another_vocabulary(tiny_run, tmp_path):
+    predictor = tmp_path / "p.json"
+    tiny_predictor(vocab=8000).save(predictor)
+    result = CliRunner().invoke(
+        main,
+        [
+            "search",
+            "--ckpt",
+            str(tiny_run),
+            "--predictor",
+            str(predictor),
+            "--out",
+            str(tmp_path / "s"),
+        ],
+    )
+    assert result.exit_code == 2
+    assert "8000-token vocabulary" in result.output
+
+
+def test_cli_report_on_a_missing_run(tmp_path):
+    result = CliRunner().invoke(main, ["report", str(tmp_path)])
+    assert result.exit_code == 2 and "not a finished search run" in result.output
