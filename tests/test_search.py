@@ -1,4 +1,4 @@
-"""Search: repair, the evaluator's cache, NSGA-II and HAT-evo determinism, budgets, resume, report."""
+"""Search: gene repair, cached evaluator, NSGA-II and HAT-evo, budgets, resume, report."""
 
 from __future__ import annotations
 
@@ -200,7 +200,7 @@ def test_resume_refuses_changed_settings(tmp_path):
 
 
 def test_infeasible_budget_is_a_clear_error(tmp_path):
-    with pytest.raises(ConfigError, match="cannot be met.*smallest predicted"):
+    with pytest.raises(ConfigError, match=r"cannot be met.*smallest predicted"):
         run(tmp_path, "r", budget=Budget({"dev": 0.001}))
     with pytest.raises(ConfigError, match=r"hat-evo optimises quality under a budget"):
         run(tmp_path, "h", "hat-evo", population=10)
