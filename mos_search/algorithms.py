@@ -151,7 +151,7 @@ class HatEvolution(SearchAlgorithm):
             ]
         else:
             ranked = sorted(
-                (self.evaluator.evaluate(space.from_gene(g)) for g in self.genes),
+                (self.evaluator.lookup(space.from_gene(g)) for g in self.genes),
                 key=lambda e: self.evaluator.objectives(e)[0],
             )
             parents = [space.arch_from_dict(e.arch) for e in ranked[: self.parents]]
