@@ -439,6 +439,7 @@ def predictor_eval(predictor_path: str, dataset: str, space: str, raw: bool) -> 
 )
 @click.option("--limit", default=200, show_default=True, help="Validation sentences scored.")
 @click.option("--beam", default=1, show_default=True, help="Beam of --quality bleu.")
+@click.option("--threads", default=2, show_default=True, help="Torch threads of the oracle.")
 @click.option(
     "--max-latency-ms",
     multiple=True,
@@ -467,6 +468,7 @@ def search_command(
     quality: str,
     limit: int,
     beam: int,
+    threads: int,
     max_latency_ms: tuple[str, ...],
     max_params: int | None,
     algorithm: str,
@@ -507,6 +509,7 @@ def search_command(
             "data": data,
             "limit": limit,
             "beam": beam,
+            "threads": threads,
             "predictors": list(predictors),
         },
     )
@@ -533,6 +536,194 @@ def report_command(run: str, baseline: str | None) -> None:
     from mos_search.report import write_report
 
     click.echo(f"wrote {write_report(run, baseline)}")
+
+
+@main.command("export")
+@click.option("--ckpt", required=True, help="Trained supernet (run folder or checkpoint).")
+@click.option("--arch", "arch_file", help="Architecture JSON file.")
+@click.option("--from-search", help="A finished search run folder to pick the architecture from.")
+@click.option(
+    "--pick",
+    default="best",
+    show_default=True,
+    help="With --from-search: 'best' (highest test BLEU, else best quality) or a front rank.",
+)
+@click.option("--data", help="Data folder [default: the checkpoint's].")
+@click.option("--out", required=True, help="Model folder to write.")
+@click.option("--device", "devices", multiple=True, default=["onnxruntime-cpu"], show_default=True)
+@click.option("--test-limit", default=300, show_default=True, help="Test sentences for BLEU.")
+@click.option("--beam", default=5, show_default=True)
+@click.option("--quantize", type=click.Choice(["int8"]), help="Also write an int8 model.")
+def export_command(
+    ckpt: str,
+    arch_file: str | None,
+    from_search: str | None,
+    pick: str,
+    data: str | None,
+    out: str,
+    devices: tuple[str, ...],
+    test_limit: int,
+    beam: int,
+    quantize: str | None,
+) -> None:
+    """Export one sub-network as ONNX (encoder + decoder step), tokenizer and model card.
+
+    \b
+    Example:
+      mos-search export --ckpt runs/neuron --from-search runs/search --pick best --out model
+      mos-search export --ckpt runs/neuron --arch arch.json --out model --quantize int8
+    """
+    from mos_search.deploy import export_model, pick_from_search
+
+    if bool(arch_file) == bool(from_search):
+        raise MosSearchError("give exactly one of --arch FILE and --from-search DIR")
+    arch = pick_from_search(from_search, pick) if from_search else _read_json(arch_file)
+    card = export_model(ckpt, arch, out, data, devices, test_limit, beam, quantize, echo=click.echo)
+    bleu = card["bleu"]
+    click.echo(
+        f"wrote {out}: test BLEU {bleu['onnxruntime']:.2f} (PyTorch {bleu['pytorch']:.2f}), "
+        + ", ".join(f"{d} {v['latency_ms']:.1f} ms" for d, v in card["latency"].items())
+    )
+
+
+@main.command("finetune")
+@click.option("--ckpt", required=True, help="Trained supernet (run folder or checkpoint).")
+@click.option("--arch", "arch_file", help="Architecture JSON file.")
+@click.option("--from-search", help="A finished search run folder to pick the architecture from.")
+@click.option("--pick", default="best", show_default=True, help="See `export --help`.")
+@click.option("--data", help="Data folder [default: the checkpoint's].")
+@click.option("--out", required=True, help="Run folder of the fine-tuned model.")
+@click.option("--minutes", default=5.0, show_default=True, help="Wall-clock training budget.")
+@click.option("--lr", default=3e-4, show_default=True)
+@click.option("--max-tokens", default=4096, show_default=True)
+@click.option("--threads", default=1, show_default=True)
+@click.option("--test-limit", default=300, show_default=True, help="Test sentences for BLEU.")
+@click.option("--beam", default=5, show_default=True)
+@click.option("--resume", is_flag=True, help="Continue an interrupted fine-tuning run.")
+def finetune_command(
+    ckpt: str,
+    arch_file: str | None,
+    from_search: str | None,
+    pick: str,
+    data: str | None,
+    out: str,
+    minutes: float,
+    lr: float,
+    max_tokens: int,
+    threads: int,
+    test_limit: int,
+    beam: int,
+    resume: bool,
+) -> None:
+    """Continue training one extracted sub-network alone, then report the BLEU gained per minute.
+
+    \b
+    Example:
+      mos-search finetune --ckpt runs/neuron --from-search runs/search --minutes 10 \\
+          --out runs/finetuned
+      mos-search export --ckpt runs/finetuned --arch runs/finetuned/arch.json --out model
+    """
+    import json as _json
+    from pathlib import Path
+
+    from mos_search.deploy import pick_from_search
+    from mos_search.finetune import finetune
+
+    if bool(arch_file) == bool(from_search):
+        raise MosSearchError("give exactly one of --arch FILE and --from-search DIR")
+    arch = pick_from_search(from_search, pick) if from_search else _read_json(arch_file)
+    Path(out).mkdir(parents=True, exist_ok=True)
+    Path(out, "arch.json").write_text(_json.dumps(arch) + "\n")
+    finetune(
+        ckpt,
+        arch,
+        out,
+        data,
+        minutes,
+        lr,
+        max_tokens,
+        threads,
+        test_limit,
+        beam,
+        resume,
+        echo=click.echo,
+    )
+
+
+@main.command("translate")
+@click.option("--model", "model_dir", required=True, help="An exported model folder.")
+@click.option("--input", "input_file", help="Text file, one sentence per line [default: stdin].")
+@click.option("--beam", default=5, show_default=True)
+@click.option("--lenpen", default=1.0, show_default=True)
+@click.option("--threads", default=1, show_default=True)
+def translate_command(
+    model_dir: str, input_file: str | None, beam: int, lenpen: float, threads: int
+) -> None:
+    """Translate sentences with an exported model: ONNX Runtime, SentencePiece, numpy; no torch.
+
+    \b
+    Example:
+      echo "En el principio creó Dios los cielos y la tierra." | mos-search translate --model model
+    """
+    from mos_search.onnx_translate import OnnxTranslator, read_lines
+
+    translator = OnnxTranslator(model_dir, threads)
+    text = _read_text(input_file).splitlines() if input_file else sys.stdin
+    lines = read_lines(text)
+    for line in translator.translate(lines, beam, lenpen):
+        click.echo(line)
+
+
+@main.command("demo")
+@click.option("--out", default="runs/demo", show_default=True, help="Run folder of every stage.")
+@click.option("--preset", default="cpu-tiny", show_default=True, help="Search space.")
+@click.option("--vocab-size", default=4000, show_default=True)
+@click.option("--minutes", default=8.0, show_default=True, help="Supernet training budget.")
+@click.option("--profile-archs", default=80, show_default=True)
+@click.option("--generations", default=8, show_default=True)
+@click.option("--population", default=24, show_default=True)
+@click.option("--threads", default=2, show_default=True)
+def demo_command(
+    out: str,
+    preset: str,
+    vocab_size: int,
+    minutes: float,
+    profile_archs: int,
+    generations: int,
+    population: int,
+    threads: int,
+) -> None:
+    """The whole chain on the embedded defaults, on the CPU; rerun to continue after a stop.
+
+    Corpus, MoS supernet, CPU latency profile, predictor, NSGA-II search, verified front,
+    report, export of the best model under the budget, and translations with ONNX Runtime.
+
+    \b
+    Example:
+      mos-search demo                                  # about 20 minutes on 2 cores
+      mos-search demo --preset cpu-small --vocab-size 8000 --minutes 60 --out runs/demo-60
+    """
+    from mos_search.demo import DemoConfig, run_demo
+
+    summary = run_demo(
+        DemoConfig(
+            out=out,
+            preset=preset,
+            vocab_size=vocab_size,
+            minutes=minutes,
+            profile_archs=profile_archs,
+            generations=generations,
+            population=population,
+            threads=threads,
+        ),
+        echo=click.echo,
+    )
+    model = summary["model"]
+    click.echo(
+        f"demo done in {summary['total_seconds'] / 60:.1f} min: model "
+        f"{model['params'] / 1e6:.2f} M params, test BLEU {model['test_bleu']:.2f}, "
+        f"{model['latency_ms']:.1f} ms on onnxruntime-cpu; report {summary['report']}"
+    )
 
 
 def _read_json(path: str) -> object:

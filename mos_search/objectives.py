@@ -64,7 +64,13 @@ def translation_evaluator(config: SearchConfig, out: Path) -> ArchEvaluator:
     from mos_search.transformer import count_parameters
 
     extra = config.extra
-    oracle = Oracle(extra["checkpoint"], extra.get("data"), "valid", extra.get("limit"))
+    oracle = Oracle(
+        extra["checkpoint"],
+        extra.get("data"),
+        "valid",
+        extra.get("limit"),
+        threads=extra.get("threads", 1),
+    )
     space, vocab = oracle.space, oracle.loaded.vocab_size
     predictors = load_predictors(config.devices, tuple(extra.get("predictors", ())), space, vocab)
     beam = extra.get("beam", 1)

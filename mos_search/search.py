@@ -161,10 +161,15 @@ def open_run(out: str | Path, config: SearchConfig, resume: bool) -> tuple[Path,
     out = Path(out)
     state_path = out / "state.json"
     if resume:
-        if not state_path.exists():
-            raise ConfigError(f"--resume: {out} holds no search state (state.json)")
-        state = json.loads(state_path.read_text())
-        saved = SearchConfig.from_dict(state["config"])
+        # no state.json yet: the run stopped in its first generation and starts again,
+        # reusing the scores it had logged
+        state = json.loads(state_path.read_text()) if state_path.exists() else None
+        settings_path = out / "search.json"
+        if state is None and not settings_path.exists():
+            raise ConfigError(f"--resume: {out} holds no search (search.json)")
+        saved = SearchConfig.from_dict(
+            state["config"] if state else json.loads(settings_path.read_text())
+        )
         changed = [
             k
             for k, v in config.to_dict().items()
@@ -175,6 +180,7 @@ def open_run(out: str | Path, config: SearchConfig, resume: bool) -> tuple[Path,
                 f"--resume: settings differ from the saved run in {', '.join(sorted(changed))}; "
                 f"only {', '.join(RESUMABLE_CHANGES)} may change"
             )
+        _write_json(settings_path, config.to_dict())
         return out, state
     if state_path.exists() or (out / "evaluations.jsonl").exists():
         raise ConfigError(f"{out} already holds a search; add --resume or choose another --out")
@@ -205,6 +211,7 @@ def run_search(
         algorithm.restore(state["algorithm"])
         box, history = state["box"], state["history"]
     else:
+        evaluator.resume({"requests": 0, "oracle_calls": 0, "cache_hits": 0, "logged": 0})
         _check_budget_reachable(evaluator)
         box, history = hypervolume_box(evaluator), []
     stop = _StopFlag()

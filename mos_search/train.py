@@ -57,6 +57,7 @@ class TrainConfig:
     experts: int = 2
     mos_attention: bool = False
     arch: dict | None = None
+    init_from: str | None = None  # with `arch`: start from its weights extracted from this supernet
     sampling: str = "sandwich"
     random_archs: int = 2
     max_tokens: int = 4096
@@ -106,6 +107,8 @@ class TrainConfig:
             raise ConfigError(f"lr: expected a positive number, found {self.lr}")
         if not 0 <= self.label_smoothing < 1 or not 0 <= self.dropout < 1:
             raise ConfigError("label_smoothing and dropout must be in [0, 1)")
+        if self.init_from is not None and self.arch is None:
+            raise ConfigError("init_from (fine-tuning) needs the architecture to fine-tune")
         if self.max_tokens < self.max_len:
             raise ConfigError(
                 f"max_tokens ({self.max_tokens}) must be at least max_len ({self.max_len})"
@@ -220,10 +223,22 @@ class Trainer:
         self.train_data = encode_split(corpus, "train", tokenizer, config.max_len)
         self.valid_data = encode_split(corpus, "valid", tokenizer).subset(config.valid_limit)
         torch.manual_seed(config.seed)
-        self.spec = state.get("model") or model_spec(
-            config, load_space(config.space), tokenizer.vocab_size
-        )
+        initial = None
+        if config.init_from is not None and not state:
+            from mos_search.models import load_model
+
+            initial = load_model(config.init_from)
+        space = initial.space if initial is not None else load_space(config.space)
+        self.spec = state.get("model") or model_spec(config, space, tokenizer.vocab_size)
         self.model = build_model(self.spec).train()
+        if initial is not None:  # fine-tuning: the sub-network's inherited weights
+            if initial.vocab_size != tokenizer.vocab_size:
+                raise CheckpointError(
+                    f"{config.init_from} has a {initial.vocab_size}-token vocabulary; "
+                    f"{config.data} has {tokenizer.vocab_size}"
+                )
+            inherited = initial.sub_network(space.arch_from_dict(config.arch))
+            self.model.load_state_dict(inherited.state_dict())
         if isinstance(self.model, Supernet):
             self.space, fixed = self.model.config.space, None
         else:

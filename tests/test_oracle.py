@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import pytest
 import torch
 
-from mos_search.decode import CachedStepper, FullStepper, beam_search, greedy_search
+from mos_search.beam import beam_search, greedy_search
+from mos_search.decode import CachedStepper, FullStepper
 from mos_search.models import load_model
 from mos_search.oracle import Oracle, corpus_bleu
 
@@ -56,12 +58,12 @@ def random_supernet():
     ).eval()
 
 
-def random_sources(n: int = 6) -> torch.Tensor:
+def random_sources(n: int = 6) -> np.ndarray:
     g = torch.Generator().manual_seed(0)
     src = torch.randint(4, 40, (n, 9), generator=g)
     src[0, 5:] = 0  # one shorter, padded source
     src[:, -1] = 3
-    return src
+    return src.numpy()
 
 
 def test_beam_search_with_cache_equals_without(random_supernet):
@@ -143,7 +145,7 @@ class TableStepper:
         return None
 
     def step(self, prefix, state):
-        return torch.stack([self.logits_of(tuple(row.tolist())) for row in prefix]), state
+        return torch.stack([self.logits_of(tuple(row.tolist())) for row in prefix]).numpy(), state
 
     def reorder(self, state, order):
         return state
@@ -175,6 +177,6 @@ def brute_force_best(stepper: TableStepper, max_len: int, lenpen: float) -> list
 @pytest.mark.parametrize(("seed", "lenpen"), [(0, 1.0), (1, 0.6), (2, 1.0), (3, 2.0)])
 def test_wide_beam_finds_the_exhaustive_best(seed, lenpen):
     stepper = TableStepper(vocab=7, seed=seed)  # UNK, EOS and three more tokens are allowed
-    src = torch.full((1, 2), 5)
+    src = np.full((1, 2), 5)
     got = beam_search(stepper, src, beam=64, lenpen=lenpen, max_len=4)
     assert got == [brute_force_best(stepper, 4, lenpen)]

@@ -287,3 +287,26 @@ def test_cli_search_refuses_a_predictor_of_another_vocabulary(tiny_run, tmp_path
 def test_cli_report_on_a_missing_run(tmp_path):
     result = CliRunner().invoke(main, ["report", str(tmp_path)])
     assert result.exit_code == 2 and "not a finished search run" in result.output
+
+
+def test_two_devices_are_two_latency_objectives(tmp_path):
+    other = tiny_predictor()
+    evaluator = ArchEvaluator(
+        SPACE,
+        quality=CountingOracle(),
+        metric="loss",
+        latency={
+            "dev": lambda a: float(PREDICTOR.predict_ms(SPACE.features(a))[0]),
+            "dev2": lambda a: 3.0 * float(other.predict_ms(SPACE.features(a))[0]),
+        },
+        params=lambda a: count_parameters(a, VOCAB, SPACE.qkv_dim),
+        budget=Budget({"dev2": 60.0}),
+        log_path=tmp_path / "evaluations.jsonl",
+    )
+    config = SearchConfig(
+        generations=3, population=10, devices=("dev", "dev2"), max_latency_ms={"dev2": 60.0}
+    )
+    result = run_search(config, evaluator, tmp_path)
+    assert evaluator.n_objectives == 3
+    assert result.front and all(e.latency_ms["dev2"] <= 60.0 for e in result.front)
+    assert 0 < result.history[-1]["hypervolume"] <= 1

@@ -1,0 +1,254 @@
+"""Export one sub-network for deployment: ONNX graphs, tokenizer, and a model card with checks.
+
+`export_model` extracts the architecture from a checkpoint, writes `encoder.onnx` and
+`decoder_step.onnx` (opset 17, checked by `onnx.checker`), copies the SentencePiece model, then
+checks the ONNX files against PyTorch (largest output difference, identical greedy tokens),
+scores both on the test split with sacreBLEU, measures latency on the requested devices and writes
+everything into `card.json` with the sha256 of every file. `--quantize int8` adds an `int8/`
+model folder (ONNX Runtime dynamic quantization) with its BLEU change and speed-up in the card.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mos_search.errors import ConfigError
+from mos_search.files import sha256_file
+
+PARITY_SENTENCES = 20
+
+
+def pick_from_search(run_dir: str | Path, pick: str) -> dict[str, Any]:
+    """An architecture from a finished search: `best` (test BLEU if verified, else quality) or
+    the N-th of the front (1-based, the report's rank)."""
+    run_dir = Path(run_dir)
+    front_path = run_dir / "front.json"
+    if not front_path.is_file():
+        raise ConfigError(f"{run_dir} has no front.json: not a finished search run")
+    front = json.loads(front_path.read_text())
+    if pick != "best":
+        try:
+            index = int(pick)
+        except ValueError:
+            raise ConfigError(f"--pick: expected 'best' or a rank, found {pick!r}") from None
+        if not 1 <= index <= len(front):
+            raise ConfigError(f"--pick {index}: the front has {len(front)} architectures")
+        return front[index - 1]["arch"]
+    verified_path = run_dir / "verified.json"
+    if verified_path.is_file():
+        verified = json.loads(verified_path.read_text())["archs"]
+        return max(verified, key=lambda v: v["test_bleu"])["arch"]
+    metric = json.loads((run_dir / "search.json").read_text())["metric"]
+    sign = -1.0 if metric == "bleu" else 1.0
+    return min(front, key=lambda p: sign * p[metric])["arch"]
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for package in ("mos-search", "torch", "onnx", "onnxruntime", "sentencepiece", "sacrebleu"):
+        with contextlib.suppress(PackageNotFoundError):
+            out[package] = version(package)
+    return out
+
+
+def parity(model: Any, model_dir: Path, sources: list[list[int]]) -> dict[str, Any]:
+    """ONNX Runtime vs PyTorch on real sources: encoder and per-step logits, greedy tokens."""
+    import torch
+
+    from mos_search.beam import greedy_search
+    from mos_search.data.batches import pad
+    from mos_search.decode import CachedStepper
+    from mos_search.export import EncoderGraph
+    from mos_search.onnx_translate import OnnxTranslator
+
+    translator = OnnxTranslator(model_dir)
+    src = pad([np.array([*s, 3]) for s in sources]).numpy()
+    with torch.no_grad():
+        torch_encoder = [t.numpy() for t in EncoderGraph(model)(torch.from_numpy(src))]
+    onnx_encoder = translator.stepper.encoder.run(None, {"src_tokens": src})
+    encoder_diff = max(
+        float(np.abs(a.astype(np.float32) - b.astype(np.float32)).max())
+        for a, b in zip(torch_encoder, onnx_encoder)
+    )
+    torch_ids = greedy_search(CachedStepper(model), src)
+    onnx_ids = greedy_search(translator.stepper, src)
+    logits_diff = _teacher_forced_logits_diff(model, translator, src, torch_ids)
+    return {
+        "sentences": len(sources),
+        "encoder_max_abs_diff": encoder_diff,
+        "decoder_logits_max_abs_diff": logits_diff,
+        "greedy_tokens_identical": torch_ids == onnx_ids,
+        "greedy_sentences_differing": sum(a != b for a, b in zip(torch_ids, onnx_ids)),
+    }
+
+
+def _teacher_forced_logits_diff(model: Any, translator: Any, src: np.ndarray, ids: list) -> float:
+    """Largest logit difference over the steps of PyTorch's greedy output, fed to both."""
+    from mos_search.decode import CachedStepper
+
+    steps = min(len(h) for h in ids)
+    torch_stepper, onnx_stepper = CachedStepper(model), translator.stepper
+    t_state, o_state = torch_stepper.start(src), onnx_stepper.start(src)
+    prefix = np.full((src.shape[0], 1), 2, dtype=np.int64)
+    worst = 0.0
+    for t in range(max(steps, 1)):
+        t_logits, t_state = torch_stepper.step(prefix, t_state)
+        o_logits, o_state = onnx_stepper.step(prefix, o_state)
+        worst = max(worst, float(np.abs(t_logits - o_logits).max()))
+        if t < steps:
+            prefix = np.concatenate([prefix, np.array([[h[t]] for h in ids])], axis=1)
+    return worst
+
+
+def measure_latency_ms(device: str, model_dir: Path, past_shapes: list, vocab: int) -> dict:
+    """The device profile's workload on the exported graphs (ms), with the reference time."""
+    from devices import ModelBundle, load_profile, open_device
+    from latency.protocol import measure
+    from latency.workloads import workload_for
+
+    profile = load_profile(device)
+    dev = open_device(profile)
+    if dev.needs != "onnx":
+        raise ConfigError(f"device {device} runs PyTorch modules; export measures ONNX devices")
+    bundle = ModelBundle(
+        kind="translation",
+        onnx={
+            "encoder": model_dir / "encoder.onnx",
+            "decoder_step": model_dir / "decoder_step.onnx",
+        },
+        past_shapes=past_shapes,
+        vocab_size=vocab,
+    )
+    try:
+        dev.load(bundle)
+        result = measure(dev, workload_for(dev, bundle, profile), profile)
+    finally:
+        dev.close()
+    return {"profile": profile.name, "latency_ms": result.seconds * 1000, "spread": result.spread}
+
+
+def quantize_int8(model_dir: Path) -> Path:
+    """ONNX Runtime dynamic int8 quantization of both graphs into `model_dir/int8/`."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    out = model_dir / "int8"
+    out.mkdir(exist_ok=True)
+    for name in ("encoder.onnx", "decoder_step.onnx"):
+        quantize_dynamic(str(model_dir / name), str(out / name), weight_type=QuantType.QInt8)
+    shutil.copy(model_dir / "spm.model", out / "spm.model")
+    return out
+
+
+def export_model(
+    checkpoint: str,
+    arch_dict: dict[str, Any],
+    out: str | Path,
+    data: str | None = None,
+    devices: tuple[str, ...] = ("onnxruntime-cpu",),
+    test_limit: int | None = 300,
+    beam: int = 5,
+    quantize: str | None = None,
+    echo: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Write the model folder and its card; returns the card."""
+    import onnx
+
+    from mos_search.export import OPSET, GraphShapes, export_onnx
+    from mos_search.onnx_translate import OnnxTranslator
+    from mos_search.oracle import Oracle, corpus_bleu
+    from mos_search.transformer import count_parameters
+
+    if quantize not in (None, "int8"):
+        raise ConfigError(f"--quantize: expected int8, found {quantize!r}")
+    out = Path(out)
+    oracle = Oracle(checkpoint, data, "test", test_limit)
+    space = oracle.space
+    arch = space.arch_from_dict(arch_dict)
+    model = oracle.loaded.sub_network(arch)
+    out.mkdir(parents=True, exist_ok=True)
+    echo(f"export: {arch.to_json()}")
+    export_onnx(model, out)
+    for name in ("encoder.onnx", "decoder_step.onnx"):
+        onnx.checker.check_model(str(out / name))
+    shutil.copy(oracle.tokenizer.path, out / "spm.model")
+    (out / "arch.json").write_text(arch.to_json() + "\n")
+    sources = [list(s[:-1]) for s in oracle.data.sources]
+    checks = parity(model, out, sources[:PARITY_SENTENCES])
+    echo(
+        f"parity: encoder max |diff| {checks['encoder_max_abs_diff']:.2e}, logits "
+        f"{checks['decoder_logits_max_abs_diff']:.2e}, greedy identical "
+        f"{checks['greedy_tokens_identical']}"
+    )
+    echo(f"scoring {len(sources)} test sentences, beam {beam} (PyTorch, then ONNX Runtime)")
+    torch_bleu = oracle.bleu(arch, beam)
+    translator = OnnxTranslator(out)
+    onnx_ids = translator.translate_ids(sources, beam)
+    onnx_bleu, signature = corpus_bleu(
+        [translator.tokenizer.decode(h) for h in onnx_ids], oracle.data.references
+    )
+    shapes = GraphShapes.of(model)
+    past_shapes = list(zip(shapes.self_heads, shapes.self_head_dims))
+    latency = {}
+    for device in devices:
+        echo(f"measuring on {device}")
+        latency[device] = measure_latency_ms(device, out, past_shapes, shapes.vocab_size)
+    card: dict[str, Any] = {
+        "format": "mos-search-model/1",
+        "task": "translation",
+        "arch": arch.to_dict(),
+        "space": space.name,
+        "params": count_parameters(arch, shapes.vocab_size, space.qkv_dim),
+        "vocab_size": shapes.vocab_size,
+        "opset": OPSET,
+        "checkpoint": str(oracle.checkpoint),
+        "checkpoint_sha256": oracle.loaded.digest,
+        "bleu": {
+            "split": "test",
+            "sentences": len(sources),
+            "beam": beam,
+            "pytorch": torch_bleu.score,
+            "onnxruntime": onnx_bleu,
+            "signature": signature,
+        },
+        "parity": checks,
+        "latency": latency,
+        "versions": _versions(),
+    }
+    if quantize == "int8":
+        echo("quantizing to int8 (dynamic) and re-scoring")
+        int8_dir = quantize_int8(out)
+        int8 = OnnxTranslator(int8_dir)
+        int8_bleu, _ = corpus_bleu(
+            [int8.tokenizer.decode(h) for h in int8.translate_ids(sources, beam)],
+            oracle.data.references,
+        )
+        int8_latency = {
+            d: measure_latency_ms(d, int8_dir, past_shapes, shapes.vocab_size) for d in devices
+        }
+        card["int8"] = {
+            "bleu_onnxruntime": int8_bleu,
+            "bleu_change": int8_bleu - onnx_bleu,
+            "latency": int8_latency,
+            "speedup": {
+                d: latency[d]["latency_ms"] / int8_latency[d]["latency_ms"] for d in devices
+            },
+            "files": {
+                n: sha256_file(int8_dir / n)
+                for n in ("encoder.onnx", "decoder_step.onnx", "spm.model")
+            },
+        }
+    card["files"] = {
+        n: sha256_file(out / n)
+        for n in ("encoder.onnx", "decoder_step.onnx", "spm.model", "arch.json")
+    }
+    (out / "card.json").write_text(json.dumps(card, indent=1))
+    return card
