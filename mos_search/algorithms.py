@@ -8,6 +8,7 @@ the state of generation k continues exactly as the uninterrupted run would have.
 from __future__ import annotations
 
 import random
+import time
 from abc import ABC, abstractmethod
 from typing import Any
 
@@ -102,6 +103,7 @@ class NSGA2Search(SearchAlgorithm):
         algorithm.pop, algorithm.is_initialized = pop, True
         algorithm.n_iter = state["n_iter"]
         algorithm.random_state.bit_generator.state = state["rng"]
+        algorithm.start_time = time.time()
         algorithm._set_optimum()
 
 

@@ -81,7 +81,10 @@ def _top_candidates(scores: np.ndarray, lprobs: np.ndarray, count: int) -> tuple
     b, k = scores.shape
     vocab = lprobs.shape[1]
     candidates = (scores.reshape(-1, 1) + lprobs).reshape(b, k * vocab)
-    index = np.argsort(-candidates, axis=1, kind="stable")[:, :count]
+    top = np.argpartition(-candidates, count - 1, axis=1)[:, :count]
+    # order the few kept: best score first, lower index first among equal scores
+    keys = np.lexsort((top, -np.take_along_axis(candidates, top, axis=1)), axis=1)
+    index = np.take_along_axis(top, keys, axis=1)
     return np.take_along_axis(candidates, index, axis=1), index // vocab, index % vocab
 
 

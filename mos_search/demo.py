@@ -106,7 +106,7 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = print) -> dict[st
     stage.run(
         "train supernet",
         lambda: _train_or_resume(train_config, train, echo),
-        done=_training_finished(supernet),
+        done=_training_finished(supernet, config.minutes),
     )
 
     def profile() -> None:
@@ -130,7 +130,7 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = print) -> dict[st
         )
 
     stage.run("predictor", fit_predictor, done=predictor.exists())
-    budget = _default_budget(dataset)
+    budget = _default_budget(dataset, search)
     search_config = SearchConfig(
         algorithm="nsga2",
         generations=config.generations,
@@ -150,19 +150,21 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = print) -> dict[st
         },
     )
     echo(f"latency budget: {budget:.1f} ms (median measured latency of the profiled archs)")
-    stage.run(
-        "search + verify + report",
-        lambda: search_translation(
+
+    def search_verify_report() -> None:
+        result = search_translation(
             search_config,
             search,
             resume=(search / "search.json").exists(),
-            verify={
-                "test_limit": config.test_limit,
-                "beam": 5,
-                "max_archs": config.verify_max,
-            },
+            verify={"test_limit": config.test_limit, "beam": 5, "max_archs": config.verify_max},
             echo=echo,
-        ),
+        )
+        if result.interrupted:
+            raise KeyboardInterrupt
+
+    stage.run(
+        "search + verify + report",
+        search_verify_report,
         done=(search / "report" / "index.html").exists(),
     )
     stage.run(
@@ -205,14 +207,12 @@ def _lines(path: Path) -> int:
     return len(path.read_text().splitlines()) if path.exists() else 0
 
 
-def _training_finished(run: Path) -> bool:
+def _training_finished(run: Path, minutes: float) -> bool:
     from mos_search.checkpoint import read_state
 
     if not (run / "checkpoints" / "latest").exists():
         return False
-    state = read_state(run)
-    minutes = state["train_config"]["minutes"]
-    return state["elapsed_seconds"] >= minutes * 60
+    return read_state(run)["elapsed_seconds"] >= minutes * 60
 
 
 def _train_or_resume(config: Any, train: Callable, echo: Callable[[str], None]) -> None:
@@ -224,10 +224,13 @@ def _train_or_resume(config: Any, train: Callable, echo: Callable[[str], None]) 
         raise KeyboardInterrupt
 
 
-def _default_budget(dataset: Path) -> float:
-    """The median measured latency: about half the space meets it."""
+def _default_budget(dataset: Path, search: Path) -> float:
+    """The median measured latency (about half the space meets it); a started search keeps its."""
     from latency.dataset import drift_corrected_ms, read_records
 
+    settings = search / "search.json"
+    if settings.exists():
+        return next(iter(json.loads(settings.read_text())["max_latency_ms"].values()))
     return round(statistics.median(drift_corrected_ms(read_records(dataset))), 1)
 
 

@@ -43,8 +43,14 @@ def pick_from_search(run_dir: str | Path, pick: str) -> dict[str, Any]:
         return front[index - 1]["arch"]
     verified_path = run_dir / "verified.json"
     if verified_path.is_file():
-        verified = json.loads(verified_path.read_text())["archs"]
-        return max(verified, key=lambda v: v["test_bleu"])["arch"]
+        on_front = {json.dumps(p["arch"], sort_keys=True) for p in front}
+        verified = [
+            v
+            for v in json.loads(verified_path.read_text())["archs"]
+            if json.dumps(v["arch"], sort_keys=True) in on_front
+        ]
+        if verified:
+            return max(verified, key=lambda v: v["test_bleu"])["arch"]
     metric = json.loads((run_dir / "search.json").read_text())["metric"]
     sign = -1.0 if metric == "bleu" else 1.0
     return min(front, key=lambda p: sign * p[metric])["arch"]

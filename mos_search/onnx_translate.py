@@ -53,8 +53,12 @@ class OnnxStepper:
         return outputs["logits"], grown
 
     def reorder(self, state: dict[str, np.ndarray], order: np.ndarray) -> dict[str, np.ndarray]:
-        """Rows `order` of every cache."""
-        return {name: value[order] for name, value in state.items()}
+        """Rows `order` of the self-attention caches. Beam rows never leave their sentence, and
+        a sentence's rows share its key mask and cross-attention caches: those stay."""
+        return {
+            name: value[order] if name.startswith("past_") else value
+            for name, value in state.items()
+        }
 
 
 class OnnxTranslator:
@@ -107,9 +111,15 @@ class OnnxTranslator:
         return out
 
     def translate(self, sentences: list[str], beam: int = 5, lenpen: float = 1.0) -> list[str]:
-        """Detokenised translations of `sentences`, in order."""
-        ids = self.translate_ids(self.tokenizer.encode_batch(sentences), beam, lenpen)
-        return [self.tokenizer.decode(h) for h in ids]
+        """Detokenised translations of `sentences`, in order; a blank line stays blank."""
+        filled = [i for i, s in enumerate(sentences) if s.strip()]
+        ids = self.translate_ids(
+            self.tokenizer.encode_batch([sentences[i] for i in filled]), beam, lenpen
+        )
+        out = [""] * len(sentences)
+        for i, hyp in zip(filled, ids):
+            out[i] = self.tokenizer.decode(hyp)
+        return out
 
 
 def _length_batches(order: list[int], sources: list[list[int]], budget: int) -> Iterator[list[int]]:
@@ -125,5 +135,5 @@ def _length_batches(order: list[int], sources: list[list[int]], budget: int) -> 
 
 
 def read_lines(stream: Iterable[str]) -> list[str]:
-    """Non-empty input lines, stripped of the newline."""
-    return [line.rstrip("\n") for line in stream if line.strip()]
+    """Input lines without their newline (blank ones kept, so output lines match input lines)."""
+    return [line.rstrip("\n") for line in stream]

@@ -44,7 +44,7 @@ def corpus_bleu(hypotheses: list[str], references: list[str]) -> tuple[float, st
     return float(result.score), str(metric.get_signature())
 
 
-SCORE_VERSION = 2  # bump when scoring or decoding changes, so old cached scores are not reused
+SCORE_VERSION = 3  # bump when scoring or decoding changes, so old cached scores are not reused
 
 
 class ScoreCache:

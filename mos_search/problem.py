@@ -121,14 +121,21 @@ class ArchEvaluator:
         """Continue counting from a saved state: its first `logged` scores are known already;
         later ones (made after that state, before a crash) count as oracle calls when asked for,
         exactly as in an uninterrupted run, without calling the oracle again."""
+        if len(self._earlier) < counters["logged"]:
+            raise ConfigError(
+                f"{self.log_path} holds {len(self._earlier)} scores, the saved state counts "
+                f"{counters['logged']}: the log was changed; start a new run"
+            )
         self.requests, self.oracle_calls = counters["requests"], counters["oracle_calls"]
         self.cache_hits, self.logged = counters["cache_hits"], counters["logged"]
         for e in self._earlier[: self.logged]:
             self.known[self._key(e.arch)] = e
         self._earlier_by_key = {self._key(e.arch): e for e in self._earlier[self.logged :]}
-        if self.log_path:  # drop the lines after the state; they are rewritten as they recur
+        if self.log_path and self.log_path.exists():  # drop lines after the state: redone
             kept = self.log_path.read_text().splitlines()[: self.logged]
-            self.log_path.write_text("".join(line + "\n" for line in kept))
+            tmp = self.log_path.with_name(f".{self.log_path.name}.tmp")
+            tmp.write_text("".join(line + "\n" for line in kept))
+            os.replace(tmp, self.log_path)
 
     @staticmethod
     def _key(arch: dict[str, Any]) -> str:
@@ -184,8 +191,10 @@ class ArchEvaluator:
     def uncounted(self) -> Iterator[None]:
         """Look-ups inside the block (re-reading a restored population) leave the counters."""
         saved = self.counters()
-        yield
-        self.requests, self.cache_hits = saved["requests"], saved["cache_hits"]
+        try:
+            yield
+        finally:
+            self.requests, self.cache_hits = saved["requests"], saved["cache_hits"]
 
     def lookup(self, arch: ArchBase) -> Evaluation:
         """The evaluation of an architecture scored earlier (not counted as a request)."""

@@ -101,7 +101,7 @@ def hypervolume(points: list[list[float]], box: dict[str, list[float]]) -> float
     if not points:
         return 0.0
     low, high = np.array(box["utopia"]), np.array(box["reference"])
-    scaled = (np.asarray(points, dtype=float) - low) / (high - low)
+    scaled = np.maximum((np.asarray(points, dtype=float) - low) / (high - low), 0.0)
     inside = scaled[np.all(scaled < 1.0, axis=1)]
     if len(inside) == 0:
         return 0.0
