@@ -5,7 +5,8 @@ For the same sub-networks of one space, in one run:
    architecture: the ratio torch / ORT;
 2. repeatability: the ORT pass is measured again after the torch pass (minutes later), with the
    interleaved reference workload; the median relative difference between the two passes, raw and
-   drift-corrected (each pass's times scaled by its own reference).
+   drift-corrected (every time brought to one typical reference speed, proportionally and with the
+   elasticity fitted on the profiling dataset).
 Prints a table and writes JSON. Run it alone: anything else on 2 cores skews the timings.
 
     python bench/latency.py --space cpu-small --archs 20
@@ -45,6 +46,62 @@ def ort_pass(archs, models, profile, reference, work: Path) -> list[tuple[float,
     return out
 
 
+def summarize(result: dict, elasticity: float, vocab_size: int, space) -> dict:
+    """Print the table; the ratio and the repeatability, raw and drift-corrected.
+
+    Both passes are brought to one typical speed (the median reference time over both passes):
+    proportionally (elasticity 1) and with the elasticity fitted on the profiling dataset.
+    """
+    first, second, torch_times = result["ort_pass1"], result["ort_pass2"], result["torch"]
+    archs = [space.arch_from_dict(a) for a in result["archs"]]
+    typical = statistics.median([r for _, r in first] + [r for _, r in second])
+
+    def corrected(seconds: float, ref: float, power: float) -> float:
+        return seconds * (typical / ref) ** power
+
+    raw_diff, proportional_diff, fitted_diff, ratios = [], [], [], []
+    print(
+        f"{'arch':>4}{'params M':>10}{'ORT ms':>9}{'torch ms':>10}{'torch/ORT':>10}"
+        f"{'pass-2 ms':>10}{'raw diff':>10}{'prop diff':>10}{'fit diff':>10}"
+    )
+    for i, arch in enumerate(archs):
+        (a, ra), (b, rb) = first[i], second[i]
+        raw_diff.append(abs(b - a) / a)
+        for power, out in ((1.0, proportional_diff), (elasticity, fitted_diff)):
+            ca, cb = corrected(a, ra, power), corrected(b, rb, power)
+            out.append(abs(cb - ca) / ca)
+        ratios.append(torch_times[i] / a)
+        params = count_parameters(arch, vocab_size, space.qkv_dim) / 1e6
+        print(
+            f"{i:>4}{params:>10.2f}{a * 1000:>9.1f}{torch_times[i] * 1000:>10.1f}"
+            f"{ratios[-1]:>10.2f}{b * 1000:>10.1f}{raw_diff[-1] * 100:>9.1f}%"
+            f"{proportional_diff[-1] * 100:>9.1f}%{fitted_diff[-1] * 100:>9.1f}%"
+        )
+    summary = {
+        "median_torch_over_ort": statistics.median(ratios),
+        "median_repeat_diff_raw": statistics.median(raw_diff),
+        "median_repeat_diff_proportional": statistics.median(proportional_diff),
+        "median_repeat_diff_fitted": statistics.median(fitted_diff),
+        "elasticity": elasticity,
+        "largest_over_smallest_ort": first[0][0] / first[1][0],
+    }
+    print(
+        f"median torch/ORT {summary['median_torch_over_ort']:.2f}x; repeatability (median "
+        f"|pass2-pass1|/pass1): raw {summary['median_repeat_diff_raw'] * 100:.1f}%, "
+        f"proportional correction {summary['median_repeat_diff_proportional'] * 100:.1f}%, "
+        f"fitted elasticity {elasticity:.2f}: {summary['median_repeat_diff_fitted'] * 100:.1f}%; "
+        f"largest/smallest (ORT) {summary['largest_over_smallest_ort']:.2f}x"
+    )
+    return summary
+
+
+def dataset_elasticity(path: str) -> float:
+    """The drift elasticity fitted on a profiling dataset (1.0 when there is none)."""
+    from latency.dataset import fit_drift_elasticity, read_records
+
+    return fit_drift_elasticity(read_records(path)) if Path(path).exists() else 1.0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--space", default="cpu-small")
@@ -52,9 +109,23 @@ def main() -> None:
     parser.add_argument("--vocab-size", type=int, default=8000)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--out", default="bench/results/latency.json")
+    parser.add_argument(
+        "--dataset",
+        default="devices/onnxruntime-cpu/latency.jsonl",
+        help="profiling dataset the drift elasticity is fitted on",
+    )
+    parser.add_argument("--summarize", help="recompute the summary of a saved result JSON")
     args = parser.parse_args()
 
     space = load_space(args.space)
+    elasticity = dataset_elasticity(args.dataset)
+    if args.summarize:
+        result = json.loads(Path(args.summarize).read_text())
+        result.pop("median_repeat_diff_corrected", None)  # an older, per-pass correction
+        result.update(summarize(result, elasticity, result["args"]["vocab_size"], space))
+        Path(args.summarize).write_text(json.dumps(result, indent=1))
+        print(f"updated {args.summarize}")
+        return
     models = ArchModels(space, args.vocab_size)
     archs = sample_archs(space, args.archs, args.seed)
     ort_profile, torch_profile = load_profile("onnxruntime-cpu"), load_profile("torch-cpu")
@@ -73,47 +144,14 @@ def main() -> None:
                 ).seconds
             )
         second = ort_pass(archs, models, ort_profile, reference, work)
-
-    ref1 = statistics.median(r for _, r in first)
-    ref2 = statistics.median(r for _, r in second)
-    raw_diff, corrected_diff, ratios = [], [], []
-    print(
-        f"{'arch':>4}{'params M':>10}{'ORT ms':>9}{'torch ms':>10}{'torch/ORT':>10}"
-        f"{'pass-2 ms':>10}{'raw diff':>10}{'corr diff':>10}"
-    )
-    for i, arch in enumerate(archs):
-        (a, ra), (b, rb) = first[i], second[i]
-        raw = abs(b - a) / a
-        corrected = abs(b * ref2 / rb - a * ref1 / ra) / (a * ref1 / ra)
-        raw_diff.append(raw)
-        corrected_diff.append(corrected)
-        ratios.append(torch_times[i] / a)
-        params = count_parameters(arch, args.vocab_size, space.qkv_dim) / 1e6
-        print(
-            f"{i:>4}{params:>10.2f}{a * 1000:>9.1f}{torch_times[i] * 1000:>10.1f}"
-            f"{ratios[-1]:>10.2f}"
-            f"{b * 1000:>10.1f}{raw * 100:>9.1f}%{corrected * 100:>9.1f}%"
-        )
-    summary = {
-        "median_torch_over_ort": statistics.median(ratios),
-        "median_repeat_diff_raw": statistics.median(raw_diff),
-        "median_repeat_diff_corrected": statistics.median(corrected_diff),
-        "largest_over_smallest_ort": first[0][0] / first[1][0],
-    }
-    print(
-        f"median torch/ORT {summary['median_torch_over_ort']:.2f}x; repeatability (median "
-        f"|pass2-pass1|/pass1): raw {summary['median_repeat_diff_raw'] * 100:.1f}%, "
-        f"drift-corrected {summary['median_repeat_diff_corrected'] * 100:.1f}%; "
-        f"largest/smallest (ORT) {summary['largest_over_smallest_ort']:.2f}x"
-    )
     result = {
         "args": vars(args),
         "archs": [a.to_dict() for a in archs],
         "ort_pass1": first,
         "ort_pass2": second,
         "torch": torch_times,
-        **summary,
     }
+    result.update(summarize(result, elasticity, args.vocab_size, space))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1))
     print(f"wrote {args.out}")

@@ -53,16 +53,49 @@ def measured_keys(path: str | Path, profile_digest: str) -> set[str]:
     }
 
 
-def drift_corrected_ms(records: list[dict[str, Any]]) -> list[float]:
-    """Latencies rescaled by the reference: raw * median(reference) / reference of the record."""
+def drift_corrected_ms(
+    records: list[dict[str, Any]], elasticity: float = 1.0, typical_ms: float | None = None
+) -> list[float]:
+    """Latencies at the typical machine speed: raw * (typical / reference) ** elasticity.
+
+    `typical_ms` defaults to the median reference time of `records`. An elasticity of 1 assumes
+    a slowdown stretches every workload as much as the reference; on the 2-core machines here the
+    measured archs moved only ~0.6 as much (log-log slope; see `fit_drift_elasticity`).
+    """
     refs = [r["reference_ms"] for r in records if r.get("reference_ms")]
     if not refs:
         return [r["latency_ms"] for r in records]
-    typical = statistics.median(refs)
+    typical = typical_ms or statistics.median(refs)
     return [
-        r["latency_ms"] * typical / r["reference_ms"] if r.get("reference_ms") else r["latency_ms"]
+        r["latency_ms"] * (typical / r["reference_ms"]) ** elasticity
+        if r.get("reference_ms")
+        else r["latency_ms"]
         for r in records
     ]
+
+
+def fit_drift_elasticity(records: list[dict[str, Any]]) -> float:
+    """How strongly measured times follow the reference: the slope of log(latency) on
+    log(reference), with the architecture held fixed by a quadratic model of its features.
+
+    Returns 1.0 (plain proportional correction) when the records are too few to fit it.
+    """
+    import numpy as np
+
+    usable = [r for r in records if r.get("reference_ms")]
+    features = np.array([r["features"] for r in usable], dtype=float)
+    columns = [np.ones(len(usable))] + [features[:, i] for i in range(features.shape[1])]
+    columns += [
+        features[:, i] * features[:, j]
+        for i in range(features.shape[1])
+        for j in range(i, features.shape[1])
+    ]
+    if len(usable) < 2 * len(columns):
+        return 1.0
+    design = np.column_stack([*columns, np.log([r["reference_ms"] for r in usable])])
+    target = np.log([r["latency_ms"] for r in usable])
+    solution, *_ = np.linalg.lstsq(design, target, rcond=None)
+    return float(solution[-1])
 
 
 def environment() -> dict[str, Any]:

@@ -382,7 +382,11 @@ def predictor_train(
     )
     click.echo(
         f"wrote {out} (trained on {report.n_train} archs, "
-        f"{'drift-corrected' if report.corrected else 'raw'} labels)"
+        + (
+            f"labels drift-corrected with elasticity {report.elasticity:.2f})"
+            if report.elasticity is not None
+            else "raw labels)"
+        )
     )
     click.echo(ACCURACY_HEADER)
     click.echo(format_accuracy("test", report.test))

@@ -226,12 +226,14 @@ def _train_or_resume(config: Any, train: Callable, echo: Callable[[str], None]) 
 
 def _default_budget(dataset: Path, search: Path) -> float:
     """The median measured latency (about half the space meets it); a started search keeps its."""
-    from latency.dataset import drift_corrected_ms, read_records
+    from latency.dataset import drift_corrected_ms, fit_drift_elasticity, read_records
 
     settings = search / "search.json"
     if settings.exists():
         return next(iter(json.loads(settings.read_text())["max_latency_ms"].values()))
-    return round(statistics.median(drift_corrected_ms(read_records(dataset))), 1)
+    records = read_records(dataset)
+    corrected = drift_corrected_ms(records, fit_drift_elasticity(records))
+    return round(statistics.median(corrected), 1)
 
 
 def _translate_samples(translator: Any, data: Path, config: DemoConfig, root: Path) -> list:

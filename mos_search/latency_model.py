@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from latency.dataset import drift_corrected_ms, read_records
+from latency.dataset import drift_corrected_ms, fit_drift_elasticity, read_records
 from latency.predictor import (
     Accuracy,
     LatencyPredictor,
@@ -27,13 +27,14 @@ class PredictorReport:
     test: Accuracy
     n_train: int
     curve: dict[int, Accuracy]
-    corrected: bool
+    elasticity: float | None  # of the drift correction; None: raw labels
 
 
-def _labels(records: list[dict], corrected: bool) -> np.ndarray:
-    return np.array(
-        drift_corrected_ms(records) if corrected else [r["latency_ms"] for r in records]
-    )
+def _labels(records: list[dict], elasticity: float | None, typical_ms: float | None) -> np.ndarray:
+    """Raw times (`elasticity` None) or times corrected to the typical machine speed."""
+    if elasticity is None:
+        return np.array([r["latency_ms"] for r in records])
+    return np.array(drift_corrected_ms(records, elasticity, typical_ms))
 
 
 def measured_vocab_size(record: dict, space: SearchSpace) -> int:
@@ -66,15 +67,20 @@ def train_latency_predictor(
             f"{dataset} holds {features.shape[1]} features per record, space "
             f"{space.name!r} has {len(names)}"
         )
-    labels = _labels(records, corrected)
     train, test = split_by_arch(len(records), test_fraction, seed)
-    refs = [r["reference_ms"] for r in records if r.get("reference_ms")]
+    train_records = [records[i] for i in train]
+    refs = [r["reference_ms"] for r in train_records if r.get("reference_ms")]
+    typical = float(np.median(refs)) if refs else None
+    # the drift model is fitted on the training architectures only
+    elasticity = fit_drift_elasticity(train_records) if corrected and refs else None
+    labels = _labels(records, elasticity, typical)
     meta = {
         "space": space.name,
         "device": records[0].get("profile"),
         "dataset_digest": dataset_digest(records),
-        "drift_corrected": corrected,
-        "reference_ms": float(np.median(refs)) if refs else None,
+        "drift_corrected": elasticity is not None,
+        "drift_elasticity": elasticity,
+        "reference_ms": typical,
         "vocab_size": measured_vocab_size(records[0], space),
         "n_train": len(train),
     }
@@ -87,7 +93,7 @@ def train_latency_predictor(
             subset = train[:size]
             small = LatencyPredictor.fit(features[subset], labels[subset], names, hidden, seed)
             curve[size] = accuracy(small.predict_ms(features[test]), labels[test])
-    return PredictorReport(report_test, len(train), curve, corrected)
+    return PredictorReport(report_test, len(train), curve, elasticity)
 
 
 def evaluate_predictor(
@@ -100,7 +106,9 @@ def evaluate_predictor(
     if not records:
         raise PredictorError(f"{dataset}: no records")
     features = np.array([r["features"] for r in records])
-    return accuracy(predictor.predict_ms(features), _labels(records, corrected))
+    elasticity = predictor.meta.get("drift_elasticity") if corrected else None
+    labels = _labels(records, elasticity, predictor.meta.get("reference_ms"))
+    return accuracy(predictor.predict_ms(features), labels)
 
 
 def format_accuracy(label: str, acc: Accuracy) -> str:

@@ -131,14 +131,13 @@ def search_translation(
     if verify is not None:
         from mos_search.verify import verify_front
 
-        references = {
-            d: LatencyPredictor.load(
-                Path(p) if (p := _predictor_path(config, i)) else default_predictor_path(d)
-            ).meta.get("reference_ms")
-            for i, d in enumerate(config.devices)
-        }
+        drift = {}
+        for i, device in enumerate(config.devices):
+            path = _predictor_path(config, i)
+            meta = LatencyPredictor.load(path or default_predictor_path(device)).meta
+            drift[device] = (meta.get("reference_ms"), meta.get("drift_elasticity"))
         rows = verify_front(
-            out, config.extra["checkpoint"], config.extra.get("data"), references, **verify
+            out, config.extra["checkpoint"], config.extra.get("data"), drift, **verify
         )
         for row in rows:
             lat = "  ".join(

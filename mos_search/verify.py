@@ -1,8 +1,9 @@
 """Check a search's front for real: latency measured on each device, BLEU on the test split.
 
-Predicted latencies come from predictors trained on drift-corrected labels (scaled to the
-median reference time of their dataset); a verified measurement is scaled the same way with its
-own interleaved reference, so predicted and measured are compared at the same machine speed.
+Predicted latencies come from predictors trained on drift-corrected labels (brought to the
+median reference time of their dataset with the fitted elasticity); a verified measurement is
+corrected the same way with its own interleaved reference, so predicted and measured are compared
+at the same machine speed.
 Both the raw and the scaled measurement are kept.
 """
 
@@ -31,7 +32,7 @@ def verify_front(
     run_dir: str | Path,
     checkpoint: str,
     data: str | None,
-    predictor_reference_ms: dict[str, float | None],
+    drift: dict[str, tuple[float | None, float | None]],
     test_limit: int | None = 300,
     beam: int = 5,
     max_archs: int = 10,
@@ -55,7 +56,7 @@ def verify_front(
     space = models.space
     archs = [space.arch_from_dict(r["arch"]) for r in chosen]
     measured: dict[str, dict[str, dict]] = {}
-    for device in predictor_reference_ms:
+    for device in drift:
         profile = load_profile(device)
         dataset = run_dir / f"measured_{profile.name}.jsonl"
         run = measure_archs(profile, archs, models, dataset, progress=progress)
@@ -69,11 +70,11 @@ def verify_front(
         row = dict(record)
         row.update(test_bleu=result.score, bleu_signature=result.signature, beam=beam)
         row["measured_latency_ms"], row["measured_scaled_ms"], row["latency_error_pct"] = {}, {}, {}
-        for device, ref_ms in predictor_reference_ms.items():
+        for device, (ref_ms, elasticity) in drift.items():
             m = measured[device][arch_key(arch.to_dict())]
             scaled = m["latency_ms"]
-            if ref_ms and m.get("reference_ms"):
-                scaled = m["latency_ms"] * ref_ms / m["reference_ms"]
+            if ref_ms and elasticity is not None and m.get("reference_ms"):
+                scaled = m["latency_ms"] * (ref_ms / m["reference_ms"]) ** elasticity
             predicted = record["predicted_latency_ms"][device]
             row["measured_latency_ms"][device] = m["latency_ms"]
             row["measured_scaled_ms"][device] = scaled

@@ -13,7 +13,7 @@ import torch
 from click.testing import CliRunner
 
 from devices import Device, load_profile
-from latency.dataset import drift_corrected_ms, read_records
+from latency.dataset import drift_corrected_ms, fit_drift_elasticity, read_records
 from latency.predictor import LatencyPredictor, PredictorError, accuracy, split_by_arch
 from latency.protocol import measure, relative_iqr, robust_statistic, trimmed_mean
 from mos_search.cli import main
@@ -93,6 +93,26 @@ def test_drift_correction_divides_out_the_reference():
         {"latency_ms": 15.0, "reference_ms": 1.5},
     ]
     assert drift_corrected_ms(records) == pytest.approx([15.0, 15.0, 15.0])
+    half = drift_corrected_ms(records, elasticity=0.5, typical_ms=1.0)
+    assert half == pytest.approx([10.0, 20.0 / 2**0.5, 15.0 / 1.5**0.5])
+
+
+def test_drift_elasticity_is_recovered_from_a_dataset():
+    rng = np.random.default_rng(0)
+    records = []
+    for _ in range(200):
+        features = rng.uniform(0.3, 1.0, size=3)
+        reference = rng.uniform(20, 45)
+        base = 5.0 + 30 * features[0] + 10 * features[1] * features[2]
+        records.append(
+            {
+                "features": features.tolist(),
+                "reference_ms": reference,
+                "latency_ms": base * reference**0.6 * rng.lognormal(0, 0.01),
+            }
+        )
+    assert fit_drift_elasticity(records) == pytest.approx(0.6, abs=0.05)
+    assert fit_drift_elasticity(records[:5]) == 1.0  # too few to fit: proportional
 
 
 def test_profile_appends_and_resumes(tmp_path):
