@@ -726,7 +726,7 @@ def demo_command(
     click.echo(
         f"demo done in {summary['total_seconds'] / 60:.1f} min: model "
         f"{model['params'] / 1e6:.2f} M params, test BLEU {model['test_bleu']:.2f}, "
-        f"{model['latency_ms']:.1f} ms on onnxruntime-cpu; report {summary['report']}"
+        f"{model['latency_ms']:.1f} ms on {model['device']}; report {summary['report']}"
     )
 
 
