@@ -76,21 +76,25 @@ def drift_corrected_ms(
 
 def fit_drift_elasticity(records: list[dict[str, Any]]) -> float:
     """How strongly measured times follow the reference: the slope of log(latency) on
-    log(reference), with the architecture held fixed by a quadratic model of its features.
+    log(reference), with the architecture held fixed by a model of its features (quadratic when
+    there are records enough, else linear).
 
-    Returns 1.0 (plain proportional correction) when the records are too few to fit it.
+    Returns 1.0 (plain proportional correction) when the records are too few for either.
     """
     import numpy as np
 
     usable = [r for r in records if r.get("reference_ms")]
+    if not usable:
+        return 1.0
     features = np.array([r["features"] for r in usable], dtype=float)
-    columns = [np.ones(len(usable))] + [features[:, i] for i in range(features.shape[1])]
-    columns += [
+    linear = [np.ones(len(usable))] + [features[:, i] for i in range(features.shape[1])]
+    quadratic = linear + [
         features[:, i] * features[:, j]
         for i in range(features.shape[1])
         for j in range(i, features.shape[1])
     ]
-    if len(usable) < 2 * len(columns):
+    columns = next((c for c in (quadratic, linear) if len(usable) >= 2 * (len(c) + 1)), None)
+    if columns is None:
         return 1.0
     design = np.column_stack([*columns, np.log([r["reference_ms"] for r in usable])])
     target = np.log([r["latency_ms"] for r in usable])
