@@ -577,11 +577,9 @@ def export_command(
       mos-search export --ckpt runs/neuron --from-search runs/search --pick best --out model
       mos-search export --ckpt runs/neuron --arch arch.json --out model --quantize int8
     """
-    from mos_search.deploy import export_model, pick_from_search
+    from mos_search.deploy import export_model
 
-    if bool(arch_file) == bool(from_search):
-        raise MosSearchError("give exactly one of --arch FILE and --from-search DIR")
-    arch = pick_from_search(from_search, pick) if from_search else _read_json(arch_file)
+    arch = _chosen_arch(arch_file, from_search, pick)
     card = export_model(ckpt, arch, out, data, devices, test_limit, beam, quantize, echo=click.echo)
     bleu = card["bleu"]
     click.echo(
@@ -630,12 +628,9 @@ def finetune_command(
     import json as _json
     from pathlib import Path
 
-    from mos_search.deploy import pick_from_search
     from mos_search.finetune import finetune
 
-    if bool(arch_file) == bool(from_search):
-        raise MosSearchError("give exactly one of --arch FILE and --from-search DIR")
-    arch = pick_from_search(from_search, pick) if from_search else _read_json(arch_file)
+    arch = _chosen_arch(arch_file, from_search, pick)
     Path(out).mkdir(parents=True, exist_ok=True)
     Path(out, "arch.json").write_text(_json.dumps(arch) + "\n")
     finetune(
@@ -728,6 +723,20 @@ def demo_command(
         f"{model['params'] / 1e6:.2f} M params, test BLEU {model['test_bleu']:.2f}, "
         f"{model['latency_ms']:.1f} ms on {model['device']}; report {summary['report']}"
     )
+
+
+def _chosen_arch(arch_file: str | None, from_search: str | None, pick: str) -> dict:
+    """The architecture of `--arch FILE` or `--from-search DIR --pick`, exactly one of them."""
+    from mos_search.deploy import pick_from_search
+
+    if bool(arch_file) == bool(from_search):
+        raise MosSearchError("give exactly one of --arch FILE and --from-search DIR")
+    if from_search:
+        return pick_from_search(from_search, pick)
+    arch = _read_json(arch_file)
+    if not isinstance(arch, dict):
+        raise MosSearchError(f"{arch_file}: expected one architecture (a JSON object)")
+    return arch
 
 
 def _read_json(path: str) -> object:
