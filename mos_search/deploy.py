@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from mos_search.constants import BOS_ID, EOS_ID
 from mos_search.errors import ConfigError
 from mos_search.files import sha256_file
 
@@ -66,7 +67,7 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def parity(model: Any, model_dir: Path, sources: list[list[int]]) -> dict[str, Any]:
+def parity(model: Any, translator: Any, sources: list[list[int]]) -> dict[str, Any]:
     """ONNX Runtime vs PyTorch on real sources: encoder and per-step logits, greedy tokens."""
     import torch
 
@@ -74,10 +75,8 @@ def parity(model: Any, model_dir: Path, sources: list[list[int]]) -> dict[str, A
     from mos_search.data.batches import pad
     from mos_search.decode import CachedStepper
     from mos_search.export import EncoderGraph
-    from mos_search.onnx_translate import OnnxTranslator
 
-    translator = OnnxTranslator(model_dir)
-    src = pad([np.array([*s, 3]) for s in sources]).numpy()
+    src = pad([np.array([*s, EOS_ID]) for s in sources]).numpy()
     with torch.no_grad():
         torch_encoder = [t.numpy() for t in EncoderGraph(model)(torch.from_numpy(src))]
     onnx_encoder = translator.stepper.encoder.run(None, {"src_tokens": src})
@@ -104,7 +103,7 @@ def _teacher_forced_logits_diff(model: Any, translator: Any, src: np.ndarray, id
     steps = min(len(h) for h in ids)
     torch_stepper, onnx_stepper = CachedStepper(model), translator.stepper
     t_state, o_state = torch_stepper.start(src), onnx_stepper.start(src)
-    prefix = np.full((src.shape[0], 1), 2, dtype=np.int64)
+    prefix = np.full((src.shape[0], 1), BOS_ID, dtype=np.int64)
     worst = 0.0
     for t in range(max(steps, 1)):
         t_logits, t_state = torch_stepper.step(prefix, t_state)
@@ -188,7 +187,8 @@ def export_model(
     shutil.copy(oracle.tokenizer.path, out / "spm.model")
     (out / "arch.json").write_text(arch.to_json() + "\n")
     sources = [list(s[:-1]) for s in oracle.data.sources]
-    checks = parity(model, out, sources[:PARITY_SENTENCES])
+    translator = OnnxTranslator(out)
+    checks = parity(model, translator, sources[:PARITY_SENTENCES])
     echo(
         f"parity: encoder max |diff| {checks['encoder_max_abs_diff']:.2e}, logits "
         f"{checks['decoder_logits_max_abs_diff']:.2e}, greedy identical "
@@ -196,7 +196,6 @@ def export_model(
     )
     echo(f"scoring {len(sources)} test sentences, beam {beam} (PyTorch, then ONNX Runtime)")
     torch_bleu = oracle.bleu(arch, beam)
-    translator = OnnxTranslator(out)
     onnx_ids = translator.translate_ids(sources, beam)
     onnx_bleu, signature = corpus_bleu(
         [translator.tokenizer.decode(h) for h in onnx_ids], oracle.data.references

@@ -135,24 +135,19 @@ def export_onnx(model: TranslationTransformer, out_dir: str | Path) -> tuple[Pat
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
         # Graphs in eval mode: the exporter restores the wrapper's mode onto the model afterwards.
-        torch.onnx.export(
-            EncoderGraph(model).eval(),
-            enc_args,
-            str(paths[0]),
-            input_names=enc_in,
-            output_names=enc_out,
-            dynamic_axes=axes_enc,
-            opset_version=OPSET,
-            dynamo=False,
+        graphs = (
+            (EncoderGraph(model), enc_args, enc_in, enc_out, axes_enc),
+            (DecoderStepGraph(model), dec_args, dec_in, dec_out, axes_dec),
         )
-        torch.onnx.export(
-            DecoderStepGraph(model).eval(),
-            dec_args,
-            str(paths[1]),
-            input_names=dec_in,
-            output_names=dec_out,
-            dynamic_axes=axes_dec,
-            opset_version=OPSET,
-            dynamo=False,
-        )
+        for path, (graph, args, inputs, outputs, axes) in zip(paths, graphs):
+            torch.onnx.export(
+                graph.eval(),
+                args,
+                str(path),
+                input_names=inputs,
+                output_names=outputs,
+                dynamic_axes=axes,
+                opset_version=OPSET,
+                dynamo=False,
+            )
     return paths
