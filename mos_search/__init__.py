@@ -18,6 +18,10 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "Arch": "mos_search.space",
+    "BertArch": "mos_search.space",
+    "BertSupernet": "mos_search.supernet",
+    "MaskedLM": "mos_search.bert",
+    "count_bert_parameters": "mos_search.bert",
     "SearchSpace": "mos_search.space",
     "load_space": "mos_search.space",
     "preset_names": "mos_search.space",
@@ -30,10 +34,14 @@ _EXPORTS = {
 __all__ = [*sorted(_EXPORTS), "__version__"]
 
 if TYPE_CHECKING:
+    from mos_search.bert import MaskedLM as MaskedLM
+    from mos_search.bert import count_bert_parameters as count_bert_parameters
     from mos_search.space import Arch as Arch
+    from mos_search.space import BertArch as BertArch
     from mos_search.space import SearchSpace as SearchSpace
     from mos_search.space import load_space as load_space
     from mos_search.space import preset_names as preset_names
+    from mos_search.supernet import BertSupernet as BertSupernet
     from mos_search.supernet import Supernet as Supernet
     from mos_search.supernet import SupernetConfig as SupernetConfig
     from mos_search.transformer import TranslationTransformer as TranslationTransformer

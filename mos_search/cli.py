@@ -59,11 +59,12 @@ def space_command(name: str, vocab_size: int) -> None:
 
 @main.group("data")
 def data_group() -> None:
-    """Build corpus folders (aligned splits + joint SentencePiece model).
+    """Build corpus folders: parallel (translation) or text (masked-LM), with a tokenizer.
 
     \b
     Example:
       mos-search data bible --out data/bible
+      mos-search data text --out data/bible-en
     """
 
 
@@ -108,6 +109,40 @@ def data_parallel(
 
     corpus = build_parallel_corpus(out, langs[0], langs[1], train, valid, test, vocab_size)
     click.echo(_corpus_summary(corpus))
+
+
+@data_group.command("text")
+@click.option("--out", default="data/bible-en", show_default=True, help="Corpus folder to write.")
+@click.option("--file", "text_file", help="Plain text, one sentence per line (last 10% held out).")
+@click.option("--from-corpus", help="A parallel corpus folder: take one side, keep its splits.")
+@click.option("--side", help="Language of --from-corpus [default: its target language].")
+@click.option("--vocab-size", default=8000, show_default=True, help="SentencePiece vocabulary.")
+def data_text(
+    out: str, text_file: str | None, from_corpus: str | None, side: str | None, vocab_size: int
+) -> None:
+    """A text corpus for masked-LM (BERT) training, with a `<mask>` token.
+
+    Without --file or --from-corpus: the English side of the default corpus (World English
+    Bible verses, the same book split as `data bible`).
+
+    \b
+    Example:
+      mos-search data text --out data/bible-en
+      mos-search data text --file my_text.txt --out data/my-text
+      mos-search data text --from-corpus data/bible --side en --out data/bible-en
+    """
+    from mos_search.data import text
+
+    if text_file and from_corpus:
+        raise click.UsageError("give --file or --from-corpus, not both")
+    if text_file:
+        corpus = text.text_from_file(out, text_file, vocab_size)
+    elif from_corpus:
+        corpus = text.text_from_corpus(out, from_corpus, side, vocab_size)
+    else:
+        corpus = text.bible_text(out, vocab_size)
+    counts = ", ".join(f"{s} {len(corpus.lines(s)):,}" for s in ("train", "valid", "test"))
+    click.echo(f"wrote {corpus.root}: {counts} sentences, vocab {corpus.vocab_size}")
 
 
 def _corpus_summary(corpus) -> str:
@@ -208,8 +243,7 @@ def train_command(arch_file: str | None, resume: bool, **options) -> None:
     "--metric",
     type=click.Choice(METRICS),
     multiple=True,
-    default=METRICS,
-    show_default=True,
+    help="[default: loss and bleu for translation, loss and perplexity for BERT]",
 )
 @click.option("--split", type=click.Choice(["valid", "test"]), default="valid", show_default=True)
 @click.option(
@@ -236,12 +270,13 @@ def score_command(
     beam: int,
     threads: int,
 ) -> None:
-    """Score architectures of a checkpoint: validation loss and sacreBLEU.
+    """Score architectures of a checkpoint: loss and sacreBLEU, or masked-LM perplexity.
 
     \b
     Example:
       mos-search score --ckpt runs/neuron --preset-arch largest --preset-arch smallest
       mos-search score --ckpt runs/neuron --arch arch.json --split test --beam 5
+      mos-search score --ckpt runs/bert-neuron --preset-arch largest --metric perplexity
     """
     from mos_search.oracle import score_report
 
@@ -251,7 +286,7 @@ def score_command(
             data,
             _read_text(arch_file) if arch_file else None,
             list(preset_arch),
-            list(metric),
+            list(metric) or None,
             split,
             limit,
             beam,
@@ -414,7 +449,7 @@ def predictor_eval(predictor_path: str, dataset: str, space: str, raw: bool) -> 
 
 
 @main.command("search")
-@click.option("--task", type=click.Choice(["mt"]), default="mt", show_default=True)
+@click.option("--task", type=click.Choice(["mt", "bert"]), default="mt", show_default=True)
 @click.option("--ckpt", required=True, help="Trained supernet (run folder or checkpoint).")
 @click.option("--data", help="Data folder [default: the one the checkpoint was trained on].")
 @click.option(
@@ -432,14 +467,15 @@ def predictor_eval(predictor_path: str, dataset: str, space: str, raw: bool) -> 
     help="Predictor file per --device, in order [default: devices/DEVICE/predictor.json].",
 )
 @click.option(
-    "--objective", type=click.Choice(["bleu-latency"]), default="bleu-latency", show_default=True
+    "--objective",
+    type=click.Choice(["bleu-latency", "perplexity-memory"]),
+    help="[default: bleu-latency for mt, perplexity-memory for bert]",
 )
 @click.option(
     "--quality",
-    type=click.Choice(["loss", "bleu"]),
-    default="loss",
-    show_default=True,
-    help="Oracle score searched on: validation loss (fast) or BLEU.",
+    type=click.Choice(["loss", "bleu", "perplexity"]),
+    help="Oracle score searched on [default: validation loss for mt (fast; BLEU still "
+    "reported), perplexity for bert].",
 )
 @click.option("--limit", default=200, show_default=True, help="Validation sentences scored.")
 @click.option("--beam", default=1, show_default=True, help="Beam of --quality bleu.")
@@ -450,6 +486,7 @@ def predictor_eval(predictor_path: str, dataset: str, space: str, raw: bool) -> 
     help="Latency budget: X (first device) or DEVICE=X; repeatable.",
 )
 @click.option("--max-params", type=int, help="Parameter budget.")
+@click.option("--max-memory-mib", type=float, help="bert: parameter memory budget (MiB, fp32).")
 @click.option(
     "--algorithm", type=click.Choice(["nsga2", "hat-evo"]), default="nsga2", show_default=True
 )
@@ -459,7 +496,9 @@ def predictor_eval(predictor_path: str, dataset: str, space: str, raw: bool) -> 
 @click.option("--out", required=True, help="Run folder.")
 @click.option("--resume", is_flag=True, help="Continue the search saved in --out.")
 @click.option("--no-verify", is_flag=True, help="Skip measuring and test-scoring the front.")
-@click.option("--verify-limit", default=300, show_default=True, help="Test sentences for BLEU.")
+@click.option(
+    "--verify-limit", default=300, show_default=True, help="Test sentences (BLEU or perplexity)."
+)
 @click.option("--verify-beam", default=5, show_default=True)
 @click.option("--verify-max", default=8, show_default=True, help="Front archs verified (spread).")
 def search_command(
@@ -468,13 +507,14 @@ def search_command(
     data: str | None,
     devices: tuple[str, ...],
     predictors: tuple[str, ...],
-    objective: str,
-    quality: str,
+    objective: str | None,
+    quality: str | None,
     limit: int,
     beam: int,
     threads: int,
     max_latency_ms: tuple[str, ...],
     max_params: int | None,
+    max_memory_mib: float | None,
     algorithm: str,
     generations: int,
     population: int | None,
@@ -486,17 +526,40 @@ def search_command(
     verify_beam: int,
     verify_max: int,
 ) -> None:
-    """Multi-objective search (quality vs predicted latency), then verify the front and report.
+    """Multi-objective search, then verify the front and report.
+
+    Translation (mt): quality vs predicted latency per device. BERT: masked-LM perplexity vs the
+    encoder's parameter memory; the front is verified with test perplexity and peak memory
+    measured with ONNX Runtime at length 128.
 
     \b
     Example:
       mos-search search --task mt --ckpt runs/supernet --device onnxruntime-cpu \\
           --objective bleu-latency --max-latency-ms 80 --algorithm nsga2 \\
           --generations 20 --population 40 --out runs/search
+      mos-search search --task bert --objective perplexity-memory --ckpt runs/bert-neuron \\
+          --max-memory-mib 12 --out runs/search-bert
     """
-    from mos_search.objectives import latency_budgets, search_translation
+    from mos_search.objectives import latency_budgets, search_task
+    from mos_search.problem import MEMORY_COST
     from mos_search.search import SearchConfig
 
+    bert = task == "bert"
+    objective = objective or ("perplexity-memory" if bert else "bleu-latency")
+    if bert != (objective == "perplexity-memory"):
+        raise click.UsageError(f"--objective {objective} is not an objective of --task {task}")
+    quality = quality or ("perplexity" if bert else "loss")
+    if (bert and quality == "bleu") or (not bert and quality == "perplexity"):
+        raise click.UsageError(f"--quality {quality} is not a metric of --task {task}")
+    if bert and (max_latency_ms or predictors):
+        raise click.UsageError("--task bert searches memory: use --max-memory-mib, not latency")
+    if not bert and max_memory_mib is not None:
+        raise click.UsageError("--max-memory-mib is for --task bert")
+    if bert:
+        devices = (MEMORY_COST,)
+        budgets = {} if max_memory_mib is None else {MEMORY_COST: max_memory_mib}
+    else:
+        budgets = latency_budgets(max_latency_ms, devices)
     config = SearchConfig(
         algorithm=algorithm,
         generations=generations,
@@ -504,7 +567,7 @@ def search_command(
         seed=seed,
         metric=quality,
         devices=devices,
-        max_latency_ms=latency_budgets(max_latency_ms, devices),
+        max_latency_ms=budgets,
         max_params=max_params,
         extra={
             "task": task,
@@ -522,7 +585,7 @@ def search_command(
         if no_verify
         else {"test_limit": verify_limit, "beam": verify_beam, "max_archs": verify_max}
     )
-    result = search_translation(config, out, resume, verify, echo=click.echo)
+    result = search_task(config, out, resume, verify, echo=click.echo)
     if result.interrupted:
         sys.exit(130)
 
@@ -550,7 +613,7 @@ def report_command(run: str, baseline: str | None) -> None:
     "--pick",
     default="best",
     show_default=True,
-    help="With --from-search: 'best' (highest test BLEU, else best quality) or a front rank.",
+    help="With --from-search: 'best' (best test BLEU/perplexity, else best quality) or a rank.",
 )
 @click.option("--data", help="Data folder [default: the checkpoint's].")
 @click.option("--out", required=True, help="Model folder to write.")
@@ -570,16 +633,32 @@ def export_command(
     beam: int,
     quantize: str | None,
 ) -> None:
-    """Export one sub-network as ONNX (encoder + decoder step), tokenizer and model card.
+    """Export one sub-network as ONNX, with its tokenizer and a model card.
+
+    Translation: encoder + decoder step with key/value cache. BERT: one encoder (tokens ->
+    states), with test perplexity and measured memory in the card.
 
     \b
     Example:
       mos-search export --ckpt runs/neuron --from-search runs/search --pick best --out model
       mos-search export --ckpt runs/neuron --arch arch.json --out model --quantize int8
+      mos-search export --ckpt runs/bert-neuron --from-search runs/search-bert --out bert-model
     """
-    from mos_search.deploy import export_model
+    from mos_search.deploy import export_bert_model, export_model
+    from mos_search.models import checkpoint_task
 
     arch = _chosen_arch(arch_file, from_search, pick)
+    if checkpoint_task(ckpt) == "bert":
+        if quantize:
+            raise click.UsageError("--quantize is for translation models")
+        card = export_bert_model(ckpt, arch, out, data, test_limit, echo=click.echo)
+        memory = card["memory_mib"]
+        click.echo(
+            f"wrote {out}: test perplexity {card['perplexity']['pytorch']:.2f}, parameters "
+            f"{memory['params_fp32']:.1f} MiB fp32, ONNX Runtime peak "
+            f"{memory['onnxruntime_peak']:.1f} MiB at length {memory['onnxruntime_peak_length']}"
+        )
+        return
     card = export_model(ckpt, arch, out, data, devices, test_limit, beam, quantize, echo=click.echo)
     bleu = card["bleu"]
     click.echo(

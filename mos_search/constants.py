@@ -2,5 +2,5 @@
 
 MODES = ("shared", "layer", "neuron")  # supernet weight generation
 SAMPLINGS = ("sandwich", "random")  # sub-architectures per training step
-METRICS = ("loss", "bleu")  # what the oracle scores
+METRICS = ("loss", "bleu", "perplexity")  # what the oracle scores
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3  # special token ids of every tokenizer we train

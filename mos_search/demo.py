@@ -68,7 +68,7 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = print) -> dict[st
     from mos_search.data.corpus import build_bible_corpus
     from mos_search.deploy import export_model, pick_from_search
     from mos_search.latency_model import train_latency_predictor
-    from mos_search.objectives import search_translation
+    from mos_search.objectives import search_task
     from mos_search.onnx_translate import OnnxTranslator
     from mos_search.profile import run_profile
     from mos_search.search import SearchConfig
@@ -152,7 +152,7 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = print) -> dict[st
     echo(f"latency budget: {budget:.1f} ms (median measured latency of the profiled archs)")
 
     def search_verify_report() -> None:
-        result = search_translation(
+        result = search_task(
             search_config,
             search,
             resume=(search / "search.json").exists(),

@@ -27,8 +27,8 @@ PARITY_SENTENCES = 20
 
 
 def pick_from_search(run_dir: str | Path, pick: str) -> dict[str, Any]:
-    """An architecture from a finished search: `best` (test BLEU if verified, else quality) or
-    the N-th of the front (1-based, the report's rank)."""
+    """An architecture from a finished search: `best` (test BLEU or perplexity if verified, else
+    the search's quality) or the N-th of the front (1-based, the report's rank)."""
     run_dir = Path(run_dir)
     front_path = run_dir / "front.json"
     if not front_path.is_file():
@@ -50,6 +50,8 @@ def pick_from_search(run_dir: str | Path, pick: str) -> dict[str, Any]:
             for v in json.loads(verified_path.read_text())["archs"]
             if json.dumps(v["arch"], sort_keys=True) in on_front
         ]
+        if verified and "test_perplexity" in verified[0]:
+            return min(verified, key=lambda v: v["test_perplexity"])["arch"]
         if verified:
             return max(verified, key=lambda v: v["test_bleu"])["arch"]
     metric = json.loads((run_dir / "search.json").read_text())["metric"]
@@ -255,5 +257,79 @@ def export_model(
         n: sha256_file(out / n)
         for n in ("encoder.onnx", "decoder_step.onnx", "spm.model", "arch.json")
     }
+    (out / "card.json").write_text(json.dumps(card, indent=1))
+    return card
+
+
+def export_bert_model(
+    checkpoint: str,
+    arch_dict: dict[str, Any],
+    out: str | Path,
+    data: str | None = None,
+    test_limit: int | None = 300,
+    length: int = 128,
+    echo: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Write a BERT encoder folder (encoder.onnx, spm.model, arch.json, card.json); the card."""
+    import onnx
+    import onnxruntime as ort
+    import torch
+
+    from devices.memory import peak_memory
+    from mos_search.bert import bert_parameter_bytes, count_bert_parameters
+    from mos_search.data.batches import pad
+    from mos_search.export import OPSET, export_bert_onnx
+    from mos_search.oracle import Oracle
+
+    out = Path(out)
+    oracle = Oracle(checkpoint, data, "test", test_limit)
+    if oracle.task != "bert":
+        raise ConfigError(f"{checkpoint} is not a BERT checkpoint")
+    arch = oracle.space.arch_from_dict(arch_dict)
+    model = oracle.loaded.sub_network(arch)
+    echo(f"export: {arch.to_json()}")
+    out.mkdir(parents=True, exist_ok=True)
+    path = export_bert_onnx(model, out)
+    onnx.checker.check_model(str(path))
+    shutil.copy(oracle.tokenizer.path, out / "spm.model")
+    (out / "arch.json").write_text(arch.to_json() + "\n")
+    tokens = pad(oracle.data.sources[:PARITY_SENTENCES])
+    with torch.no_grad():
+        expected = model.encoder(tokens).numpy()
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    states = session.run(None, {"tokens": tokens.numpy()})[0]
+    real = tokens.numpy() != 0
+    diff = float(np.abs(states - expected)[real].max())
+    echo(f"parity: encoder states max |diff| {diff:.2e} on {len(tokens)} test sentences")
+    echo(f"scoring test perplexity on {len(oracle.data)} sentences; measuring memory")
+    vocab = oracle.loaded.vocab_size
+    measured = peak_memory(path, length=length)
+    card: dict[str, Any] = {
+        "format": "mos-search-model/1",
+        "task": "bert",
+        "arch": arch.to_dict(),
+        "space": oracle.space.name,
+        "params": count_bert_parameters(arch, vocab),
+        "vocab_size": vocab,
+        "opset": OPSET,
+        "checkpoint": str(oracle.checkpoint),
+        "checkpoint_sha256": oracle.loaded.digest,
+        "perplexity": {
+            "split": "test",
+            "sentences": len(oracle.data),
+            "pytorch": oracle.perplexity(arch),
+            "masks": "fixed (seeded per sentence), 15% of tokens, 80/10/10",
+        },
+        "parity": {"sentences": len(tokens), "states_max_abs_diff": diff},
+        "memory_mib": {
+            "params_fp32": bert_parameter_bytes(arch, vocab, 4) / 2**20,
+            "params_fp16": bert_parameter_bytes(arch, vocab, 2) / 2**20,
+            "onnx_file": path.stat().st_size / 2**20,
+            "onnxruntime_peak": measured["peak_inference_mib"],
+            "onnxruntime_peak_length": length,
+        },
+        "versions": _versions(),
+    }
+    card["files"] = {n: sha256_file(out / n) for n in ("encoder.onnx", "spm.model", "arch.json")}
     (out / "card.json").write_text(json.dumps(card, indent=1))
     return card

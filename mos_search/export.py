@@ -1,4 +1,4 @@
-"""ONNX export of a standalone translation model: an encoder graph and a decoder-step graph.
+"""ONNX export: a translation model as encoder + decoder-step graphs; a BERT model as one encoder.
 
 Graph contract (what `devices` runs; names are fixed, L = decoder layers):
     encoder:       src_tokens (B, S) int64
@@ -151,3 +151,30 @@ def export_onnx(model: TranslationTransformer, out_dir: str | Path) -> tuple[Pat
                 dynamo=False,
             )
     return paths
+
+
+def export_bert_onnx(model: nn.Module, out_dir: str | Path) -> Path:
+    """Write `encoder.onnx` of a BERT `MaskedLM`: tokens (B, S) int64 -> states (B, S, E).
+
+    The deployed encoder has no masked-LM head (a downstream task puts its own on the states).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    encoder = model.encoder.eval()
+    tokens = torch.randint(
+        5, encoder.vocab_size, (2, 7), generator=torch.Generator().manual_seed(0)
+    )
+    path = out_dir / "encoder.onnx"
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            encoder,
+            (tokens,),
+            str(path),
+            input_names=["tokens"],
+            output_names=["states"],
+            dynamic_axes={"tokens": {0: "batch", 1: "length"}, "states": {0: "batch", 1: "length"}},
+            opset_version=OPSET,
+            dynamo=False,
+        )
+    return path

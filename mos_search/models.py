@@ -10,9 +10,8 @@ from torch import nn
 
 from mos_search.checkpoint import load_weights, read_state, resolve_checkpoint
 from mos_search.errors import ArchError, CheckpointError
-from mos_search.space import Arch, SearchSpace, space_from_dict
-from mos_search.supernet import Supernet, SupernetConfig
-from mos_search.transformer import TranslationTransformer
+from mos_search.space import ArchBase, SearchSpace, space_from_dict
+from mos_search.supernet import ElasticModel, SupernetConfig, build_supernet
 
 
 def supernet_spec(config: SupernetConfig) -> dict[str, Any]:
@@ -21,7 +20,11 @@ def supernet_spec(config: SupernetConfig) -> dict[str, Any]:
 
 
 def standalone_spec(
-    space: SearchSpace, arch: Arch, vocab_size: int, dropout: float, attention_dropout: float = 0.0
+    space: SearchSpace,
+    arch: ArchBase,
+    vocab_size: int,
+    dropout: float,
+    attention_dropout: float = 0.0,
 ) -> dict[str, Any]:
     """Model description stored in a standalone checkpoint."""
     return {
@@ -34,15 +37,44 @@ def standalone_spec(
     }
 
 
+def standalone_model(
+    space: SearchSpace,
+    arch: ArchBase,
+    vocab_size: int,
+    dropout: float = 0.0,
+    attention_dropout: float = 0.0,
+) -> nn.Module:
+    """A freshly initialised standalone model of `arch` for the space's task."""
+    if space.task == "bert":
+        from mos_search.bert import MaskedLM
+
+        return MaskedLM(arch, vocab_size, dropout, attention_dropout)
+    from mos_search.transformer import TranslationTransformer
+
+    return TranslationTransformer(arch, vocab_size, space.qkv_dim, dropout, attention_dropout)
+
+
+def count_arch_parameters(space: SearchSpace, arch: ArchBase, vocab_size: int) -> int:
+    """Exact parameters of `arch`'s deployed model (translation: the whole model; BERT: the
+    encoder, embeddings included, without the masked-LM head)."""
+    if space.task == "bert":
+        from mos_search.bert import count_bert_parameters
+
+        return count_bert_parameters(arch, vocab_size)
+    from mos_search.transformer import count_parameters
+
+    return count_parameters(arch, vocab_size, space.qkv_dim)
+
+
 def build_model(spec: dict[str, Any]) -> nn.Module:
     """A freshly initialised model for a description written by `*_spec`."""
     if spec.get("kind") == "supernet":
-        return Supernet(SupernetConfig.from_dict(spec["supernet"]))
+        return build_supernet(SupernetConfig.from_dict(spec["supernet"]))
     if spec.get("kind") == "standalone":
         space = space_from_dict(spec["space"], "checkpoint")
         arch = space.arch_from_dict(spec["arch"])
-        return TranslationTransformer(
-            arch, spec["vocab_size"], space.qkv_dim, spec["dropout"], spec["attention_dropout"]
+        return standalone_model(
+            space, arch, spec["vocab_size"], spec["dropout"], spec["attention_dropout"]
         )
     raise CheckpointError(f"unknown model kind {spec.get('kind')!r} in checkpoint")
 
@@ -58,10 +90,10 @@ class ScoredModel:
     vocab_size: int
     digest: str
 
-    def sub_network(self, arch: Arch) -> TranslationTransformer:
+    def sub_network(self, arch: ArchBase) -> nn.Module:
         """The standalone model of `arch` in eval mode (extracted from a supernet)."""
         self.space.validate(arch)
-        if isinstance(self.model, Supernet):
+        if isinstance(self.model, ElasticModel):
             return self.model.extract(arch)
         if arch != self.model.arch:
             raise ArchError(
@@ -70,9 +102,23 @@ class ScoredModel:
             )
         return self.model.eval()
 
-    def archs(self) -> list[Arch]:
+    @property
+    def task(self) -> str:
+        """The task of the checkpoint's space ("translation" or "bert")."""
+        return self.space.task
+
+    def archs(self) -> list[ArchBase]:
         """Architectures this checkpoint can score without being asked: the standalone one."""
-        return [] if isinstance(self.model, Supernet) else [self.model.arch]
+        return [] if isinstance(self.model, ElasticModel) else [self.model.arch]
+
+
+def checkpoint_task(checkpoint: str | Path) -> str:
+    """The task ("translation" or "bert") of a checkpoint, read from its state only."""
+    spec = read_state(checkpoint).get("model")
+    if not isinstance(spec, dict):
+        raise CheckpointError(f"{checkpoint} has no model description: not a mos-search checkpoint")
+    space = spec["supernet"]["space"] if spec.get("kind") == "supernet" else spec.get("space", {})
+    return str(space.get("task", "translation"))
 
 
 def load_model(checkpoint: str | Path) -> ScoredModel:
@@ -84,7 +130,7 @@ def load_model(checkpoint: str | Path) -> ScoredModel:
     model = build_model(state["model"])
     load_weights(model, path)
     model.eval()
-    if isinstance(model, Supernet):
+    if isinstance(model, ElasticModel):
         space, vocab = model.config.space, model.config.vocab_size
     else:
         space, vocab = space_from_dict(state["model"]["space"], "checkpoint"), model.vocab_size

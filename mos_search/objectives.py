@@ -1,7 +1,8 @@
-"""Objectives of a translation search: oracle quality, predicted latency per device, exact size.
+"""Objectives of a search: oracle quality against predicted latency (translation) or memory (BERT).
 
 `translation_evaluator` wires a trained supernet (the oracle) and per-device latency predictors
-into an `ArchEvaluator`; `search_translation` is the whole `mos-search search` command:
+into an `ArchEvaluator`; `bert_evaluator` wires a masked-LM supernet's perplexity and the exact
+parameter memory of each encoder. `search_task` is the whole `mos-search search` command:
 search, then verification of the front, then the report.
 """
 
@@ -13,7 +14,7 @@ from typing import Any
 
 from latency.predictor import LatencyPredictor, PredictorError
 from mos_search.errors import ConfigError
-from mos_search.problem import ArchEvaluator, Budget
+from mos_search.problem import MEMORY_COST, ArchEvaluator, Budget
 from mos_search.search import SearchConfig, SearchResult, open_run, run_search
 from mos_search.space import ArchBase, SearchSpace
 
@@ -85,6 +86,36 @@ def translation_evaluator(config: SearchConfig, out: Path) -> ArchEvaluator:
     )
 
 
+def bert_evaluator(config: SearchConfig, out: Path) -> ArchEvaluator:
+    """Masked-LM perplexity on the validation slice, parameter memory (MiB, fp32) of the encoder."""
+    from mos_search.bert import bert_parameter_bytes, count_bert_parameters
+    from mos_search.oracle import Oracle
+
+    extra = config.extra
+    oracle = Oracle(
+        extra["checkpoint"],
+        extra.get("data"),
+        "valid",
+        extra.get("limit"),
+        threads=extra.get("threads", 1),
+    )
+    if oracle.task != "bert":
+        raise ConfigError(
+            f"{extra['checkpoint']} is a translation supernet; --task bert needs BERT"
+        )
+    space, vocab = oracle.space, oracle.loaded.vocab_size
+    return ArchEvaluator(
+        space,
+        quality=lambda arch: oracle.score(arch, config.metric),
+        metric=config.metric,
+        latency={MEMORY_COST: lambda arch: bert_parameter_bytes(arch, vocab) / 2**20},
+        params=lambda arch: count_bert_parameters(arch, vocab),
+        budget=Budget(dict(config.max_latency_ms), config.max_params),
+        log_path=out / "evaluations.jsonl",
+        cost_key="memory_mib",
+    )
+
+
 def latency_budgets(values: tuple[str, ...], devices: tuple[str, ...]) -> dict[str, float]:
     """`--max-latency-ms` values: `X` (the first device) or `DEVICE=X`."""
     budgets: dict[str, float] = {}
@@ -102,7 +133,7 @@ def latency_budgets(values: tuple[str, ...], devices: tuple[str, ...]) -> dict[s
     return budgets
 
 
-def search_translation(
+def search_task(
     config: SearchConfig,
     out: str | Path,
     resume: bool = False,
@@ -112,7 +143,8 @@ def search_translation(
 ) -> SearchResult:
     """Search, then (unless interrupted) verify the front and write the report."""
     out, state = open_run(out, config, resume)
-    evaluator = translation_evaluator(config, out)
+    bert = config.extra.get("task") == "bert"
+    evaluator = bert_evaluator(config, out) if bert else translation_evaluator(config, out)
 
     def on_generation(r: dict[str, Any]) -> None:
         best = "-" if r["best_quality"] is None else f"{r['best_quality']:.3f}"
@@ -128,7 +160,21 @@ def search_translation(
         echo(f"stopped after generation {result.generations_done}; add --resume to continue")
         return result
     echo(f"front: {len(result.front)} architectures -> {out / 'front.json'}")
-    if verify is not None:
+    if verify is not None and bert:
+        from mos_search.verify import verify_bert_front
+
+        verify = {k: v for k, v in verify.items() if k != "beam"}
+        for row in verify_bert_front(
+            out, config.extra["checkpoint"], config.extra.get("data"), **verify
+        ):
+            memory = row["memory_mib"]
+            echo(
+                f"verified: test perplexity {row['test_perplexity']:.2f}  parameters "
+                f"{memory['params_fp32']:.1f} MiB fp32 / {memory['params_fp16']:.1f} MiB fp16  "
+                f"ONNX Runtime peak {memory['onnxruntime_peak']:.1f} MiB at length "
+                f"{row['sequence_length']}"
+            )
+    elif verify is not None:
         from mos_search.verify import verify_front
 
         drift = {}

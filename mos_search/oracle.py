@@ -1,4 +1,5 @@
-"""The scoring oracle: validation loss and sacreBLEU of any architecture a checkpoint holds, cached.
+"""The scoring oracle: loss, sacreBLEU or masked-LM perplexity of any architecture a checkpoint
+holds, cached.
 
 Scores are cached on disk (one JSON line each) under a key of (checkpoint digest, corpus digest,
 arch, metric and its settings, split, slice), so a search never scores the same thing twice and a
@@ -23,9 +24,10 @@ from mos_search.data.tokenizer import Tokenizer
 from mos_search.decode import translate_ids
 from mos_search.errors import ConfigError
 from mos_search.losses import validation_loss
-from mos_search.models import load_model
-from mos_search.space import Arch, SearchSpace
-from mos_search.transformer import count_parameters
+from mos_search.models import count_arch_parameters, load_model
+from mos_search.space import ArchBase, SearchSpace
+
+MLM_MAX_LEN = 128  # masked-LM sentences are cut to this many tokens, as in training
 
 
 @dataclass(frozen=True)
@@ -119,7 +121,14 @@ class Oracle:
         data = data or read_state(self.checkpoint).get("train_config", {}).get("data")
         if data is None:
             raise ConfigError("no data folder given and the checkpoint names none")
-        self.corpus = open_corpus(data)
+        self.task = self.loaded.task
+        if self.task == "bert":
+            from mos_search.data.text import encode_text_split, open_text_corpus
+            from mos_search.mlm import check_mask_token
+
+            self.corpus = open_text_corpus(data)
+        else:
+            self.corpus = open_corpus(data)
         self.tokenizer = Tokenizer(self.corpus.tokenizer_path)
         if self.tokenizer.vocab_size != self.loaded.vocab_size:
             raise ConfigError(
@@ -127,7 +136,12 @@ class Oracle:
                 f"checkpoint expects {self.loaded.vocab_size}"
             )
         self.split, self.limit, self.max_tokens = split, limit, max_tokens
-        self.data = encode_split(self.corpus, split, self.tokenizer).subset(limit)
+        if self.task == "bert":
+            self.mask_id = check_mask_token(self.tokenizer.mask_id, str(data))
+            encoded = encode_text_split(self.corpus, split, self.tokenizer, MLM_MAX_LEN)
+        else:
+            encoded = encode_split(self.corpus, split, self.tokenizer)
+        self.data = encoded.subset(limit)
         if cache_path == "auto":  # in the run folder, shared by its checkpoints; else beside it
             in_run = self.checkpoint.parent.name == "checkpoints"
             cache_dir = self.checkpoint.parent.parent if in_run else self.checkpoint
@@ -139,7 +153,7 @@ class Oracle:
         """The search space of the checkpoint."""
         return self.loaded.space
 
-    def _key(self, arch: Arch, metric: str, **settings: object) -> str:
+    def _key(self, arch: ArchBase, metric: str, **settings: object) -> str:
         return ScoreCache.key(
             model=self.loaded.digest,
             corpus=self.corpus.digest(),
@@ -150,17 +164,35 @@ class Oracle:
             **settings,
         )
 
-    def loss(self, arch: Arch) -> float:
-        """Mean NLL per target token (nats) of `arch` on the split."""
+    def loss(self, arch: ArchBase) -> float:
+        """Mean NLL per target token (nats) of `arch` on the split (BERT: per masked token,
+        with the split's fixed masks)."""
         key = self._key(arch, "loss")
         if (hit := self.cache.get(key)) is not None:
             return hit["value"]
-        value = validation_loss(self.loaded.sub_network(arch), self.data, self.max_tokens)
+        model = self.loaded.sub_network(arch)
+        if self.task == "bert":
+            from mos_search.mlm import masked_lm_nll
+
+            vocab = self.loaded.vocab_size
+            value = masked_lm_nll(model, self.data, vocab, self.mask_id, self.max_tokens)
+        else:
+            value = validation_loss(model, self.data, self.max_tokens)
         self.cache.put(key, {"metric": "loss", "value": value, "arch": arch.to_dict()})
         return value
 
-    def bleu(self, arch: Arch, beam: int = 5, lenpen: float = 1.0) -> BleuResult:
+    def perplexity(self, arch: ArchBase) -> float:
+        """Masked-LM perplexity of a BERT `arch`: exp of `loss` (cached with it)."""
+        if self.task != "bert":
+            raise ConfigError("perplexity is the masked-LM metric; this checkpoint translates")
+        from mos_search.mlm import perplexity
+
+        return perplexity(self.loss(arch))
+
+    def bleu(self, arch: ArchBase, beam: int = 5, lenpen: float = 1.0) -> BleuResult:
         """sacreBLEU of `arch`'s translations (detokenised) of the split."""
+        if self.task == "bert":
+            raise ConfigError("BLEU is a translation metric; this checkpoint is a BERT model")
         key = self._key(arch, "bleu", beam=beam, lenpen=lenpen)
         hit = self.cache.get(key)
         if hit is not None and (cached_lines := self.cache.lines(key)) is not None:
@@ -182,16 +214,18 @@ class Oracle:
         )
         return BleuResult(score, signature, hypotheses)
 
-    def score(self, arch: Arch, metric: str, beam: int = 5) -> float:
-        """The value of `metric` ("loss": lower is better; "bleu": higher is better)."""
+    def score(self, arch: ArchBase, metric: str, beam: int = 5) -> float:
+        """The value of `metric` ("loss", "perplexity": lower is better; "bleu": higher)."""
         if metric == "loss":
             return self.loss(arch)
+        if metric == "perplexity":
+            return self.perplexity(arch)
         if metric == "bleu":
             return self.bleu(arch, beam).score
         raise ConfigError(f"metric: expected one of {', '.join(METRICS)}, found {metric!r}")
 
 
-def parse_archs(text: str, space: SearchSpace) -> list[Arch]:
+def parse_archs(text: str, space: SearchSpace) -> list[ArchBase]:
     """One architecture, or a list of them, from JSON text."""
     try:
         data = json.loads(text)
@@ -206,7 +240,7 @@ def score_report(
     data: str | None,
     arch_json: str | None,
     presets: list[str],
-    metrics: list[str],
+    metrics: list[str] | None,
     split: str,
     limit: int | None,
     beam: int,
@@ -214,6 +248,7 @@ def score_report(
 ) -> str:
     """Score the requested architectures; a table, then the sacreBLEU signature."""
     oracle = Oracle(checkpoint, data, split, limit, threads=threads)
+    metrics = metrics or (["loss", "perplexity"] if oracle.task == "bert" else ["loss", "bleu"])
     archs = [(name, getattr(oracle.space, name)()) for name in presets]
     if arch_json:
         archs += [(f"arch{i}", a) for i, a in enumerate(parse_archs(arch_json, oracle.space))]
@@ -223,20 +258,23 @@ def score_report(
     lines = [f"{'arch':<12}{'params':>10}" + "".join(f"{m:>10}" for m in metrics)]
     signature = None
     for name, arch in archs:
-        params = count_parameters(arch, oracle.loaded.vocab_size, oracle.space.qkv_dim)
+        params = count_arch_parameters(oracle.space, arch, oracle.loaded.vocab_size)
         row = f"{name:<12}{params / 1e6:>9.2f}M"
         for metric in metrics:
             if metric == "bleu":
                 result = oracle.bleu(arch, beam)
                 row += f"{result.score:>10.2f}"
                 signature = result.signature
+            elif metric == "perplexity":
+                row += f"{oracle.perplexity(arch):>10.2f}"
             else:
                 row += f"{oracle.loss(arch):>10.3f}"
         lines.append(row)
     lines.append(
         f"split {split}"
         + (f" ({limit} spread over it)" if limit else "")
-        + f", {len(oracle.data)} sentences; loss = NLL per target token (nats)"
+        + f", {len(oracle.data)} sentences; loss = NLL per "
+        + ("masked token, fixed masks (nats)" if oracle.task == "bert" else "target token (nats)")
     )
     if signature:
         lines.append(f"sacreBLEU signature: {signature}; beam {beam}")

@@ -31,6 +31,7 @@ UNSCORED = 1e6
 
 # direction of each quality metric: +1 lower is better, -1 higher is better
 QUALITY_SIGN = {"loss": 1.0, "bleu": -1.0, "perplexity": 1.0}
+MEMORY_COST = "params-fp32"  # the cost of a perplexity-memory search: parameter MiB in fp32
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,8 @@ class Evaluation:
     """Everything the search knows of one architecture."""
 
     arch: dict[str, Any]
+    # cost objectives by name: predicted latency (ms) per device, or for a memory search the
+    # parameter memory (MiB) under the name `MEMORY_COST`
     latency_ms: dict[str, float]
     params: int
     violations: list[float]  # <= 0 where a budget is met
@@ -79,6 +82,7 @@ class ArchEvaluator:
         params: Callable[[ArchBase], int],
         budget: Budget | None = None,
         log_path: str | Path | None = None,
+        cost_key: str = "predicted_latency_ms",
     ) -> None:
         if metric not in QUALITY_SIGN:
             raise ConfigError(
@@ -92,7 +96,7 @@ class ArchEvaluator:
             raise ConfigError(
                 f"latency budget for {sorted(unknown)}, which is not a searched device"
             )
-        self.space, self.metric = space, metric
+        self.space, self.metric, self.cost_key = space, metric, cost_key
         self._quality, self._latency, self._params = quality, latency, params
         self.devices = list(latency)
         self.log_path = Path(log_path) if log_path else None

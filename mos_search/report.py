@@ -51,8 +51,41 @@ def _feasible(evaluation: dict) -> bool:
     return all(v <= 0 for v in evaluation["violations"])
 
 
+def is_bert(run: dict[str, Any]) -> bool:
+    """Whether a loaded run is a perplexity-memory (BERT) search."""
+    return run["search"].get("extra", {}).get("task") == "bert"
+
+
+def _cost_key(run: dict[str, Any]) -> str:
+    return "memory_mib" if is_bert(run) else "predicted_latency_ms"
+
+
+def _bert_rows(run: dict[str, Any]) -> list[dict[str, Any]]:
+    metric, cost = run["search"]["metric"], run["search"]["devices"][0]
+    verified = {_key(v["arch"]): v for v in run["verified"]}
+    out = []
+    for rank, point in enumerate(run["front"], 1):
+        v = verified.get(_key(point["arch"]), {})
+        memory = v.get("memory_mib", {})
+        out.append(
+            {
+                "rank": rank,
+                f"valid_{metric}": point[metric],
+                "test_perplexity": v.get("test_perplexity"),
+                "params_m": point["params"] / 1e6,
+                "params_fp32_mib": point["memory_mib"][cost],
+                "params_fp16_mib": point["memory_mib"][cost] / 2,
+                "onnxruntime_peak_mib": memory.get("onnxruntime_peak"),
+                "arch": json.dumps(point["arch"]),
+            }
+        )
+    return out
+
+
 def rows(run: dict[str, Any]) -> list[dict[str, Any]]:
     """One flat row per front architecture, with its verification when there is one."""
+    if is_bert(run):
+        return _bert_rows(run)
     metric, devices = run["search"]["metric"], run["search"]["devices"]
     verified = {_key(v["arch"]): v for v in run["verified"]}
     out = []
@@ -95,18 +128,48 @@ def _front_plot(runs: list[dict], out: Path) -> str:
             xs = [e["latency_ms"][device] for e in run["scored"]]
             ys = [e["quality"] for e in run["scored"]]
             ax.scatter(xs, ys, s=8, color=colour, alpha=0.25, label=f"{run['name']}: all scored")
-            fx = [p["predicted_latency_ms"][device] for p in run["front"]]
+            fx = [p[_cost_key(run)][device] for p in run["front"]]
             fy = [p[metric] for p in run["front"]]
             ax.plot(fx, fy, "o-", color=colour, ms=4, label=f"{run['name']}: front")
+        unit = "MiB" if is_bert(main) else "ms"
         for device_budget, limit in main["search"]["max_latency_ms"].items():
             if device_budget == device:
-                ax.axvline(limit, color="grey", ls=":", label=f"budget {limit:g} ms")
-        ax.set_xlabel(f"predicted latency on {device} (ms)")
+                ax.axvline(limit, color="grey", ls=":", label=f"budget {limit:g} {unit}")
+        if is_bert(main):
+            ax.set_xlabel("encoder parameter memory, fp32 (MiB, embeddings included)")
+            ax.set_title("Search objectives: perplexity vs memory")
+        else:
+            ax.set_xlabel(f"predicted latency on {device} (ms)")
+            ax.set_title(f"Search objectives: {device}")
         ax.set_ylabel(METRIC_LABELS.get(metric, metric))
-        ax.set_title(f"Search objectives: {device}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     return _figure_text(fig, out / "front")
+
+
+def _verified_bert_plot(runs: list[dict], out: Path) -> str:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    for colour, run in zip(["tab:blue", "tab:orange"], runs):
+        points = sorted(run["verified"], key=lambda v: v["memory_mib"]["params_fp32"])
+        if not points:
+            continue
+        ppl = [v["test_perplexity"] for v in points]
+        for key, style, label in (
+            ("onnxruntime_peak", "o-", "peak inference memory, ONNX Runtime"),
+            ("params_fp32", "s--", "parameters, fp32"),
+            ("params_fp16", "^:", "parameters, fp16"),
+        ):
+            xs = [v["memory_mib"][key] for v in points]
+            ax.plot(xs, ppl, style, color=colour, ms=4, label=f"{run['name']}: {label}")
+    length = runs[0]["verified"][0].get("sequence_length", 128)
+    ax.set_xlabel(f"memory (MiB); peak at batch 1 x {length} tokens")
+    ax.set_ylabel("test perplexity (masked LM, fixed masks)")
+    ax.set_title("Verified front: perplexity vs memory")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return _figure_text(fig, out / "verified")
 
 
 def _verified_plot(runs: list[dict], out: Path) -> str | None:
@@ -114,6 +177,8 @@ def _verified_plot(runs: list[dict], out: Path) -> str | None:
 
     if not runs[0]["verified"]:
         return None
+    if is_bert(runs[0]):
+        return _verified_bert_plot(runs, out)
     devices = runs[0]["search"]["devices"]
     fig, axes = plt.subplots(1, len(devices), figsize=(6.4 * len(devices), 4.6), squeeze=False)
     colours = ["tab:blue", "tab:orange"]

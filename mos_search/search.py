@@ -261,12 +261,13 @@ def run_search(
 
 
 def front_records(front: list[Evaluation], evaluator: ArchEvaluator) -> list[dict[str, Any]]:
-    """The front as JSON-ready records (quality under its metric name)."""
+    """The front as JSON-ready records (quality under its metric name, costs under the
+    evaluator's cost key: `predicted_latency_ms` or `memory_mib`)."""
     return [
         {
             "arch": e.arch,
             evaluator.metric: e.quality,
-            "predicted_latency_ms": e.latency_ms,
+            evaluator.cost_key: e.latency_ms,
             "params": e.params,
         }
         for e in front

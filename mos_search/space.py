@@ -142,7 +142,36 @@ class Arch(ArchBase):
             )
 
 
-ARCH_TYPES: dict[str, type[ArchBase]] = {"translation": Arch}
+@dataclass(frozen=True)
+class BertArch(ArchBase):
+    """A bottleneck BERT encoder: a residual stream of `embed_dim`; layer i works at width
+    `hidden_dims[i]` (projected down from and back up to the stream), with `heads[i]` heads and an
+    FFN of `ffn_dims[i]`. Attention's q/k/v width is the layer's hidden width.
+    """
+
+    embed_dim: int
+    layers: int
+    hidden_dims: tuple[int, ...]
+    heads: tuple[int, ...]
+    ffn_dims: tuple[int, ...]
+
+    TASK: ClassVar[str] = "bert"
+    PER_LAYER: ClassVar[dict[str, str]] = {
+        "hidden_dims": "layers",
+        "heads": "layers",
+        "ffn_dims": "layers",
+    }
+
+    @classmethod
+    def check_choices(cls, choices: Mapping[str, tuple[int, ...]], settings: Mapping) -> None:
+        """Every head count must divide every hidden width (layers choose them independently)."""
+        bad = sorted({(h, d) for h in choices["heads"] for d in choices["hidden_dims"] if d % h})
+        if bad:
+            pairs = ", ".join(f"{d} by {h}" for h, d in bad)
+            raise SpaceError(f"heads: every head count must divide every hidden width ({pairs})")
+
+
+ARCH_TYPES: dict[str, type[ArchBase]] = {"translation": Arch, "bert": BertArch}
 
 
 class SearchSpace:
@@ -438,7 +467,7 @@ def space_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> SearchSp
 
 def describe_space(name_or_path: str | Path, vocab_size: int) -> str:
     """Human-readable summary of a space: choices, gene length, largest/smallest sizes."""
-    from mos_search.transformer import count_parameters
+    from mos_search.models import count_arch_parameters
 
     space = load_space(name_or_path)
     lines = [f"{space.name} ({space.task}): {space.description}".rstrip(": ")]
@@ -446,6 +475,6 @@ def describe_space(name_or_path: str | Path, vocab_size: int) -> str:
     lines += [f"  {k:<22} {v}" for k, v in space.settings.items()]
     lines.append(f"  gene length            {len(space.gene_layout)}")
     for label, arch in (("largest", space.largest()), ("smallest", space.smallest())):
-        count = count_parameters(arch, vocab_size, space.qkv_dim)
+        count = count_arch_parameters(space, arch, vocab_size)
         lines.append(f"  {label:<22} {count / 1e6:.2f} M parameters at vocab {vocab_size}")
     return "\n".join(lines)

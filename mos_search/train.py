@@ -14,13 +14,12 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from mos_search.checkpoint import (
     OPTIMIZER_FILE,
@@ -32,14 +31,11 @@ from mos_search.checkpoint import (
     save_checkpoint,
 )
 from mos_search.constants import MODES, SAMPLINGS
-from mos_search.data.batches import Batch, collate, encode_split, token_batches
-from mos_search.data.corpus import open_corpus
-from mos_search.data.tokenizer import Tokenizer
 from mos_search.errors import CheckpointError, ConfigError
-from mos_search.losses import label_smoothed_nll, validation_loss
 from mos_search.models import build_model, standalone_spec, supernet_spec
-from mos_search.space import Arch, SearchSpace, load_space, space_from_dict
-from mos_search.supernet import Supernet, SupernetConfig
+from mos_search.space import ArchBase, SearchSpace, load_space, space_from_dict
+from mos_search.supernet import ElasticModel, SupernetConfig
+from mos_search.tasks import make_task
 
 
 @dataclass(frozen=True)
@@ -136,7 +132,7 @@ class ArchSampler:
         sampling: str,
         random_archs: int,
         seed: int,
-        fixed: Arch | None = None,
+        fixed: ArchBase | None = None,
     ) -> None:
         self.space, self.sampling, self.k, self.seed, self.fixed = (
             space,
@@ -146,7 +142,7 @@ class ArchSampler:
             fixed,
         )
 
-    def archs(self, step: int) -> list[Arch]:
+    def archs(self, step: int) -> list[ArchBase]:
         """Architectures trained at `step`."""
         if self.fixed is not None:
             return [self.fixed]
@@ -183,13 +179,6 @@ def model_spec(config: TrainConfig, space: SearchSpace, vocab_size: int) -> dict
     )
 
 
-def forward_fn(model: nn.Module, arch: Arch) -> Callable[[Tensor, Tensor], Tensor]:
-    """`(src, prev) -> logits` of `arch` in `model` (supernet or standalone)."""
-    if isinstance(model, Supernet):
-        return lambda src, prev: model(src, prev, arch)
-    return model
-
-
 @dataclass
 class TrainResult:
     """Where a run ended."""
@@ -218,28 +207,28 @@ class Trainer:
             )
         self.config = config
         torch.set_num_threads(config.threads)
-        corpus = open_corpus(config.data)
-        tokenizer = Tokenizer(corpus.tokenizer_path)
-        self.train_data = encode_split(corpus, "train", tokenizer, config.max_len)
-        self.valid_data = encode_split(corpus, "valid", tokenizer).subset(config.valid_limit)
         torch.manual_seed(config.seed)
         initial = None
         if config.init_from is not None and not state:
             from mos_search.models import load_model
 
             initial = load_model(config.init_from)
-        space = initial.space if initial is not None else load_space(config.space)
-        self.spec = state.get("model") or model_spec(config, space, tokenizer.vocab_size)
+        if state:
+            space = space_from_dict(_spec_space(state["model"]), "checkpoint")
+        else:
+            space = initial.space if initial is not None else load_space(config.space)
+        self.task = make_task(space.task, config)
+        self.spec = state.get("model") or model_spec(config, space, self.task.vocab_size)
         self.model = build_model(self.spec).train()
         if initial is not None:  # fine-tuning: the sub-network's inherited weights
-            if initial.vocab_size != tokenizer.vocab_size:
+            if initial.vocab_size != self.task.vocab_size:
                 raise CheckpointError(
                     f"{config.init_from} has a {initial.vocab_size}-token vocabulary; "
-                    f"{config.data} has {tokenizer.vocab_size}"
+                    f"{config.data} has {self.task.vocab_size}"
                 )
             inherited = initial.sub_network(space.arch_from_dict(config.arch))
             self.model.load_state_dict(inherited.state_dict())
-        if isinstance(self.model, Supernet):
+        if isinstance(self.model, ElasticModel):
             self.space, fixed = self.model.config.space, None
         else:
             self.space, fixed = space_from_dict(self.spec["space"], "checkpoint"), self.model.arch
@@ -255,7 +244,8 @@ class Trainer:
         )
         self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
         self.elapsed, self.tokens_seen = 0.0, 0
-        self.corpus_digest = corpus.digest()
+        self.corpus_digest = self.task.digest
+        self._epoch_batches: tuple[int, list[list[int]]] | None = None
         self._saved_step: int | None = None
         self._stop_requested = False
         if state:
@@ -275,29 +265,28 @@ class Trainer:
             raise CheckpointError(f"{self.config.data} is not the corpus this run was trained on")
 
     # ------------------------------------------------------------------ steps
-    def _next_batch(self) -> Batch:
-        batches = token_batches(
-            self.train_data, self.config.max_tokens, self.config.seed, self.epoch
-        )
+    def _next_batch(self) -> tuple[list[int], int]:
+        """Example indices of the next batch and the epoch they belong to."""
+        if self._epoch_batches is None or self._epoch_batches[0] != self.epoch:
+            self._epoch_batches = (self.epoch, self.task.batches(self.epoch))
+        batches = self._epoch_batches[1]
         if self.batch_in_epoch >= len(batches):
             self.epoch, self.batch_in_epoch = self.epoch + 1, 0
             return self._next_batch()
-        batch = collate(self.train_data, batches[self.batch_in_epoch])
+        indices = batches[self.batch_in_epoch]
         self.batch_in_epoch += 1
-        return batch
+        return indices, self.epoch
 
     def train_step(self) -> tuple[float, float, int]:
         """One optimizer step; returns (loss per token, nll per token, target tokens)."""
         cfg = self.config
-        batch = self._next_batch()
+        indices, epoch = self._next_batch()
         archs = self.sampler.archs(self.step)
-        ntokens = batch.target_tokens
         self.optimizer.zero_grad(set_to_none=True)
         loss_total = nll_total = 0.0
         for arch in archs:
-            logits = forward_fn(self.model, arch)(batch.src, batch.prev)
-            loss, nll = label_smoothed_nll(logits, batch.target, cfg.label_smoothing)
-            (loss / (ntokens * len(archs))).backward()
+            loss, nll, ntokens = self.task.loss(self.model, arch, indices, epoch)
+            (loss / (max(ntokens, 1) * len(archs))).backward()
             loss_total, nll_total = loss_total + loss.item(), nll_total + nll.item()
         if cfg.clip_norm > 0:
             nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_norm)
@@ -320,7 +309,7 @@ class Trainer:
         )
         names = ["arch"] if self.sampler.fixed else ["largest", "smallest"]
         out = {
-            f"valid_nll_{name}": validation_loss(forward_fn(self.model, arch), self.valid_data)
+            f"valid_nll_{name}": self.task.valid_nll(self.model, arch)
             for name, arch in zip(names, archs)
         }
         self.model.train()
@@ -468,6 +457,11 @@ def resumed_config(out: str | Path, **changes: Any) -> TrainConfig:
     return replace(
         saved, **{k: v for k, v in changes.items() if k in RESUMABLE_CHANGES}, out=str(out)
     )
+
+
+def _spec_space(spec: dict[str, Any]) -> dict[str, Any]:
+    """The space saved in a model description (supernet or standalone)."""
+    return spec["supernet"]["space"] if spec.get("kind") == "supernet" else spec["space"]
 
 
 def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> TrainResult:

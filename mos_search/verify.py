@@ -1,4 +1,5 @@
-"""Check a search's front for real: latency measured on each device, BLEU on the test split.
+"""Check a search's front for real: latency measured on each device and BLEU on the test split
+(translation); test perplexity and measured memory (BERT).
 
 Predicted latencies come from predictors trained on drift-corrected labels (brought to the
 median reference time of their dataset with the fitted elasticity); a verified measurement is
@@ -86,6 +87,65 @@ def verify_front(
         "limit": test_limit,
         "beam": beam,
         "checkpoint": str(oracle.checkpoint),
+        "archs": out,
+    }
+    (run_dir / "verified.json").write_text(json.dumps(summary, indent=1))
+    return out
+
+
+def verify_bert_front(
+    run_dir: str | Path,
+    checkpoint: str,
+    data: str | None,
+    test_limit: int | None = 300,
+    max_archs: int = 10,
+    length: int = 128,
+    threads: int = 1,
+) -> list[dict[str, Any]]:
+    """Test perplexity and memory of (up to `max_archs` of) a BERT front; writes verified.json.
+
+    Memory per architecture: exact parameter bytes of the extracted encoder (fp32 and fp16) and
+    the peak inference memory ONNX Runtime (CPU, `threads` threads) needs for one sequence of
+    `length` tokens, measured in a fresh process on the exported encoder.
+    """
+    import tempfile
+
+    from devices.memory import peak_memory
+    from mos_search.bert import bert_parameter_bytes
+    from mos_search.export import export_bert_onnx
+    from mos_search.oracle import Oracle
+
+    run_dir = Path(run_dir)
+    front_path = run_dir / "front.json"
+    if not front_path.is_file():
+        raise ConfigError(f"{run_dir} has no front.json: the search has not finished")
+    chosen = spread_pick(json.loads(front_path.read_text()), max_archs)
+    oracle = Oracle(checkpoint, data, split="test", limit=test_limit)
+    vocab = oracle.loaded.vocab_size
+    out = []
+    for record in chosen:
+        arch = oracle.space.arch_from_dict(record["arch"])
+        with tempfile.TemporaryDirectory() as tmp:
+            onnx_path = export_bert_onnx(oracle.loaded.sub_network(arch), tmp)
+            measured = peak_memory(onnx_path, length=length, threads=threads)
+        row = dict(record)
+        row.update(
+            test_perplexity=oracle.perplexity(arch),
+            sequence_length=length,
+            memory_mib={
+                "params_fp32": bert_parameter_bytes(arch, vocab, 4) / 2**20,
+                "params_fp16": bert_parameter_bytes(arch, vocab, 2) / 2**20,
+                "onnxruntime_peak": measured["peak_inference_mib"],
+            },
+        )
+        out.append(row)
+    summary = {
+        "split": "test",
+        "sentences": len(oracle.data),
+        "limit": test_limit,
+        "checkpoint": str(oracle.checkpoint),
+        "memory_note": "onnxruntime_peak: VmHWM growth of a fresh process loading the encoder "
+        f"and running batch 1 x {length} tokens (ONNX Runtime, CPU, {threads} thread)",
         "archs": out,
     }
     (run_dir / "verified.json").write_text(json.dumps(summary, indent=1))

@@ -67,6 +67,10 @@ def open_corpus(root: str | Path) -> Corpus:
         )
     try:
         meta = json.loads(manifest.read_text())
+        if meta.get("kind") == "text":
+            raise DataError(
+                f"{root} is a text (masked-LM) corpus; translation needs a parallel corpus"
+            )
         corpus = Corpus(root, meta["source_lang"], meta["target_lang"], int(meta["vocab_size"]))
         digests = dict(meta["sha256"])
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
@@ -85,16 +89,20 @@ def open_corpus(root: str | Path) -> Corpus:
     return corpus
 
 
-def _write_lines(path: Path, lines: list[str]) -> None:
+def write_lines(path: Path, lines: list[str]) -> None:
+    """Write one line per item atomically (newlines inside an item become spaces)."""
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text("".join(line.replace("\n", " ") + "\n" for line in lines), encoding="utf-8")
     os.replace(tmp, path)
 
 
-def train_tokenizer(sentences: list[str], model_prefix: Path, vocab_size: int) -> None:
+def train_tokenizer(
+    sentences: list[str], model_prefix: Path, vocab_size: int, user_symbols: tuple[str, ...] = ()
+) -> None:
     """Train a joint unigram SentencePiece model with pad/unk/bos/eos = 0/1/2/3.
 
     `vocab_size` is an upper bound: a small corpus gets the vocabulary it can support.
+    `user_symbols` (the masked-LM `<mask>`) take the ids right after eos: 4, 5, ...
     """
     import sentencepiece as spm
 
@@ -117,6 +125,7 @@ def train_tokenizer(sentences: list[str], model_prefix: Path, vocab_size: int) -
             input_sentence_size=0,
             shuffle_input_sentence=False,
             hard_vocab_limit=False,
+            user_defined_symbols=list(user_symbols),
         )
     except RuntimeError as exc:
         raise DataError(f"SentencePiece training failed: {exc}") from exc
@@ -139,26 +148,31 @@ def build_corpus(
     if missing:
         raise DataError(f"no sentence pairs for split(s): {', '.join(missing)}")
     for split, pairs in splits.items():
-        _write_lines(out / f"{split}.{source_lang}", [s for s, _ in pairs])
-        _write_lines(out / f"{split}.{target_lang}", [t for _, t in pairs])
+        write_lines(out / f"{split}.{source_lang}", [s for s, _ in pairs])
+        write_lines(out / f"{split}.{target_lang}", [t for _, t in pairs])
     train = splits["train"]
     train_tokenizer([s for s, _ in train] + [t for _, t in train], out / "spm", vocab_size)
     from mos_search.data.tokenizer import Tokenizer
 
     vocab_size = Tokenizer(out / "spm.model").vocab_size
-    files = sorted(p.name for p in out.iterdir() if p.name != MANIFEST and p.is_file())
     meta = {
         "source_lang": source_lang,
         "target_lang": target_lang,
         "vocab_size": vocab_size,
         "pairs": {s: len(p) for s, p in splits.items()},
-        "sha256": {name: sha256_file(out / name) for name in files},
         **(extra or {}),
     }
+    write_manifest(out, meta)
+    return open_corpus(out)
+
+
+def write_manifest(out: Path, meta: dict) -> None:
+    """Write `corpus.json`: `meta` plus the sha256 of every file in the folder, atomically."""
+    files = sorted(p.name for p in out.iterdir() if p.name != MANIFEST and p.is_file())
+    meta = {**meta, "sha256": {name: sha256_file(out / name) for name in files}}
     tmp = out / (MANIFEST + ".tmp")
     tmp.write_text(json.dumps(meta, indent=2, ensure_ascii=False))
     os.replace(tmp, out / MANIFEST)
-    return open_corpus(out)
 
 
 def build_bible_corpus(out: str | Path, vocab_size: int = 8000) -> Corpus:

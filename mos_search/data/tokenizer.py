@@ -6,6 +6,8 @@ from pathlib import Path
 
 from mos_search.errors import DataError
 
+MASK_PIECE = "<mask>"  # the masked-LM mask token of text corpora (id 4)
+
 
 class Tokenizer:
     """A joint SentencePiece model with pad/unk/bos/eos = 0/1/2/3."""
@@ -20,6 +22,8 @@ class Tokenizer:
         self._sp = spm.SentencePieceProcessor(model_file=str(path))
         self.pad_id, self.unk_id = self._sp.pad_id(), self._sp.unk_id()
         self.bos_id, self.eos_id = self._sp.bos_id(), self._sp.eos_id()
+        mask = self._sp.piece_to_id(MASK_PIECE)
+        self.mask_id: int | None = None if mask == self.unk_id else mask
 
     @property
     def vocab_size(self) -> int:

@@ -8,11 +8,15 @@ and `extract` share one path.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 
 from mos_search.supernet.router import Router
+
+# (in_max, out_max, may_have_experts) -> an ExpertLinear configured by the supernet's mode
+LinearFactory = Callable[[int, int, bool], "ExpertLinear"]
 
 
 class ExpertLinear(nn.Module):
@@ -80,6 +84,87 @@ class ElasticLayerNorm(nn.Module):
     def materialize(self, dim: int) -> dict[str, Tensor]:
         """The (dim,) scale and shift."""
         return {"weight": self.weight[:dim], "bias": self.bias[:dim]}
+
+
+class ElasticAttention(nn.Module):
+    """Attention projections of the largest widths.
+
+    The q/k/v width is fixed by the space (translation) or, given to `materialize`, the active
+    width of the layer (BERT, where it equals the layer's hidden width).
+    """
+
+    def __init__(
+        self,
+        embed_max: int,
+        source_max: int,
+        qkv_dim: int,
+        make_linear: LinearFactory,
+        experts: bool,
+    ) -> None:
+        super().__init__()
+        self.qkv_dim = qkv_dim
+        self.q_proj = make_linear(embed_max, qkv_dim, experts)
+        self.k_proj = make_linear(source_max, qkv_dim, experts)
+        self.v_proj = make_linear(source_max, qkv_dim, experts)
+        self.out_proj = make_linear(qkv_dim, embed_max, experts)
+
+    def materialize(
+        self, embed_dim: int, source_dim: int, features: Tensor, qkv_dim: int | None = None
+    ) -> dict[str, Tensor]:
+        """Parameters of a standalone `Attention(embed_dim, source_dim, qkv_dim, ...)`."""
+        q = qkv_dim or self.qkv_dim
+        return {
+            **prefixed("q_proj", self.q_proj.materialize(embed_dim, q, features)),
+            **prefixed("k_proj", self.k_proj.materialize(source_dim, q, features)),
+            **prefixed("v_proj", self.v_proj.materialize(source_dim, q, features)),
+            **prefixed("out_proj", self.out_proj.materialize(q, embed_dim, features)),
+        }
+
+
+class ElasticFeedForward(nn.Module):
+    """fc1/fc2 of the largest widths; these are the layers MoS gives experts."""
+
+    def __init__(self, embed_max: int, ffn_max: int, make_linear: LinearFactory) -> None:
+        super().__init__()
+        self.fc1 = make_linear(embed_max, ffn_max, True)
+        self.fc2 = make_linear(ffn_max, embed_max, True)
+
+    def materialize(self, embed_dim: int, ffn_dim: int, features: Tensor) -> dict[str, Tensor]:
+        """Parameters of a standalone `FeedForward(embed_dim, ffn_dim)`."""
+        return {
+            **prefixed("fc1", self.fc1.materialize(embed_dim, ffn_dim, features)),
+            **prefixed("fc2", self.fc2.materialize(ffn_dim, embed_dim, features)),
+        }
+
+
+class ElasticEncoderLayer(nn.Module):
+    """Elastic twin of `EncoderLayer`."""
+
+    def __init__(
+        self,
+        embed_max: int,
+        ffn_max: int,
+        qkv_dim: int,
+        make_linear: LinearFactory,
+        mos_attention: bool,
+    ) -> None:
+        super().__init__()
+        self.self_attn = ElasticAttention(embed_max, embed_max, qkv_dim, make_linear, mos_attention)
+        self.self_attn_norm = ElasticLayerNorm(embed_max)
+        self.ffn = ElasticFeedForward(embed_max, ffn_max, make_linear)
+        self.ffn_norm = ElasticLayerNorm(embed_max)
+
+    def materialize(
+        self, embed_dim: int, ffn_dim: int, features: Tensor, qkv_dim: int | None = None
+    ) -> dict[str, Tensor]:
+        """Parameters of a standalone `EncoderLayer` (q/k/v width `qkv_dim` if given)."""
+        attention = self.self_attn.materialize(embed_dim, embed_dim, features, qkv_dim)
+        return {
+            **prefixed("self_attn", attention),
+            **prefixed("self_attn_norm", self.self_attn_norm.materialize(embed_dim)),
+            **prefixed("ffn", self.ffn.materialize(embed_dim, ffn_dim, features)),
+            **prefixed("ffn_norm", self.ffn_norm.materialize(embed_dim)),
+        }
 
 
 def prefixed(prefix: str, params: dict[str, Tensor]) -> dict[str, Tensor]:

@@ -1,0 +1,126 @@
+"""What training needs from each task: its data, batches, the loss of one batch, validation.
+
+`TranslationTask` (parallel corpus, label-smoothed NLL of the target) and `MaskedLMTask` (text
+corpus, cross-entropy at the masked positions) share one interface, so `train.Trainer` runs both
+with the same sampling, checkpointing and resume.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from torch import Tensor, nn
+
+from mos_search.data.batches import collate, encode_split, token_batches
+from mos_search.data.tokenizer import Tokenizer
+from mos_search.losses import label_smoothed_nll, validation_loss
+from mos_search.space import ArchBase
+from mos_search.supernet import ElasticModel
+
+
+def forward_fn(model: nn.Module, arch: ArchBase) -> Callable[..., Tensor]:
+    """The model's forward for `arch` (a supernet is told the arch; a standalone model is it)."""
+    if isinstance(model, ElasticModel):
+        return lambda *inputs: model(*inputs, arch)
+    return model
+
+
+class TrainingTask(Protocol):
+    """Data and loss of one task, as the trainer uses them."""
+
+    vocab_size: int
+    digest: str
+
+    def batches(self, epoch: int) -> list[list[int]]:
+        """Training batches (lists of example indices) of an epoch, fixed by (seed, epoch)."""
+        ...
+
+    def loss(
+        self, model: nn.Module, arch: ArchBase, indices: list[int], epoch: int
+    ) -> tuple[Tensor, Tensor, int]:
+        """(summed training loss, summed NLL, target tokens) of one batch."""
+        ...
+
+    def valid_nll(self, model: nn.Module, arch: ArchBase) -> float:
+        """Validation NLL per target token (nats)."""
+        ...
+
+
+class TranslationTask:
+    """Parallel corpus; teacher-forced, label-smoothed NLL of the target side."""
+
+    def __init__(self, config: Any) -> None:
+        from mos_search.data.corpus import open_corpus
+
+        corpus = open_corpus(config.data)
+        tokenizer = Tokenizer(corpus.tokenizer_path)
+        self.vocab_size, self.digest = tokenizer.vocab_size, corpus.digest()
+        self.config = config
+        self.train_data = encode_split(corpus, "train", tokenizer, config.max_len)
+        self.valid_data = encode_split(corpus, "valid", tokenizer).subset(config.valid_limit)
+
+    def batches(self, epoch: int) -> list[list[int]]:
+        """See `TrainingTask`."""
+        return token_batches(self.train_data, self.config.max_tokens, self.config.seed, epoch)
+
+    def loss(
+        self, model: nn.Module, arch: ArchBase, indices: list[int], epoch: int
+    ) -> tuple[Tensor, Tensor, int]:
+        """See `TrainingTask`."""
+        batch = collate(self.train_data, indices)
+        logits = forward_fn(model, arch)(batch.src, batch.prev)
+        loss, nll = label_smoothed_nll(logits, batch.target, self.config.label_smoothing)
+        return loss, nll, batch.target_tokens
+
+    def valid_nll(self, model: nn.Module, arch: ArchBase) -> float:
+        """See `TrainingTask`."""
+        return validation_loss(forward_fn(model, arch), self.valid_data)
+
+
+class MaskedLMTask:
+    """Text corpus; BERT masking, cross-entropy at the masked positions (no label smoothing)."""
+
+    def __init__(self, config: Any) -> None:
+        from mos_search.data.text import encode_text_split, open_text_corpus
+        from mos_search.mlm import check_mask_token
+
+        corpus = open_text_corpus(config.data)
+        tokenizer = Tokenizer(corpus.tokenizer_path)
+        self.mask_id = check_mask_token(tokenizer.mask_id, str(config.data))
+        self.vocab_size, self.digest = tokenizer.vocab_size, corpus.digest()
+        self.config = config
+        self.train_data = encode_text_split(corpus, "train", tokenizer, config.max_len)
+        self.valid_data = encode_text_split(corpus, "valid", tokenizer, config.max_len).subset(
+            config.valid_limit
+        )
+
+    def batches(self, epoch: int) -> list[list[int]]:
+        """See `TrainingTask`."""
+        cfg = self.config
+        return token_batches(self.train_data, cfg.max_tokens, cfg.seed, epoch, by_source=True)
+
+    def loss(
+        self, model: nn.Module, arch: ArchBase, indices: list[int], epoch: int
+    ) -> tuple[Tensor, Tensor, int]:
+        """See `TrainingTask`."""
+        from mos_search.mlm import masked_batch, masked_nll
+
+        inputs, targets = masked_batch(
+            self.train_data, indices, self.vocab_size, self.mask_id, self.config.seed, epoch
+        )
+        nll, count = masked_nll(forward_fn(model, arch), inputs, targets)
+        return nll, nll, count
+
+    def valid_nll(self, model: nn.Module, arch: ArchBase) -> float:
+        """See `TrainingTask`."""
+        from mos_search.mlm import masked_lm_nll
+
+        return masked_lm_nll(
+            forward_fn(model, arch), self.valid_data, self.vocab_size, self.mask_id
+        )
+
+
+def make_task(task: str, config: Any) -> TrainingTask:
+    """The training task of a search space's task name."""
+    return MaskedLMTask(config) if task == "bert" else TranslationTask(config)
