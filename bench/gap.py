@@ -1,15 +1,19 @@
 """Supernet-vs-standalone gap: the experiment the MoS paper is about, on our default corpus.
 
-For each mode (shared, layer, neuron) a supernet is trained with the same budget; K architectures
-(fixed seed, largest and smallest included) are each also trained alone with the same number of
-steps. Every architecture is then scored twice, inherited from each supernet and standalone:
-validation loss (NLL per target token) and greedy BLEU on the validation split. Reported per mode:
-mean absolute and signed difference (inherited - standalone) and Kendall tau of the two rankings.
+For each mode (shared, layer, neuron by default) a supernet is trained with the same budget; K
+architectures (fixed seed, largest and smallest included) are each also trained alone with the
+same number of steps. Every architecture is then scored twice, inherited from each supernet and
+standalone, on the validation split: translation spaces give the loss (NLL per target token) and
+greedy BLEU; BERT spaces give the masked-LM loss (NLL per masked token, fixed masks) and
+perplexity. Reported per mode: mean absolute and signed difference (inherited - standalone) and
+Kendall tau of the two rankings.
 
 Every training is a resumable `mos-search train` run and every score is cached, so an interrupted
 benchmark continues where it stopped. Two trainings run at once (one thread each).
 
     python bench/gap.py --data data/bible-4k --space cpu-tiny --steps 400 --archs 6
+    python bench/gap.py --data data/bible-en --space bert-cpu --modes shared,neuron --archs 4 \\
+        --steps 300 --work bench/work/gap-bert --out bench/results/gap-bert.json
 """
 
 from __future__ import annotations
@@ -79,7 +83,8 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=4096)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--warmup", type=int, default=100)
-    parser.add_argument("--archs", type=int, default=6, help="K >= 6 incl. largest and smallest")
+    parser.add_argument("--archs", type=int, default=6, help="K, incl. largest and smallest")
+    parser.add_argument("--modes", default=",".join(MODES), help="supernet modes, comma-separated")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--bleu-limit", type=int, default=500, help="validation sentences for BLEU")
     parser.add_argument("--workers", type=int, default=2, help="trainings at once")
@@ -88,6 +93,12 @@ def main() -> None:
     args = parser.parse_args()
 
     space = load_space(args.space)
+    modes = [m for m in args.modes.split(",") if m]
+    unknown = set(modes) - set(MODES)
+    if unknown:
+        parser.error(f"--modes: unknown {sorted(unknown)}; choose from {', '.join(MODES)}")
+    bert = space.task == "bert"
+    second = "perplexity" if bert else "bleu"
     rng = random.Random(args.seed)
     archs = [space.largest(), space.smallest()]
     while len(archs) < args.archs:
@@ -98,7 +109,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     (work / "archs.json").write_text(json.dumps([a.to_dict() for a in archs], indent=1))
 
-    jobs = [(work / f"supernet-{m}", ["--mode", m]) for m in MODES]
+    jobs = [(work / f"supernet-{m}", ["--mode", m]) for m in modes]
     for i, arch in enumerate(archs):
         arch_file = work / f"arch{i}.json"
         arch_file.write_text(arch.to_json())
@@ -109,31 +120,36 @@ def main() -> None:
     train_minutes = {job[0].name: round(s / 60, 1) for job, s in zip(jobs, seconds)}
     print(f"training done in {(time.time() - started) / 60:.1f} min wall")
 
-    def scores(run: Path) -> dict[str, list[float]]:
+    def scores(run: Path, which: list) -> dict[str, list[float]]:
         oracle = Oracle(run, args.data, "valid")
+        if bert:
+            return {
+                "loss": [oracle.loss(a) for a in which],
+                second: [oracle.perplexity(a) for a in which],
+            }
         limited = Oracle(run, args.data, "valid", limit=args.bleu_limit)
         return {
-            "loss": [oracle.loss(a) for a in archs],
-            "bleu": [limited.bleu(a, beam=1).score for a in archs],
+            "loss": [oracle.loss(a) for a in which],
+            "bleu": [limited.bleu(a, beam=1).score for a in which],
         }
 
-    standalone = {"loss": [], "bleu": []}
+    standalone = {"loss": [], second: []}
     for i, arch in enumerate(archs):
-        oracle = Oracle(work / f"standalone-{i}", args.data, "valid")
-        limited = Oracle(work / f"standalone-{i}", args.data, "valid", limit=args.bleu_limit)
-        standalone["loss"].append(oracle.loss(arch))
-        standalone["bleu"].append(limited.bleu(arch, beam=1).score)
-    signature = (
-        Oracle(work / "standalone-0", args.data, "valid", limit=args.bleu_limit)
-        .bleu(archs[0], beam=1)
-        .signature
-    )
+        for metric, values in scores(work / f"standalone-{i}", [arch]).items():
+            standalone[metric].append(values[0])
+    signature = None
+    if not bert:
+        signature = (
+            Oracle(work / "standalone-0", args.data, "valid", limit=args.bleu_limit)
+            .bleu(archs[0], beam=1)
+            .signature
+        )
 
     table, inherited = {}, {}
-    for mode in MODES:
-        inherited[mode] = scores(work / f"supernet-{mode}")
+    for mode in modes:
+        inherited[mode] = scores(work / f"supernet-{mode}", archs)
         row = {}
-        for metric in ("loss", "bleu"):
+        for metric in ("loss", second):
             diffs = [a - b for a, b in zip(inherited[mode][metric], standalone[metric])]
             tau = kendalltau(inherited[mode][metric], standalone[metric]).statistic
             row[metric] = {
@@ -143,26 +159,34 @@ def main() -> None:
             }
         table[mode] = row
 
+    scored = (
+        "loss = valid NLL per masked token (fixed masks), perplexity = exp(loss)"
+        if bert
+        else f"loss = valid NLL/token, BLEU greedy on {args.bleu_limit} valid (spread)"
+    )
     print(
         f"\n{args.space}, {args.data}, {args.steps} steps x {args.max_tokens} tokens per run, "
-        f"K={len(archs)}; loss = valid NLL/token, BLEU greedy on {args.bleu_limit} valid (spread)"
+        f"K={len(archs)}; {scored}"
     )
+    short = "PPL" if bert else "BLEU"
     print(
-        f"{'mode':<8}{'|dLoss|':>9}{'dLoss':>9}{'tau(L)':>8}{'|dBLEU|':>9}{'dBLEU':>8}{'tau(B)':>8}"
+        f"{'mode':<8}{'|dLoss|':>9}{'dLoss':>9}{'tau(L)':>8}"
+        f"{'|d' + short + '|':>9}{'d' + short:>9}{'tau(' + short[0] + ')':>8}"
     )
     for mode, row in table.items():
-        lo, bl = row["loss"], row["bleu"]
+        lo, q = row["loss"], row[second]
         print(
             f"{mode:<8}{lo['mean_abs']:>9.3f}{lo['mean_signed']:>+9.3f}{lo['kendall_tau']:>8.2f}"
-            f"{bl['mean_abs']:>9.2f}{bl['mean_signed']:>+8.2f}{bl['kendall_tau']:>8.2f}"
+            f"{q['mean_abs']:>9.2f}{q['mean_signed']:>+9.2f}{q['kendall_tau']:>8.2f}"
         )
-    print("\nper arch: standalone loss / BLEU, then inherited loss per mode")
+    print(f"\nper arch: standalone loss / {short}, then inherited per mode")
     for i in range(len(archs)):
         inh = "  ".join(
-            f"{m} {inherited[m]['loss'][i]:.3f}/{inherited[m]['bleu'][i]:.1f}" for m in MODES
+            f"{m} {inherited[m]['loss'][i]:.3f}/{inherited[m][second][i]:.1f}" for m in modes
         )
-        print(f"arch{i}: standalone {standalone['loss'][i]:.3f}/{standalone['bleu'][i]:.1f}  {inh}")
-    print(f"sacreBLEU signature: {signature}")
+        print(f"arch{i}: standalone {standalone['loss'][i]:.3f}/{standalone[second][i]:.1f}  {inh}")
+    if signature:
+        print(f"sacreBLEU signature: {signature}")
     result = {
         "args": vars(args),
         "archs": [a.to_dict() for a in archs],

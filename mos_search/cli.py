@@ -197,10 +197,14 @@ def _corpus_summary(corpus) -> str:
 def train_command(arch_file: str | None, resume: bool, **options) -> None:
     """Train a supernet (or, with --arch, one standalone architecture).
 
+    The space's task decides the objective: translation (parallel corpus) or masked-LM BERT
+    (a text corpus from `mos-search data text`; 15% of tokens masked, 80/10/10).
+
     \b
     Example:
       mos-search train --data data/bible --out runs/neuron --mode neuron --max-steps 2000
       mos-search train --out runs/neuron --max-steps 4000 --resume
+      mos-search train --data data/bible-en --space bert-cpu --out runs/bert-neuron --minutes 20
     """
     from mos_search.train import TrainConfig, resumed_config, train
 

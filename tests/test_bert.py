@@ -406,3 +406,15 @@ def test_supernet_config_for_the_wrong_task_is_refused():
 
     with pytest.raises(ConfigError, match="not translation"):
         Supernet(SupernetConfig(space=load_space("bert-cpu"), vocab_size=VOCAB))
+
+
+def test_cli_score_reports_perplexity_for_bert(bert_run):
+    result = CliRunner().invoke(
+        main, ["score", "--ckpt", str(bert_run), "--preset-arch", "largest"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "perplexity" in result.output and "masked token" in result.output
+    bleu = CliRunner().invoke(
+        main, ["score", "--ckpt", str(bert_run), "--preset-arch", "largest", "--metric", "bleu"]
+    )
+    assert bleu.exit_code == 2 and "translation metric" in bleu.output

@@ -29,7 +29,8 @@ def test_unknown_space_is_one_line_error():
     result = CliRunner().invoke(main, ["space", "nope"])
     assert result.exit_code == 2
     assert result.output.strip().splitlines() == [
-        "error: unknown search space 'nope'; presets: cpu-small, cpu-tiny, hat-wmt14 "
+        "error: unknown search space 'nope'; presets: bert-bottleneck, bert-cpu, cpu-small, "
+        "cpu-tiny, hat-wmt14 "
         "(or give a .toml path)"
     ]
 
