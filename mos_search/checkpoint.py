@@ -35,7 +35,7 @@ def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch
     tensors = {}
     for index, slots in state["state"].items():
         for slot, value in slots.items():
-            tensors[f"state.{index}.{slot}"] = torch.as_tensor(value).contiguous()
+            tensors[f"state.{index}.{slot}"] = torch.as_tensor(value).cpu().contiguous()
     return tensors, {"param_groups": state["param_groups"]}
 
 
@@ -66,7 +66,8 @@ def save_checkpoint(
     tmp = root / f".{name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, tmp / MODEL_FILE)
+    weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(weights, tmp / MODEL_FILE)
     state = {**state, "step": step, "model_sha256": sha256_file(tmp / MODEL_FILE)}
     if optimizer is not None:
         tensors, meta = optimizer_tensors(optimizer)

@@ -193,6 +193,19 @@ def _corpus_summary(corpus) -> str:
 @click.option("--valid-every", default=200, show_default=True)
 @click.option("--seed", default=1, show_default=True)
 @click.option("--threads", default=1, show_default=True, help="Torch intra-op threads.")
+@click.option(
+    "--device",
+    default="auto",
+    show_default=True,
+    help="auto (this rank's GPU if any, else CPU), cpu, cuda or cuda:N.",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(["auto", "fp32", "bf16"]),
+    default="auto",
+    show_default=True,
+    help="auto: bf16 autocast on a GPU, float32 on the CPU.",
+)
 @click.option("--resume", is_flag=True, help="Continue the run in --out where it stopped.")
 def train_command(arch_file: str | None, resume: bool, **options) -> None:
     """Train a supernet (or, with --arch, one standalone architecture).
@@ -200,11 +213,17 @@ def train_command(arch_file: str | None, resume: bool, **options) -> None:
     The space's task decides the objective: translation (parallel corpus) or masked-LM BERT
     (a text corpus from `mos-search data text`; 15% of tokens masked, 80/10/10).
 
+    Under torchrun it trains data-parallel (NCCL on GPUs, gloo on CPUs): --max-tokens is the
+    global batch, shared out over the ranks; rank 0 writes the checkpoints; a run resumes on any
+    number of ranks.
+
     \b
     Example:
       mos-search train --data data/bible --out runs/neuron --mode neuron --max-steps 2000
       mos-search train --out runs/neuron --max-steps 4000 --resume
       mos-search train --data data/bible-en --space bert-cpu --out runs/bert-neuron --minutes 20
+      torchrun --nproc-per-node 8 -m mos_search.cli train --data data/wmt --space hat-wmt14 \\
+          --out runs/hat-neuron --max-tokens 65536 --max-steps 40000
     """
     from mos_search.train import TrainConfig, resumed_config, train
 

@@ -26,6 +26,16 @@ def forward_fn(model: nn.Module, arch: ArchBase) -> Callable[..., Tensor]:
     return model
 
 
+def on_cpu(model: nn.Module, forward: Callable[..., Tensor]) -> Callable[..., Tensor]:
+    """`forward` taking and returning CPU tensors whatever device `model` is on (evaluation)."""
+    device = next(model.parameters()).device
+    if device.type == "cpu":
+        return forward
+    return lambda *inputs: (
+        forward(*(x.to(device) if isinstance(x, Tensor) else x for x in inputs)).float().cpu()
+    )
+
+
 class TrainingTask(Protocol):
     """Data and loss of one task, as the trainer uses them."""
 
@@ -69,13 +79,15 @@ class TranslationTask:
     ) -> tuple[Tensor, Tensor, int]:
         """See `TrainingTask`."""
         batch = collate(self.train_data, indices)
-        logits = forward_fn(model, arch)(batch.src, batch.prev)
-        loss, nll = label_smoothed_nll(logits, batch.target, self.config.label_smoothing)
+        device = next(model.parameters()).device
+        logits = forward_fn(model, arch)(batch.src.to(device), batch.prev.to(device))
+        target = batch.target.to(device)
+        loss, nll = label_smoothed_nll(logits, target, self.config.label_smoothing)
         return loss, nll, batch.target_tokens
 
     def valid_nll(self, model: nn.Module, arch: ArchBase) -> float:
         """See `TrainingTask`."""
-        return validation_loss(forward_fn(model, arch), self.valid_data)
+        return validation_loss(on_cpu(model, forward_fn(model, arch)), self.valid_data)
 
 
 class MaskedLMTask:
@@ -109,16 +121,16 @@ class MaskedLMTask:
         inputs, targets = masked_batch(
             self.train_data, indices, self.vocab_size, self.mask_id, self.config.seed, epoch
         )
-        nll, count = masked_nll(forward_fn(model, arch), inputs, targets)
+        device = next(model.parameters()).device
+        nll, count = masked_nll(forward_fn(model, arch), inputs.to(device), targets.to(device))
         return nll, nll, count
 
     def valid_nll(self, model: nn.Module, arch: ArchBase) -> float:
         """See `TrainingTask`."""
         from mos_search.mlm import masked_lm_nll
 
-        return masked_lm_nll(
-            forward_fn(model, arch), self.valid_data, self.vocab_size, self.mask_id
-        )
+        forward = on_cpu(model, forward_fn(model, arch))
+        return masked_lm_nll(forward, self.valid_data, self.vocab_size, self.mask_id)
 
 
 def make_task(task: str, config: Any) -> TrainingTask:

@@ -31,6 +31,16 @@ from mos_search.checkpoint import (
     save_checkpoint,
 )
 from mos_search.constants import MODES, SAMPLINGS
+from mos_search.distributed import (
+    PRECISIONS,
+    all_reduce_gradients,
+    all_reduce_sum,
+    any_rank,
+    barrier,
+    init_distributed,
+    shutdown,
+    use_bf16,
+)
 from mos_search.errors import CheckpointError, ConfigError
 from mos_search.models import build_model, standalone_spec, supernet_spec
 from mos_search.space import ArchBase, SearchSpace, load_space, space_from_dict
@@ -74,6 +84,8 @@ class TrainConfig:
     keep: int = 2
     seed: int = 1
     threads: int = 1
+    device: str = "auto"  # auto: this rank's GPU if there is one, else the CPU
+    precision: str = "auto"  # auto: bf16 autocast on a GPU, float32 on the CPU
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -105,6 +117,10 @@ class TrainConfig:
             raise ConfigError("label_smoothing and dropout must be in [0, 1)")
         if self.init_from is not None and self.arch is None:
             raise ConfigError("init_from (fine-tuning) needs the architecture to fine-tune")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(
+                f"precision: expected one of {', '.join(PRECISIONS)}, found {self.precision!r}"
+            )
         if self.max_tokens < self.max_len:
             raise ConfigError(
                 f"max_tokens ({self.max_tokens}) must be at least max_len ({self.max_len})"
@@ -206,6 +222,8 @@ class Trainer:
                 "it or choose another --out"
             )
         self.config = config
+        self.dist = init_distributed(config.device)
+        self.bf16 = use_bf16(config.precision, self.dist.device)
         torch.set_num_threads(config.threads)
         torch.manual_seed(config.seed)
         initial = None
@@ -219,7 +237,7 @@ class Trainer:
             space = initial.space if initial is not None else load_space(config.space)
         self.task = make_task(space.task, config)
         self.spec = state.get("model") or model_spec(config, space, self.task.vocab_size)
-        self.model = build_model(self.spec).train()
+        self.model = build_model(self.spec).train().to(self.dist.device)
         if initial is not None:  # fine-tuning: the sub-network's inherited weights
             if initial.vocab_size != self.task.vocab_size:
                 raise CheckpointError(
@@ -227,7 +245,7 @@ class Trainer:
                     f"{config.data} has {self.task.vocab_size}"
                 )
             inherited = initial.sub_network(space.arch_from_dict(config.arch))
-            self.model.load_state_dict(inherited.state_dict())
+            self.model.load_state_dict(inherited.state_dict())  # copies onto the device
         if isinstance(self.model, ElasticModel):
             self.space, fixed = self.model.config.space, None
         else:
@@ -252,12 +270,13 @@ class Trainer:
             self._restore(state)
             self._saved_step = self.step
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.dist.world > 1 and self.dist.is_main and not state:
+            print(f"data-parallel training on {self.dist.world} ranks ({self.dist.device.type})")
 
     def _restore(self, state: dict[str, Any]) -> None:
         load_weights(self.model, self.run_dir)
         tensors = load_tensors(self.run_dir, OPTIMIZER_FILE)
         restore_optimizer(self.optimizer, tensors, state["optimizer"])
-        torch.set_rng_state(tensors["rng.torch"])
         self.step, self.epoch = state["step"], state["epoch"]
         self.batch_in_epoch, self.elapsed = state["batch_in_epoch"], state["elapsed_seconds"]
         self.tokens_seen = state["tokens_seen"]
@@ -278,16 +297,33 @@ class Trainer:
         return indices, self.epoch
 
     def train_step(self) -> tuple[float, float, int]:
-        """One optimizer step; returns (loss per token, nll per token, target tokens)."""
+        """One optimizer step; returns (loss per token, nll per token, target tokens).
+
+        Losses are sums over tokens; the gradient is divided by the global token count after
+        the ranks' gradients are summed, so any number of ranks gives the one-process update.
+        Dropout is seeded by (seed, step, rank): a resumed run repeats an uninterrupted one.
+        """
         cfg = self.config
         indices, epoch = self._next_batch()
+        shard = self.dist.shard(indices)
         archs = self.sampler.archs(self.step)
+        torch.manual_seed(cfg.seed * 1_000_003 + self.step * 8_191 + self.dist.rank)
         self.optimizer.zero_grad(set_to_none=True)
         loss_total = nll_total = 0.0
+        ntokens = 0
         for arch in archs:
-            loss, nll, ntokens = self.task.loss(self.model, arch, indices, epoch)
-            (loss / (max(ntokens, 1) * len(archs))).backward()
+            if not shard:  # fewer examples than ranks: this rank adds zero gradients
+                break
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.bf16):
+                loss, nll, ntokens = self.task.loss(self.model, arch, shard, epoch)
+            (loss / len(archs)).backward()
             loss_total, nll_total = loss_total + loss.item(), nll_total + nll.item()
+        all_reduce_gradients(self.model, self.dist)
+        ntokens, loss_total, nll_total = all_reduce_sum([ntokens, loss_total, nll_total], self.dist)
+        ntokens = int(ntokens)
+        for p in self.model.parameters():
+            if p.grad is not None:
+                p.grad.div_(max(ntokens, 1))
         if cfg.clip_norm > 0:
             nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_norm)
         lr = inverse_sqrt_lr(self.step + 1, cfg.lr, cfg.warmup)
@@ -300,7 +336,10 @@ class Trainer:
         return loss_total / denominator, nll_total / denominator, ntokens
 
     def validate(self) -> dict[str, float]:
-        """Validation NLL per token of the largest and smallest archs (or the standalone one)."""
+        """Validation NLL per token of the largest and smallest archs (or the standalone one);
+        computed by rank 0 only (the others return nothing)."""
+        if not self.dist.is_main:
+            return {}
         self.model.eval()
         archs = (
             self.sampler.archs(0)[:1]
@@ -315,8 +354,12 @@ class Trainer:
         self.model.train()
         return out
 
-    def save(self) -> Path:
-        """Checkpoint the current step."""
+    def save(self) -> None:
+        """Checkpoint the current step (rank 0 writes; every rank waits for it)."""
+        self._saved_step = self.step
+        if not self.dist.is_main:
+            barrier(self.dist)
+            return
         state = {
             "model": self.spec,
             "train_config": self.config.to_dict(),
@@ -325,15 +368,17 @@ class Trainer:
             "elapsed_seconds": self.elapsed,
             "tokens_seen": self.tokens_seen,
             "corpus_digest": self.corpus_digest,
+            "world_size": self.dist.world,
         }
-        path = save_checkpoint(
+        save_checkpoint(
             self.run_dir, self.step, self.model, state, self.optimizer, self.config.keep
         )
-        self._saved_step = self.step
-        return path
+        barrier(self.dist)
 
     def _log(self, record: dict[str, Any]) -> None:
-        """Append a metrics line stamped with step, epoch and elapsed seconds."""
+        """Append a metrics line stamped with step, epoch and elapsed seconds (rank 0 only)."""
+        if not self.dist.is_main:
+            return
         stamped = {
             "step": self.step,
             "epoch": self.epoch,
@@ -367,7 +412,9 @@ class Trainer:
         from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
         cfg = self.config
-        (self.run_dir / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
+        if self.dist.is_main:
+            (self.run_dir / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
+        progress = progress and self.dist.is_main
         self._stop_requested, hard_stop, last_loss = False, False, None
         window_tokens, window_time = 0, 0.0
         in_main_thread = threading.current_thread() is threading.main_thread()
@@ -383,7 +430,7 @@ class Trainer:
             with Progress(*columns, disable=not progress, transient=False) as bar:
                 task = bar.add_task("train", total=cfg.max_steps, completed=self.step, status="")
                 clock = time.perf_counter()
-                while self._budget_left() and not self._stop_requested:
+                while not any_rank(not self._budget_left() or self._stop_requested, self.dist):
                     started = time.perf_counter()
                     loss, nll, ntokens = self.train_step()
                     spent = time.perf_counter() - started
@@ -423,6 +470,8 @@ class Trainer:
         interrupted = hard_stop or self._stop_requested
         if not interrupted:
             self._log({"final": True, **self.validate()})
+        barrier(self.dist)
+        shutdown(self.dist)
         checkpoint = resolve_checkpoint(self.run_dir)
         return TrainResult(self.run_dir, self.step, checkpoint, interrupted, last_loss)
 
@@ -436,6 +485,8 @@ RESUMABLE_CHANGES = (
     "valid_every",
     "keep",
     "threads",
+    "device",
+    "precision",
 )
 
 

@@ -1,0 +1,123 @@
+"""Data-parallel training under `torchrun`: process group, device choice, gradient all-reduce.
+
+Launched by `torchrun --nproc-per-node N mos-search train ...`, every process reads RANK,
+WORLD_SIZE and LOCAL_RANK from its environment and joins one process group: NCCL when it trains
+on a GPU, gloo on the CPU. Without those variables (plain `mos-search train`) nothing is
+initialised and every helper here is a no-op, so one code path serves both.
+
+Each rank takes its share of every global batch; after the sub-architectures' backward passes the
+ranks sum their gradients and token counts (`all_reduce`), so every rank applies the same update
+and holds the same weights, and the result equals one process training on the whole batch.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from mos_search.errors import ConfigError
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """Where this process sits: its rank among `world` processes and its device."""
+
+    rank: int
+    world: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the one that logs, validates and writes checkpoints."""
+        return self.rank == 0
+
+    def shard(self, indices: list[int]) -> list[int]:
+        """This rank's share of a global batch (every world-th example)."""
+        return indices[self.rank :: self.world]
+
+
+def resolve_device(choice: str, local_rank: int = 0) -> torch.device:
+    """`auto` (this rank's GPU if there is one, else the CPU), `cpu`, `cuda` or `cuda:N`."""
+    if choice == "auto":
+        choice = "cuda" if torch.cuda.is_available() else "cpu"
+    if choice.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {choice}: this PyTorch sees no CUDA device")
+        return torch.device(choice if ":" in choice else f"cuda:{local_rank}")
+    if choice != "cpu":
+        raise ConfigError(f"device: expected auto, cpu, cuda or cuda:N, found {choice!r}")
+    return torch.device("cpu")
+
+
+def use_bf16(precision: str, device: torch.device) -> bool:
+    """Whether to train under bf16 autocast: `auto` means on a GPU; the CPU stays float32."""
+    if precision not in PRECISIONS:
+        raise ConfigError(
+            f"precision: expected one of {', '.join(PRECISIONS)}, found {precision!r}"
+        )
+    if precision == "bf16" and device.type != "cuda":
+        raise ConfigError("bf16 training is for GPUs; CPU training runs in float32")
+    return precision == "bf16" or (precision == "auto" and device.type == "cuda")
+
+
+def init_distributed(device_choice: str = "auto") -> DistContext:
+    """Join the `torchrun` process group if launched by it; else a single-process context."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = resolve_device(device_choice, local_rank)
+    if world <= 1:
+        return DistContext(0, 1, device)
+    if not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return DistContext(dist.get_rank(), dist.get_world_size(), device)
+
+
+def all_reduce_gradients(model: nn.Module, context: DistContext) -> None:
+    """Sum every parameter's gradient over the ranks (missing gradients count as zeros)."""
+    if context.world <= 1:
+        return
+    grads = []
+    for p in model.parameters():
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        grads.append(p.grad)
+    flat = torch.cat([g.reshape(-1) for g in grads])  # one collective instead of one per tensor
+    dist.all_reduce(flat)
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset : offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+def all_reduce_sum(values: list[float], context: DistContext) -> list[float]:
+    """Element-wise sum of `values` over the ranks."""
+    if context.world <= 1:
+        return values
+    tensor = torch.tensor(values, dtype=torch.float64, device=context.device)
+    dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
+def any_rank(flag: bool, context: DistContext) -> bool:
+    """True on every rank when `flag` is true on at least one (a shared stop decision)."""
+    return all_reduce_sum([float(flag)], context)[0] > 0
+
+
+def barrier(context: DistContext) -> None:
+    """Wait for every rank (rank 0 writing a checkpoint, say)."""
+    if context.world > 1:
+        dist.barrier()
+
+
+def shutdown(context: DistContext) -> None:
+    """Leave the process group at the end of a run."""
+    if context.world > 1 and dist.is_initialized():
+        dist.destroy_process_group()
