@@ -172,7 +172,7 @@ class HatEvolution(SearchAlgorithm):
             ]
             archs = parents + mutated + crossed
         self.genes = [space.to_gene(a).tolist() for a in archs]
-        return [self.evaluator.evaluate(a) for a in archs]
+        return self.evaluator.evaluate_many(archs)
 
     def state(self) -> dict[str, Any]:
         """The population's genes and Python's random-generator state."""

@@ -504,6 +504,12 @@ def predictor_eval(predictor_path: str, dataset: str, space: str, raw: bool) -> 
 @click.option("--beam", default=1, show_default=True, help="Beam of --quality bleu.")
 @click.option("--threads", default=2, show_default=True, help="Torch threads of the oracle.")
 @click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    help="Score each generation's new candidates in N processes (1 thread each; same results).",
+)
+@click.option(
     "--max-latency-ms",
     multiple=True,
     help="Latency budget: X (first device) or DEVICE=X; repeatable.",
@@ -535,6 +541,7 @@ def search_command(
     limit: int,
     beam: int,
     threads: int,
+    workers: int,
     max_latency_ms: tuple[str, ...],
     max_params: int | None,
     max_memory_mib: float | None,
@@ -600,6 +607,7 @@ def search_command(
             "limit": limit,
             "beam": beam,
             "threads": threads,
+            "workers": workers,
             "predictors": list(predictors),
         },
     )

@@ -59,23 +59,47 @@ def latency_functions(
     }
 
 
-def translation_evaluator(config: SearchConfig, out: Path) -> ArchEvaluator:
-    """Oracle on the validation slice, predictors per device, exact parameter counts."""
+def search_oracle(extra: dict[str, Any]) -> Any:
+    """The validation-slice oracle of a search (one thread per process with a worker pool, so
+    parallel and sequential scoring compute the very same numbers)."""
     from mos_search.oracle import Oracle
-    from mos_search.transformer import count_parameters
 
-    extra = config.extra
-    oracle = Oracle(
+    workers = int(extra.get("workers", 1))
+    return Oracle(
         extra["checkpoint"],
         extra.get("data"),
         "valid",
         extra.get("limit"),
-        threads=extra.get("threads", 1),
+        threads=1 if workers > 1 else extra.get("threads", 1),
     )
+
+
+def with_scoring_pool(
+    evaluator: ArchEvaluator, oracle: Any, metric: str, beam: int, workers: int
+) -> ArchEvaluator:
+    """Give `evaluator` a pool of `workers` processes scoring each generation's new candidates
+    at once (nothing changes with one worker)."""
+    if workers <= 1:
+        return evaluator
+    from mos_search.oracle import ScoringPool
+
+    pool = ScoringPool(oracle.settings(), workers)
+    evaluator.score_in_batches(
+        lambda archs: oracle.score_many(archs, metric, beam, pool), pool.close
+    )
+    return evaluator
+
+
+def translation_evaluator(config: SearchConfig, out: Path) -> ArchEvaluator:
+    """Oracle on the validation slice, predictors per device, exact parameter counts."""
+    from mos_search.transformer import count_parameters
+
+    extra = config.extra
+    oracle = search_oracle(extra)
     space, vocab = oracle.space, oracle.loaded.vocab_size
     predictors = load_predictors(config.devices, tuple(extra.get("predictors", ())), space, vocab)
     beam = extra.get("beam", 1)
-    return ArchEvaluator(
+    evaluator = ArchEvaluator(
         space,
         quality=lambda arch: oracle.score(arch, config.metric, beam),
         metric=config.metric,
@@ -84,27 +108,21 @@ def translation_evaluator(config: SearchConfig, out: Path) -> ArchEvaluator:
         budget=Budget(dict(config.max_latency_ms), config.max_params),
         log_path=out / "evaluations.jsonl",
     )
+    return with_scoring_pool(evaluator, oracle, config.metric, beam, extra.get("workers", 1))
 
 
 def bert_evaluator(config: SearchConfig, out: Path) -> ArchEvaluator:
     """Masked-LM perplexity on the validation slice, parameter memory (MiB, fp32) of the encoder."""
     from mos_search.bert import bert_parameter_bytes, count_bert_parameters
-    from mos_search.oracle import Oracle
 
     extra = config.extra
-    oracle = Oracle(
-        extra["checkpoint"],
-        extra.get("data"),
-        "valid",
-        extra.get("limit"),
-        threads=extra.get("threads", 1),
-    )
+    oracle = search_oracle(extra)
     if oracle.task != "bert":
         raise ConfigError(
             f"{extra['checkpoint']} is a translation supernet; --task bert needs BERT"
         )
     space, vocab = oracle.space, oracle.loaded.vocab_size
-    return ArchEvaluator(
+    evaluator = ArchEvaluator(
         space,
         quality=lambda arch: oracle.score(arch, config.metric),
         metric=config.metric,
@@ -114,6 +132,7 @@ def bert_evaluator(config: SearchConfig, out: Path) -> ArchEvaluator:
         log_path=out / "evaluations.jsonl",
         cost_key="memory_mib",
     )
+    return with_scoring_pool(evaluator, oracle, config.metric, 1, extra.get("workers", 1))
 
 
 def latency_budgets(values: tuple[str, ...], devices: tuple[str, ...]) -> dict[str, float]:
@@ -155,7 +174,10 @@ def search_task(
             f"cache hits {r['cache_hits']}  {r['seconds']:.1f}s"
         )
 
-    result = run_search(config, evaluator, out, state, on_generation)
+    try:
+        result = run_search(config, evaluator, out, state, on_generation)
+    finally:
+        evaluator.close()
     if result.interrupted:
         echo(f"stopped after generation {result.generations_done}; add --resume to continue")
         return result

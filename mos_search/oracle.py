@@ -148,6 +148,16 @@ class Oracle:
             cache_path = cache_dir / "score_cache.jsonl"
         self.cache = ScoreCache(Path(cache_path) if cache_path else None)
 
+    def settings(self) -> dict:
+        """What another process needs to build the same oracle (a scoring pool's workers)."""
+        return {
+            "checkpoint": str(self.checkpoint),
+            "data": str(self.corpus.root),
+            "split": self.split,
+            "limit": self.limit,
+            "max_tokens": self.max_tokens,
+        }
+
     @property
     def space(self) -> SearchSpace:
         """The search space of the checkpoint."""
@@ -164,13 +174,25 @@ class Oracle:
             **settings,
         )
 
-    def loss(self, arch: ArchBase) -> float:
-        """Mean NLL per target token (nats) of `arch` on the split (BERT: per masked token,
-        with the split's fixed masks)."""
-        key = self._key(arch, "loss")
-        if (hit := self.cache.get(key)) is not None:
-            return hit["value"]
+    def _cache_key(self, arch: ArchBase, metric: str, beam: int, lenpen: float) -> str:
+        """Loss and perplexity share one record (perplexity = exp(loss))."""
+        if metric == "bleu":
+            return self._key(arch, "bleu", beam=beam, lenpen=lenpen)
+        return self._key(arch, "loss")
+
+    def compute(
+        self, arch: ArchBase, metric: str, beam: int = 5, lenpen: float = 1.0
+    ) -> tuple[dict, list[str] | None]:
+        """Score `arch` without the cache: the cache record and, for BLEU, the hypotheses."""
         model = self.loaded.sub_network(arch)
+        if metric == "bleu":
+            if self.task == "bert":
+                raise ConfigError("BLEU is a translation metric; this checkpoint is a BERT model")
+            ids = translate_ids(model, self.data, beam, lenpen)
+            hypotheses = [self.tokenizer.decode(h) for h in ids]
+            score, signature = corpus_bleu(hypotheses, self.data.references)
+            record = {"metric": "bleu", "value": score, "signature": signature, "beam": beam}
+            return {**record, "lenpen": lenpen, "arch": arch.to_dict()}, hypotheses
         if self.task == "bert":
             from mos_search.mlm import masked_lm_nll
 
@@ -178,8 +200,25 @@ class Oracle:
             value = masked_lm_nll(model, self.data, vocab, self.mask_id, self.max_tokens)
         else:
             value = validation_loss(model, self.data, self.max_tokens)
-        self.cache.put(key, {"metric": "loss", "value": value, "arch": arch.to_dict()})
-        return value
+        return {"metric": "loss", "value": value, "arch": arch.to_dict()}, None
+
+    def _record(
+        self, arch: ArchBase, metric: str, beam: int = 5, lenpen: float = 1.0
+    ) -> tuple[dict, list[str] | None]:
+        """The cached record of a score, computed (and cached) on a miss."""
+        key = self._cache_key(arch, metric, beam, lenpen)
+        hit = self.cache.get(key)
+        lines = self.cache.lines(key) if hit is not None and metric == "bleu" else None
+        if hit is not None and (metric != "bleu" or lines is not None):
+            return hit, lines
+        record, lines = self.compute(arch, metric, beam, lenpen)
+        self.cache.put(key, record, lines)
+        return record, lines
+
+    def loss(self, arch: ArchBase) -> float:
+        """Mean NLL per target token (nats) of `arch` on the split (BERT: per masked token,
+        with the split's fixed masks)."""
+        return self._record(arch, "loss")[0]["value"]
 
     def perplexity(self, arch: ArchBase) -> float:
         """Masked-LM perplexity of a BERT `arch`: exp of `loss` (cached with it)."""
@@ -191,28 +230,8 @@ class Oracle:
 
     def bleu(self, arch: ArchBase, beam: int = 5, lenpen: float = 1.0) -> BleuResult:
         """sacreBLEU of `arch`'s translations (detokenised) of the split."""
-        if self.task == "bert":
-            raise ConfigError("BLEU is a translation metric; this checkpoint is a BERT model")
-        key = self._key(arch, "bleu", beam=beam, lenpen=lenpen)
-        hit = self.cache.get(key)
-        if hit is not None and (cached_lines := self.cache.lines(key)) is not None:
-            return BleuResult(hit["value"], hit["signature"], cached_lines)
-        ids = translate_ids(self.loaded.sub_network(arch), self.data, beam, lenpen)
-        hypotheses = [self.tokenizer.decode(h) for h in ids]
-        score, signature = corpus_bleu(hypotheses, self.data.references)
-        self.cache.put(
-            key,
-            {
-                "metric": "bleu",
-                "value": score,
-                "signature": signature,
-                "beam": beam,
-                "lenpen": lenpen,
-                "arch": arch.to_dict(),
-            },
-            lines=hypotheses,
-        )
-        return BleuResult(score, signature, hypotheses)
+        record, lines = self._record(arch, "bleu", beam, lenpen)
+        return BleuResult(record["value"], record["signature"], lines or [])
 
     def score(self, arch: ArchBase, metric: str, beam: int = 5) -> float:
         """The value of `metric` ("loss", "perplexity": lower is better; "bleu": higher)."""
@@ -223,6 +242,66 @@ class Oracle:
         if metric == "bleu":
             return self.bleu(arch, beam).score
         raise ConfigError(f"metric: expected one of {', '.join(METRICS)}, found {metric!r}")
+
+    def score_many(
+        self, archs: list[ArchBase], metric: str, beam: int = 5, pool: ScoringPool | None = None
+    ) -> list[float]:
+        """`score` of each arch; the ones not cached are computed by `pool`'s workers at once
+        (the same numbers as computing them here, one after another)."""
+        if pool is not None:
+            missing, seen = [], set()
+            for arch in archs:
+                key = self._cache_key(arch, metric, beam, 1.0)
+                if key not in seen and self.cache.values.get(key) is None:
+                    seen.add(key)
+                    missing.append(arch)
+            for arch, (record, lines) in zip(missing, pool.compute(missing, metric, beam)):
+                self.cache.put(self._cache_key(arch, metric, beam, 1.0), record, lines)
+        return [self.score(arch, metric, beam) for arch in archs]
+
+
+_WORKER_ORACLE: Oracle | None = None
+
+
+def _start_worker(settings: dict) -> None:
+    global _WORKER_ORACLE
+    _WORKER_ORACLE = Oracle(**settings, cache_path=None, threads=1)
+
+
+def _worker_compute(arch: dict, metric: str, beam: int) -> tuple[dict, list[str] | None]:
+    assert _WORKER_ORACLE is not None
+    return _WORKER_ORACLE.compute(_WORKER_ORACLE.space.arch_from_dict(arch), metric, beam)
+
+
+class ScoringPool:
+    """Worker processes, each holding its own copy of an oracle (one thread each), that score
+    architectures in parallel. Scoring is deterministic, so results equal sequential scoring
+    at one thread; the parent oracle caches what the workers return."""
+
+    def __init__(self, settings: dict, workers: int) -> None:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        if workers < 2:
+            raise ConfigError(f"a scoring pool needs at least 2 workers, found {workers}")
+        self.workers = workers
+        self._executor = ProcessPoolExecutor(
+            workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_start_worker,
+            initargs=(settings,),
+        )
+
+    def compute(
+        self, archs: list[ArchBase], metric: str, beam: int
+    ) -> list[tuple[dict, list[str] | None]]:
+        """(record, hypotheses) of each arch, computed by the workers."""
+        jobs = [self._executor.submit(_worker_compute, a.to_dict(), metric, beam) for a in archs]
+        return [job.result() for job in jobs]
+
+    def close(self) -> None:
+        """Stop the workers."""
+        self._executor.shutdown(cancel_futures=True)
 
 
 def parse_archs(text: str, space: SearchSpace) -> list[ArchBase]:

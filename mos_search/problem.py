@@ -98,6 +98,9 @@ class ArchEvaluator:
             )
         self.space, self.metric, self.cost_key = space, metric, cost_key
         self._quality, self._latency, self._params = quality, latency, params
+        self._quality_many: Callable[[list[ArchBase]], list[float]] | None = None
+        self._precomputed: dict[str, float] = {}
+        self.closers: list[Callable[[], None]] = []
         self.devices = list(latency)
         self.log_path = Path(log_path) if log_path else None
         self.known: dict[str, Evaluation] = {}
@@ -176,6 +179,8 @@ class ArchEvaluator:
         if force_quality or all(v <= 0 for v in violations):
             earlier = self._earlier_by_key.pop(key, None)
             quality = earlier.quality if earlier and earlier.quality is not None else None
+            if quality is None and key in self._precomputed:
+                quality = self._precomputed.pop(key)
             if quality is None:
                 quality = float(self._quality(arch))
             self.oracle_calls += 1
@@ -190,6 +195,41 @@ class ArchEvaluator:
                 os.fsync(f.fileno())
             self.logged += 1
         return result
+
+    def evaluate_many(self, archs: Sequence[ArchBase]) -> list[Evaluation]:
+        """`evaluate` each arch in order; with `quality_many`, the oracle calls this will make
+        are made first, all at once, so the results and counters equal sequential evaluation."""
+        if self._quality_many is not None:
+            todo: dict[str, ArchBase] = {}
+            for arch in archs:
+                key = self._key(arch.to_dict())
+                earlier = self._earlier_by_key.get(key)
+                if (
+                    key in self.known
+                    or key in todo
+                    or (earlier is not None and earlier.quality is not None)
+                    or not self.feasible(arch)
+                ):
+                    continue
+                todo[key] = arch
+            if todo:
+                values = self._quality_many(list(todo.values()))
+                self._precomputed.update(zip(todo, (float(v) for v in values)))
+        return [self.evaluate(arch) for arch in archs]
+
+    def score_in_batches(
+        self, quality_many: Callable[[list[ArchBase]], list[float]], close: Callable[[], None]
+    ) -> None:
+        """Score the new candidates of each `evaluate_many` call at once with `quality_many`
+        (a worker pool); `close` releases it when the search ends."""
+        self._quality_many = quality_many
+        self.closers.append(close)
+
+    def close(self) -> None:
+        """Release what the quality functions hold (a worker pool)."""
+        for close in self.closers:
+            close()
+        self.closers.clear()
 
     @contextmanager
     def uncounted(self) -> Iterator[None]:
@@ -241,7 +281,8 @@ class ArchProblem(Problem):
         self.evaluator = evaluator
 
     def _evaluate(self, X: np.ndarray, out: dict[str, Any], *args: Any, **kwargs: Any) -> None:
-        results = [self.evaluator.evaluate(self.evaluator.space.from_gene(x)) for x in X]
+        space = self.evaluator.space
+        results = self.evaluator.evaluate_many([space.from_gene(x) for x in X])
         out["F"] = np.array([self.evaluator.objectives(r) for r in results], dtype=float)
         if self.n_ieq_constr:
             out["G"] = np.array([r.violations for r in results], dtype=float)

@@ -28,6 +28,7 @@ from mos_search.problem import QUALITY_SIGN, ArchEvaluator, Evaluation, non_domi
 STATE_VERSION = 1
 # settings a resumed run may change: only how long it goes on
 RESUMABLE_CHANGES = ("generations",)
+RESUMABLE_EXTRA = ("workers",)  # scoring in parallel gives the same numbers
 
 
 @dataclass(frozen=True)
@@ -156,6 +157,12 @@ class _StopFlag:
         self.requested = True
 
 
+def _comparable(config: SearchConfig) -> dict[str, Any]:
+    data = config.to_dict()
+    data["extra"] = {k: v for k, v in data["extra"].items() if k not in RESUMABLE_EXTRA}
+    return data
+
+
 def open_run(out: str | Path, config: SearchConfig, resume: bool) -> tuple[Path, dict | None]:
     """Create the run folder, or check a resumed one; the saved state, if resuming."""
     out = Path(out)
@@ -170,11 +177,8 @@ def open_run(out: str | Path, config: SearchConfig, resume: bool) -> tuple[Path,
         saved = SearchConfig.from_dict(
             state["config"] if state else json.loads(settings_path.read_text())
         )
-        changed = [
-            k
-            for k, v in config.to_dict().items()
-            if saved.to_dict()[k] != v and k not in RESUMABLE_CHANGES
-        ]
+        wanted, before = _comparable(config), _comparable(saved)
+        changed = [k for k, v in wanted.items() if before[k] != v and k not in RESUMABLE_CHANGES]
         if changed:
             raise ConfigError(
                 f"--resume: settings differ from the saved run in {', '.join(sorted(changed))}; "

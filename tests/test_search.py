@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import shutil
 import zlib
 
 import numpy as np
@@ -323,3 +324,43 @@ def test_two_devices_are_two_latency_objectives(tmp_path):
     assert evaluator.n_objectives == 3
     assert result.front and all(e.latency_ms["dev2"] <= 60.0 for e in result.front)
     assert 0 < result.history[-1]["hypervolume"] <= 1
+
+
+def test_parallel_scoring_equals_sequential(tiny_run, tmp_path, monkeypatch):
+    """A generation's candidates scored by 2 worker processes: the very same run."""
+    from mos_search.models import load_model
+    from mos_search.oracle import ScoringPool
+
+    pooled: list[int] = []
+    compute = ScoringPool.compute
+
+    def counting(self, archs, metric, beam):
+        pooled.append(len(archs))
+        return compute(self, archs, metric, beam)
+
+    monkeypatch.setattr(ScoringPool, "compute", counting)
+
+    predictor = tmp_path / "tiny-predictor.json"
+    tiny_predictor(vocab=load_model(tiny_run).vocab_size).save(predictor)
+    runs = {}
+    for workers in ("1", "2"):
+        out = tmp_path / f"search-{workers}"
+        supernet = tmp_path / f"supernet-{workers}"  # each run with its own score cache
+        shutil.copytree(tiny_run, supernet, ignore=shutil.ignore_patterns("score_cache*"))
+        args = [
+            "search", "--ckpt", str(supernet), "--predictor", str(predictor),
+            "--generations", "2", "--population", "8", "--limit", "12", "--threads", "1",
+            "--workers", workers, "--no-verify", "--out", str(out),
+        ]  # fmt: skip
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 0, result.output
+        runs[workers] = out
+    assert len(pooled) == 2 and all(n > 1 for n in pooled)  # both generations went to the pool
+    for name in ("evaluations.jsonl", "front.json"):
+        assert (runs["1"] / name).read_text() == (runs["2"] / name).read_text()
+    sequential = json.loads((runs["1"] / "state.json").read_text())["history"]
+    parallel = json.loads((runs["2"] / "state.json").read_text())["history"]
+    for a, b in zip(sequential, parallel):
+        assert {k: v for k, v in a.items() if k != "seconds"} == {
+            k: v for k, v in b.items() if k != "seconds"
+        }
