@@ -145,6 +145,30 @@ def data_text(
     click.echo(f"wrote {corpus.root}: {counts} sentences, vocab {corpus.vocab_size}")
 
 
+@data_group.command("tokenize")
+@click.option("--data", default="data/bible", show_default=True, help="Parallel corpus folder.")
+def data_tokenize(data: str) -> None:
+    """(Re)build a corpus's memory-mapped training tokens (`DIR/tokens/`).
+
+    `data bible` and `data parallel` build them already; run this for a corpus built by an
+    older version, or after replacing its files. Training reads these instead of the text.
+
+    \b
+    Example:
+      mos-search data tokenize --data data/wmt14-en-de
+    """
+    import json
+
+    from mos_search.data.corpus import open_corpus, tokenize_training_split
+
+    store = tokenize_training_split(open_corpus(data))
+    meta = json.loads((store / "meta.json").read_text())
+    for name, info in meta["files"].items():
+        click.echo(
+            f"{store}/{name}.bin: {info['sentences']:,} sentences, {info['tokens']:,} tokens"
+        )
+
+
 def _corpus_summary(corpus) -> str:
     import json
 

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from torch import Tensor, nn
 
-from mos_search.data.batches import collate, encode_split, token_batches
+from mos_search.data.batches import EncodedSplit, collate, encode_split, token_batches
 from mos_search.data.tokenizer import Tokenizer
 from mos_search.losses import label_smoothed_nll, validation_loss
 from mos_search.space import ArchBase
@@ -57,6 +57,16 @@ class TrainingTask(Protocol):
         ...
 
 
+def training_split(corpus: Any, tokenizer: Tokenizer, max_len: int) -> EncodedSplit:
+    """The training pairs: memory-mapped from the corpus's token store when it has an up-to-date
+    one (`mos-search data tokenize`), else tokenised into memory now."""
+    from mos_search.data.tokenized import open_training_split
+
+    source, target = (path.name for path in corpus.split_paths("train"))
+    stored = open_training_split(corpus.root, source, target, tokenizer.path, max_len)
+    return stored if stored is not None else encode_split(corpus, "train", tokenizer, max_len)
+
+
 class TranslationTask:
     """Parallel corpus; teacher-forced, label-smoothed NLL of the target side."""
 
@@ -67,7 +77,7 @@ class TranslationTask:
         tokenizer = Tokenizer(corpus.tokenizer_path)
         self.vocab_size, self.digest = tokenizer.vocab_size, corpus.digest()
         self.config = config
-        self.train_data = encode_split(corpus, "train", tokenizer, config.max_len)
+        self.train_data = training_split(corpus, tokenizer, config.max_len)
         self.valid_data = encode_split(corpus, "valid", tokenizer).subset(config.valid_limit)
 
     def batches(self, epoch: int) -> list[list[int]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 
+import numpy as np
 import pytest
 import torch
 
@@ -161,3 +162,63 @@ def test_subset_spreads_over_the_split(tiny_corpus):
     assert len(part) == 4 and part.references[0] == data.references[0]
     assert part.references[-1] == data.references[-1]
     assert data.subset(None) is data and data.subset(10_000) is data
+
+
+def test_memory_mapped_training_split_equals_the_in_memory_one(tiny_corpus):
+    from mos_search.data.batches import encode_split, token_batches
+    from mos_search.data.tokenized import MemmapSplit, open_training_split
+    from mos_search.data.tokenizer import Tokenizer
+
+    tokenizer = Tokenizer(tiny_corpus.tokenizer_path)
+    assert (tiny_corpus.root / "tokens" / "meta.json").is_file()  # built with the corpus
+    for max_len in (128, 9):
+        mapped = open_training_split(
+            tiny_corpus.root, "train.es", "train.en", tokenizer.path, max_len
+        )
+        memory = encode_split(tiny_corpus, "train", tokenizer, max_len)
+        assert isinstance(mapped, MemmapSplit) and len(mapped) == len(memory)
+        for i in range(len(memory)):
+            np.testing.assert_array_equal(mapped.sources[i], memory.sources[i])
+            np.testing.assert_array_equal(mapped.targets[i], memory.targets[i])
+        assert token_batches(mapped, 200, seed=3, epoch=1) == token_batches(
+            memory, 200, seed=3, epoch=1
+        )
+        picked = mapped.subset(7)
+        np.testing.assert_array_equal(picked.sources[6], memory.subset(7).sources[6])
+
+
+def test_a_stale_token_store_is_ignored(tiny_corpus, tmp_path):
+
+    from mos_search.data.corpus import open_corpus
+    from mos_search.data.tokenized import open_training_split
+
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_corpus.root, copy)
+    meta = copy / "tokens" / "meta.json"
+    meta.write_text(meta.read_text().replace('"tokenizer": "', '"tokenizer": "0'))
+    corpus = open_corpus(copy)
+    assert open_training_split(copy, "train.es", "train.en", corpus.tokenizer_path, 128) is None
+
+
+def test_training_reads_the_store_with_the_same_result(tiny_corpus, tmp_path):
+
+    from mos_search.checkpoint import load_tensors
+    from mos_search.train import TrainConfig, Trainer, train
+
+    from conftest import TINY_SPACE
+
+    plain = tmp_path / "plain"
+    shutil.copytree(tiny_corpus.root, plain, ignore=shutil.ignore_patterns("tokens"))
+    runs = {}
+    for name, data in (("mapped", tiny_corpus.root), ("plain", plain)):
+        config = TrainConfig(
+            data=str(data), out=str(tmp_path / f"run-{name}"), space=TINY_SPACE, mode="shared",
+            max_tokens=256, max_steps=3, warmup=1, save_every=3, valid_every=0, device="cpu",
+        )  # fmt: skip
+        if name == "mapped":
+            assert type(Trainer(config).task.train_data).__name__ == "MemmapSplit"
+            shutil.rmtree(config.out)
+        train(config, progress=False)
+        runs[name] = load_tensors(config.out)
+    for key, value in runs["plain"].items():
+        assert torch.equal(value, runs["mapped"][key]), key

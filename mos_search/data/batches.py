@@ -23,6 +23,14 @@ class EncodedSplit:
     def __len__(self) -> int:
         return len(self.sources)
 
+    def lengths(self, by_source: bool = False) -> np.ndarray:
+        """Per-pair batching length: the source's, or the longer side's."""
+        if by_source:
+            return np.array([len(s) for s in self.sources], dtype=np.int64)
+        return np.array(
+            [max(len(s), len(t)) for s, t in zip(self.sources, self.targets)], dtype=np.int64
+        )
+
     def subset(self, limit: int | None) -> EncodedSplit:
         """`limit` pairs spread evenly over the split, in order (all when None or larger).
 
@@ -67,9 +75,7 @@ def token_batches(
     With a seed, ties in length are broken randomly and the batch order is shuffled, both fixed
     by (seed, epoch); without one, batches follow length order (evaluation).
     """
-    lengths = [
-        len(s) if by_source else max(len(s), len(t)) for s, t in zip(data.sources, data.targets)
-    ]
+    lengths = data.lengths(by_source).tolist()
     rng = random.Random(None if seed is None else seed * 1_000_003 + epoch)
     tie = [rng.random() for _ in lengths] if seed is not None else list(range(len(lengths)))
     order = sorted(range(len(lengths)), key=lambda i: (lengths[i], tie[i]))

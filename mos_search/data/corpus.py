@@ -21,6 +21,7 @@ from mos_search.errors import DataError
 from mos_search.files import sha256_file
 
 SPLITS = ("train", "valid", "test")
+TOKENIZER_SAMPLE = 2_000_000  # SentencePiece trains on at most this many sentences
 MANIFEST = "corpus.json"
 
 
@@ -122,8 +123,9 @@ def train_tokenizer(
             eos_id=EOS_ID,
             num_threads=1,
             minloglevel=2,
-            input_sentence_size=0,
-            shuffle_input_sentence=False,
+            # all sentences of a corpus up to 2 M lines (reproducible); a sample of larger ones
+            input_sentence_size=0 if len(sentences) <= TOKENIZER_SAMPLE else TOKENIZER_SAMPLE,
+            shuffle_input_sentence=len(sentences) > TOKENIZER_SAMPLE,
             hard_vocab_limit=False,
             user_defined_symbols=list(user_symbols),
         )
@@ -163,7 +165,18 @@ def build_corpus(
         **(extra or {}),
     }
     write_manifest(out, meta)
-    return open_corpus(out)
+    corpus = open_corpus(out)
+    tokenize_training_split(corpus)
+    return corpus
+
+
+def tokenize_training_split(corpus: Corpus) -> Path:
+    """Write the corpus's memory-mapped training token store (`tokens/`), one streaming pass."""
+    from mos_search.data.tokenized import build_token_store
+    from mos_search.data.tokenizer import Tokenizer
+
+    files = [path.name for path in corpus.split_paths("train")]
+    return build_token_store(corpus.root, files, Tokenizer(corpus.tokenizer_path))
 
 
 def write_manifest(out: Path, meta: dict) -> None:
