@@ -71,7 +71,6 @@ def save_checkpoint(
     state = {**state, "step": step, "model_sha256": sha256_file(tmp / MODEL_FILE)}
     if optimizer is not None:
         tensors, meta = optimizer_tensors(optimizer)
-        tensors["rng.torch"] = torch.get_rng_state()
         save_file(tensors, tmp / OPTIMIZER_FILE)
         state["optimizer"] = meta
     (tmp / STATE_FILE).write_text(json.dumps(state, indent=1))

@@ -609,6 +609,8 @@ def search_command(
         raise click.UsageError("--task bert searches memory: use --max-memory-mib, not latency")
     if not bert and max_memory_mib is not None:
         raise click.UsageError("--max-memory-mib is for --task bert")
+    if max_memory_mib is not None and max_memory_mib <= 0:
+        raise click.UsageError("--max-memory-mib must be positive")
     if bert:
         devices = (MEMORY_COST,)
         budgets = {} if max_memory_mib is None else {MEMORY_COST: max_memory_mib}
@@ -707,11 +709,11 @@ def export_command(
         if quantize:
             raise click.UsageError("--quantize is for translation models")
         card = export_bert_model(ckpt, arch, out, data, test_limit, echo=click.echo)
-        memory = card["memory_mib"]
+        memory = card["memory"]
         click.echo(
             f"wrote {out}: test perplexity {card['perplexity']['pytorch']:.2f}, parameters "
-            f"{memory['params_fp32']:.1f} MiB fp32, ONNX Runtime peak "
-            f"{memory['onnxruntime_peak']:.1f} MiB at length {memory['onnxruntime_peak_length']}"
+            f"{memory['params_fp32_mib']:.1f} MiB fp32, ONNX Runtime peak "
+            f"{memory['onnxruntime_peak_mib']:.1f} MiB at length {memory['sequence_length']}"
         )
         return
     card = export_model(ckpt, arch, out, data, devices, test_limit, beam, quantize, echo=click.echo)

@@ -7,7 +7,9 @@ initialised and every helper here is a no-op, so one code path serves both.
 
 Each rank takes its share of every global batch; after the sub-architectures' backward passes the
 ranks sum their gradients and token counts (`all_reduce`), so every rank applies the same update
-and holds the same weights, and the result equals one process training on the whole batch.
+and holds the same weights. Without dropout the result equals one process training on the whole
+batch (to rounding); dropout masks are drawn per rank, so with dropout it matches in
+distribution only.
 """
 
 from __future__ import annotations
@@ -71,6 +73,11 @@ def init_distributed(device_choice: str = "auto") -> DistContext:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = resolve_device(device_choice, local_rank)
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ConfigError(
+            f"rank {local_rank} wants cuda:{device.index}; {torch.cuda.device_count()} "
+            "GPU(s) visible: start at most that many ranks per node"
+        )
     if world <= 1:
         return DistContext(0, 1, device)
     if not dist.is_initialized():
@@ -81,20 +88,25 @@ def init_distributed(device_choice: str = "auto") -> DistContext:
 
 
 def all_reduce_gradients(model: nn.Module, context: DistContext) -> None:
-    """Sum every parameter's gradient over the ranks (missing gradients count as zeros)."""
+    """Sum every parameter's gradient over the ranks.
+
+    A parameter no rank gave a gradient (a layer no sampled architecture uses) keeps `None`, as
+    in one process: Adam skips it instead of moving it on its momentum.
+    """
     if context.world <= 1:
         return
-    grads = []
-    for p in model.parameters():
-        if p.grad is None:
-            p.grad = torch.zeros_like(p)
-        grads.append(p.grad)
-    flat = torch.cat([g.reshape(-1) for g in grads])  # one collective instead of one per tensor
+    params = list(model.parameters())
+    present = [p.grad is not None for p in params]
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flags = torch.tensor(present, dtype=grads[0].dtype, device=grads[0].device)
+    flat = torch.cat([g.reshape(-1) for g in grads] + [flags])  # one collective for all
     dist.all_reduce(flat)
     offset = 0
     for g in grads:
         g.copy_(flat[offset : offset + g.numel()].view_as(g))
         offset += g.numel()
+    for p, g, used in zip(params, grads, flat[offset:].tolist()):
+        p.grad = g if used > 0 else None
 
 
 def all_reduce_sum(values: list[float], context: DistContext) -> list[float]:

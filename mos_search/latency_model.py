@@ -60,6 +60,7 @@ def train_latency_predictor(
     if len(records) < 10:
         raise PredictorError(f"{dataset}: {len(records)} records; at least 10 are needed")
     space = load_space(space_name)
+    space.require_task("translation", "a latency predictor")
     names = list(space.feature_names)
     features = np.array([r["features"] for r in records])
     if features.shape[1] != len(names):

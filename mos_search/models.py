@@ -112,13 +112,20 @@ class ScoredModel:
         return [] if isinstance(self.model, ElasticModel) else [self.model.arch]
 
 
+def spec_space(spec: dict[str, Any]) -> dict[str, Any]:
+    """The space saved in a model description (supernet or standalone)."""
+    try:
+        return spec["supernet"]["space"] if spec.get("kind") == "supernet" else spec["space"]
+    except (KeyError, TypeError):
+        raise CheckpointError("the checkpoint's model description has no search space") from None
+
+
 def checkpoint_task(checkpoint: str | Path) -> str:
     """The task ("translation" or "bert") of a checkpoint, read from its state only."""
     spec = read_state(checkpoint).get("model")
     if not isinstance(spec, dict):
         raise CheckpointError(f"{checkpoint} has no model description: not a mos-search checkpoint")
-    space = spec["supernet"]["space"] if spec.get("kind") == "supernet" else spec.get("space", {})
-    return str(space.get("task", "translation"))
+    return str(spec_space(spec).get("task", "translation"))
 
 
 def load_model(checkpoint: str | Path) -> ScoredModel:

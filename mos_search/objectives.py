@@ -92,10 +92,12 @@ def with_scoring_pool(
 
 def translation_evaluator(config: SearchConfig, out: Path) -> ArchEvaluator:
     """Oracle on the validation slice, predictors per device, exact parameter counts."""
-    from mos_search.transformer import count_parameters
+    from mos_search.models import count_arch_parameters
 
     extra = config.extra
     oracle = search_oracle(extra)
+    if oracle.task == "bert":
+        raise ConfigError(f"{extra['checkpoint']} is a BERT supernet: search it with --task bert")
     space, vocab = oracle.space, oracle.loaded.vocab_size
     predictors = load_predictors(config.devices, tuple(extra.get("predictors", ())), space, vocab)
     beam = extra.get("beam", 1)
@@ -104,7 +106,7 @@ def translation_evaluator(config: SearchConfig, out: Path) -> ArchEvaluator:
         quality=lambda arch: oracle.score(arch, config.metric, beam),
         metric=config.metric,
         latency=latency_functions(predictors, space),
-        params=lambda arch: count_parameters(arch, vocab, space.qkv_dim),
+        params=lambda arch: count_arch_parameters(space, arch, vocab),
         budget=Budget(dict(config.max_latency_ms), config.max_params),
         log_path=out / "evaluations.jsonl",
     )
@@ -113,7 +115,8 @@ def translation_evaluator(config: SearchConfig, out: Path) -> ArchEvaluator:
 
 def bert_evaluator(config: SearchConfig, out: Path) -> ArchEvaluator:
     """Masked-LM perplexity on the validation slice, parameter memory (MiB, fp32) of the encoder."""
-    from mos_search.bert import bert_parameter_bytes, count_bert_parameters
+    from mos_search.bert import bert_parameter_bytes
+    from mos_search.models import count_arch_parameters
 
     extra = config.extra
     oracle = search_oracle(extra)
@@ -127,7 +130,7 @@ def bert_evaluator(config: SearchConfig, out: Path) -> ArchEvaluator:
         quality=lambda arch: oracle.score(arch, config.metric),
         metric=config.metric,
         latency={MEMORY_COST: lambda arch: bert_parameter_bytes(arch, vocab) / 2**20},
-        params=lambda arch: count_bert_parameters(arch, vocab),
+        params=lambda arch: count_arch_parameters(space, arch, vocab),
         budget=Budget(dict(config.max_latency_ms), config.max_params),
         log_path=out / "evaluations.jsonl",
         cost_key="memory_mib",
@@ -189,12 +192,12 @@ def search_task(
         for row in verify_bert_front(
             out, config.extra["checkpoint"], config.extra.get("data"), **verify
         ):
-            memory = row["memory_mib"]
+            memory = row["memory"]
             echo(
                 f"verified: test perplexity {row['test_perplexity']:.2f}  parameters "
-                f"{memory['params_fp32']:.1f} MiB fp32 / {memory['params_fp16']:.1f} MiB fp16  "
-                f"ONNX Runtime peak {memory['onnxruntime_peak']:.1f} MiB at length "
-                f"{row['sequence_length']}"
+                f"{memory['params_fp32_mib']:.1f} MiB fp32 / {memory['params_fp16_mib']:.1f} MiB "
+                f"fp16  ONNX Runtime peak {memory['onnxruntime_peak_mib']:.1f} MiB at length "
+                f"{memory['sequence_length']}"
             )
     elif verify is not None:
         from mos_search.verify import verify_front

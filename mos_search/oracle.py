@@ -24,10 +24,11 @@ from mos_search.data.tokenizer import Tokenizer
 from mos_search.decode import translate_ids
 from mos_search.errors import ConfigError
 from mos_search.losses import validation_loss
+from mos_search.mlm import EVAL_MASK_SEED
 from mos_search.models import count_arch_parameters, load_model
 from mos_search.space import ArchBase, SearchSpace
 
-MLM_MAX_LEN = 128  # masked-LM sentences are cut to this many tokens, as in training
+MLM_MAX_LEN = 128  # masked-LM sentences are cut to this many tokens unless training said else
 
 
 @dataclass(frozen=True)
@@ -136,9 +137,12 @@ class Oracle:
                 f"checkpoint expects {self.loaded.vocab_size}"
             )
         self.split, self.limit, self.max_tokens = split, limit, max_tokens
+        self.max_len = None
         if self.task == "bert":
             self.mask_id = check_mask_token(self.tokenizer.mask_id, str(data))
-            encoded = encode_text_split(self.corpus, split, self.tokenizer, MLM_MAX_LEN)
+            trained = read_state(self.checkpoint).get("train_config", {})
+            self.max_len = int(trained.get("max_len", MLM_MAX_LEN))
+            encoded = encode_text_split(self.corpus, split, self.tokenizer, self.max_len)
         else:
             encoded = encode_split(self.corpus, split, self.tokenizer)
         self.data = encoded.subset(limit)
@@ -172,6 +176,7 @@ class Oracle:
             split=self.split,
             limit=self.limit,
             **settings,
+            **({"max_len": self.max_len, "mask_seed": EVAL_MASK_SEED} if self.max_len else {}),
         )
 
     def _cache_key(self, arch: ArchBase, metric: str, beam: int, lenpen: float) -> str:
@@ -197,7 +202,7 @@ class Oracle:
             from mos_search.mlm import masked_lm_nll
 
             vocab = self.loaded.vocab_size
-            value = masked_lm_nll(model, self.data, vocab, self.mask_id, self.max_tokens)
+            value = masked_lm_nll(model, self.data, vocab, self.mask_id, self.max_tokens)  # fixed
         else:
             value = validation_loss(model, self.data, self.max_tokens)
         return {"metric": "loss", "value": value, "arch": arch.to_dict()}, None
@@ -264,8 +269,11 @@ _WORKER_ORACLE: Oracle | None = None
 
 
 def _start_worker(settings: dict) -> None:
+    import signal
+
     global _WORKER_ORACLE
-    _WORKER_ORACLE = Oracle(**settings, cache_path=None, threads=1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it stops between
+    _WORKER_ORACLE = Oracle(**settings, cache_path=None, threads=1)  # generations
 
 
 def _worker_compute(arch: dict, metric: str, beam: int) -> tuple[dict, list[str] | None]:
@@ -296,8 +304,17 @@ class ScoringPool:
         self, archs: list[ArchBase], metric: str, beam: int
     ) -> list[tuple[dict, list[str] | None]]:
         """(record, hypotheses) of each arch, computed by the workers."""
-        jobs = [self._executor.submit(_worker_compute, a.to_dict(), metric, beam) for a in archs]
-        return [job.result() for job in jobs]
+        from concurrent.futures.process import BrokenProcessPool
+
+        try:
+            jobs = [
+                self._executor.submit(_worker_compute, a.to_dict(), metric, beam) for a in archs
+            ]
+            return [job.result() for job in jobs]
+        except BrokenProcessPool:
+            raise ConfigError(
+                "a scoring worker died (out of memory?); rerun with fewer --workers"
+            ) from None
 
     def close(self) -> None:
         """Stop the workers."""

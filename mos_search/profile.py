@@ -57,6 +57,9 @@ class ArchModels:
     """Standalone models for architectures: extracted from a checkpoint, or freshly initialised."""
 
     def __init__(self, space: SearchSpace, vocab_size: int) -> None:
+        space.require_task(
+            "translation", "latency profiling (BERT searches memory: search --task bert)"
+        )
         self.space, self.vocab_size, self.loaded = space, vocab_size, None
 
     @classmethod

@@ -66,7 +66,7 @@ def _bert_rows(run: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
     for rank, point in enumerate(run["front"], 1):
         v = verified.get(_key(point["arch"]), {})
-        memory = v.get("memory_mib", {})
+        memory = v.get("memory", {})
         out.append(
             {
                 "rank": rank,
@@ -75,7 +75,7 @@ def _bert_rows(run: dict[str, Any]) -> list[dict[str, Any]]:
                 "params_m": point["params"] / 1e6,
                 "params_fp32_mib": point["memory_mib"][cost],
                 "params_fp16_mib": point["memory_mib"][cost] / 2,
-                "onnxruntime_peak_mib": memory.get("onnxruntime_peak"),
+                "onnxruntime_peak_mib": memory.get("onnxruntime_peak_mib"),
                 "arch": json.dumps(point["arch"]),
             }
         )
@@ -152,18 +152,18 @@ def _verified_bert_plot(runs: list[dict], out: Path) -> str:
 
     fig, ax = plt.subplots(figsize=(6.4, 4.6))
     for colour, run in zip(["tab:blue", "tab:orange"], runs):
-        points = sorted(run["verified"], key=lambda v: v["memory_mib"]["params_fp32"])
+        points = sorted(run["verified"], key=lambda v: v["memory"]["params_fp32_mib"])
         if not points:
             continue
         ppl = [v["test_perplexity"] for v in points]
         for key, style, label in (
-            ("onnxruntime_peak", "o-", "peak inference memory, ONNX Runtime"),
-            ("params_fp32", "s--", "parameters, fp32"),
-            ("params_fp16", "^:", "parameters, fp16"),
+            ("onnxruntime_peak_mib", "o-", "peak inference memory, ONNX Runtime"),
+            ("params_fp32_mib", "s--", "parameters, fp32"),
+            ("params_fp16_mib", "^:", "parameters, fp16"),
         ):
-            xs = [v["memory_mib"][key] for v in points]
+            xs = [v["memory"][key] for v in points]
             ax.plot(xs, ppl, style, color=colour, ms=4, label=f"{run['name']}: {label}")
-    length = runs[0]["verified"][0].get("sequence_length", 128)
+    length = runs[0]["verified"][0]["memory"]["sequence_length"]
     ax.set_xlabel(f"memory (MiB); peak at batch 1 x {length} tokens")
     ax.set_ylabel("test perplexity (masked LM, fixed masks)")
     ax.set_title("Verified front: perplexity vs memory")

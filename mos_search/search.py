@@ -256,9 +256,11 @@ def run_search(
     front = pareto_front(evaluator)
     if not interrupted:
         if not front:
+            option = (
+                "--max-memory-mib" if evaluator.cost_key == "memory_mib" else "--max-latency-ms"
+            )
             raise ConfigError(
-                "no architecture the search scored met the budget; loosen --max-latency-ms or "
-                "--max-params"
+                f"no architecture the search scored met the budget; loosen {option} or --max-params"
             )
         _write_json(out / "front.json", front_records(front, evaluator))
     return SearchResult(front, len(history), interrupted, history, out)
@@ -284,8 +286,10 @@ def _check_budget_reachable(evaluator: ArchEvaluator) -> None:
     latency, params, violations = evaluator.constraints(smallest)
     if all(v <= 0 for v in violations):
         return
+    memory = evaluator.cost_key == "memory_mib"
+    unit, how = ("MiB", "") if memory else ("ms", "predicted ")
     parts = [
-        f"{d}: smallest predicted {latency[d]:.2f} ms > budget {limit:g} ms"
+        f"{d}: smallest {how}{latency[d]:.2f} {unit} > budget {limit:g} {unit}"
         for d, limit in evaluator.budget.max_latency_ms.items()
         if latency[d] > limit
     ]

@@ -213,8 +213,15 @@ class SearchSpace:
 
     @property
     def qkv_dim(self) -> int:
-        """Fixed width of attention query/key/value projections."""
+        """Fixed width of attention query/key/value projections (translation spaces)."""
+        if "qkv_dim" not in self.settings:
+            raise SpaceError(f"space {self.name!r} ({self.task}) has no fixed qkv_dim")
         return int(self.settings["qkv_dim"])
+
+    def require_task(self, task: str, what: str) -> None:
+        """A clear error when `what` does not apply to this space's task."""
+        if self.task != task:
+            raise SpaceError(f"{what} is for {task} spaces; {self.name!r} is a {self.task} space")
 
     def max_layers(self, per_layer_field: str) -> int:
         """Largest layer count the given per-layer field can repeat over."""

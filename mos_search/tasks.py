@@ -63,7 +63,7 @@ def training_split(corpus: Any, tokenizer: Tokenizer, max_len: int) -> EncodedSp
     from mos_search.data.tokenized import open_training_split
 
     source, target = (path.name for path in corpus.split_paths("train"))
-    stored = open_training_split(corpus.root, source, target, tokenizer.path, max_len)
+    stored = open_training_split(corpus.root, source, target, max_len)
     return stored if stored is not None else encode_split(corpus, "train", tokenizer, max_len)
 
 

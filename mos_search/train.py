@@ -2,8 +2,9 @@
 
 One step: sample architectures (sandwich rule: largest + smallest + k random; or k random, HAT's
 way), accumulate their gradients on the same batch, clip, Adam step. Architecture samples are
-seeded by (seed, step) and batches by (seed, epoch), so a resumed run (weights, optimizer, RNG and
-data position restored) ends with the same weights as an uninterrupted one.
+seeded by (seed, step), dropout by (seed, step, rank) and batches by (seed, epoch), so a resumed
+run (weights, optimizer and data position restored) ends with the same weights as an
+uninterrupted one. Under `torchrun` the ranks share out each global batch (see distributed.py).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from mos_search.distributed import (
     use_bf16,
 )
 from mos_search.errors import CheckpointError, ConfigError
-from mos_search.models import build_model, standalone_spec, supernet_spec
+from mos_search.models import build_model, spec_space, standalone_spec, supernet_spec
 from mos_search.space import ArchBase, SearchSpace, load_space, space_from_dict
 from mos_search.supernet import ElasticModel, SupernetConfig
 from mos_search.tasks import make_task
@@ -232,7 +233,7 @@ class Trainer:
 
             initial = load_model(config.init_from)
         if state:
-            space = space_from_dict(_spec_space(state["model"]), "checkpoint")
+            space = space_from_dict(spec_space(state["model"]), "checkpoint")
         else:
             space = initial.space if initial is not None else load_space(config.space)
         self.task = make_task(space.task, config)
@@ -301,7 +302,8 @@ class Trainer:
 
         Losses are sums over tokens; the gradient is divided by the global token count after
         the ranks' gradients are summed, so any number of ranks gives the one-process update.
-        Dropout is seeded by (seed, step, rank): a resumed run repeats an uninterrupted one.
+        Dropout is seeded by (seed, step, rank): a resumed run repeats an uninterrupted one on
+        the same number of ranks (and on any number when dropout is 0).
         """
         cfg = self.config
         indices, epoch = self._next_batch()
@@ -465,14 +467,18 @@ class Trainer:
         finally:
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
-        if not hard_stop and self._saved_step != self.step:
+        if hard_stop:  # no collective calls: the other ranks stop on their own signal
+            shutdown(self.dist)
+            checkpoint = resolve_checkpoint(self.run_dir)
+            return TrainResult(self.run_dir, self.step, checkpoint, True, last_loss)
+        if self._saved_step != self.step:
             self.save()
-        interrupted = hard_stop or self._stop_requested
-        if not interrupted:
+        if not self._stop_requested:
             self._log({"final": True, **self.validate()})
         barrier(self.dist)
         shutdown(self.dist)
         checkpoint = resolve_checkpoint(self.run_dir)
+        interrupted = self._stop_requested
         return TrainResult(self.run_dir, self.step, checkpoint, interrupted, last_loss)
 
 
@@ -508,11 +514,6 @@ def resumed_config(out: str | Path, **changes: Any) -> TrainConfig:
     return replace(
         saved, **{k: v for k, v in changes.items() if k in RESUMABLE_CHANGES}, out=str(out)
     )
-
-
-def _spec_space(spec: dict[str, Any]) -> dict[str, Any]:
-    """The space saved in a model description (supernet or standalone)."""
-    return spec["supernet"]["space"] if spec.get("kind") == "supernet" else spec["space"]
 
 
 def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> TrainResult:

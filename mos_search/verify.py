@@ -110,9 +110,8 @@ def verify_bert_front(
     """
     import tempfile
 
-    from devices.memory import peak_memory
-    from mos_search.bert import bert_parameter_bytes
     from mos_search.export import export_bert_onnx
+    from mos_search.memory import encoder_memory
     from mos_search.oracle import Oracle
 
     run_dir = Path(run_dir)
@@ -127,18 +126,8 @@ def verify_bert_front(
         arch = oracle.space.arch_from_dict(record["arch"])
         with tempfile.TemporaryDirectory() as tmp:
             onnx_path = export_bert_onnx(oracle.loaded.sub_network(arch), tmp)
-            measured = peak_memory(onnx_path, length=length, threads=threads)
-        row = dict(record)
-        row.update(
-            test_perplexity=oracle.perplexity(arch),
-            sequence_length=length,
-            memory_mib={
-                "params_fp32": bert_parameter_bytes(arch, vocab, 4) / 2**20,
-                "params_fp16": bert_parameter_bytes(arch, vocab, 2) / 2**20,
-                "onnxruntime_peak": measured["peak_inference_mib"],
-            },
-        )
-        out.append(row)
+            memory = encoder_memory(arch, vocab, onnx_path, length, threads)
+        out.append({**record, "test_perplexity": oracle.perplexity(arch), "memory": memory})
     summary = {
         "split": "test",
         "sentences": len(oracle.data),

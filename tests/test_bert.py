@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from mos_search.bert import MaskedLM, bert_parameter_bytes, count_bert_parameters
 from mos_search.cli import main
 from mos_search.constants import BOS_ID, EOS_ID, PAD_ID
-from mos_search.errors import DataError, SpaceError
+from mos_search.errors import ArchError, DataError, SpaceError
 from mos_search.space import BertArch, load_space, space_from_toml
 from mos_search.supernet import BertSupernet, SupernetConfig, build_supernet
 
@@ -91,7 +91,7 @@ def test_bert_arch_round_trips_and_validates():
     arch = space.sample(random.Random(3))
     assert space.arch_from_json(arch.to_json()) == arch
     assert space.from_gene(space.to_gene(arch)) == arch
-    with pytest.raises(Exception, match="hidden_dims"):
+    with pytest.raises(ArchError, match="hidden_dims"):
         BertArch(embed_dim=128, layers=2, hidden_dims=(64,), heads=(4, 4), ffn_dims=(256, 256))
 
 
@@ -154,7 +154,11 @@ def test_masking_follows_the_bert_recipe(length, seed):
     assert not chosen[0] and not chosen[-1]  # specials are never chosen
     np.testing.assert_array_equal(targets[chosen], row[chosen])
     np.testing.assert_array_equal(inputs[~chosen], row[~chosen])  # unchosen tokens untouched
-    assert inputs.min() >= 0 and inputs.max() < 500
+    changed = chosen & (inputs != row)
+    masked = inputs == 4
+    # a changed token is <mask> or a random ordinary word, never a special id
+    assert np.all(masked[changed] | (inputs[changed] >= FIRST_WORD_ID))
+    assert inputs.max() < 500 and not np.any(masked[~chosen])
 
 
 def test_masking_mix_is_80_10_10():
@@ -291,10 +295,9 @@ def test_cli_bert_search_verify_report_export(bert_run, text_corpus, tmp_path):
     verified = json.loads((out / "verified.json").read_text())["archs"]
     assert len(verified) == 2
     for row in verified:
-        assert row["memory_mib"]["params_fp16"] * 2 == pytest.approx(
-            row["memory_mib"]["params_fp32"]
-        )
-        assert row["memory_mib"]["onnxruntime_peak"] > 0
+        memory = row["memory"]
+        assert memory["params_fp16_mib"] * 2 == pytest.approx(memory["params_fp32_mib"])
+        assert memory["onnxruntime_peak_mib"] > 0 and memory["sequence_length"] == 128
     table = json.loads((out / "report" / "front.json").read_text())
     assert "test_perplexity" in table[0] and (out / "report" / "verified.svg").exists()
 

@@ -172,9 +172,7 @@ def test_memory_mapped_training_split_equals_the_in_memory_one(tiny_corpus):
     tokenizer = Tokenizer(tiny_corpus.tokenizer_path)
     assert (tiny_corpus.root / "tokens" / "meta.json").is_file()  # built with the corpus
     for max_len in (128, 9):
-        mapped = open_training_split(
-            tiny_corpus.root, "train.es", "train.en", tokenizer.path, max_len
-        )
+        mapped = open_training_split(tiny_corpus.root, "train.es", "train.en", max_len)
         memory = encode_split(tiny_corpus, "train", tokenizer, max_len)
         assert isinstance(mapped, MemmapSplit) and len(mapped) == len(memory)
         for i in range(len(memory)):
@@ -196,8 +194,8 @@ def test_a_stale_token_store_is_ignored(tiny_corpus, tmp_path):
     shutil.copytree(tiny_corpus.root, copy)
     meta = copy / "tokens" / "meta.json"
     meta.write_text(meta.read_text().replace('"tokenizer": "', '"tokenizer": "0'))
-    corpus = open_corpus(copy)
-    assert open_training_split(copy, "train.es", "train.en", corpus.tokenizer_path, 128) is None
+    open_corpus(copy)  # the corpus itself is intact
+    assert open_training_split(copy, "train.es", "train.en", 128) is None
 
 
 def test_training_reads_the_store_with_the_same_result(tiny_corpus, tmp_path):

@@ -70,7 +70,7 @@ def open_corpus(root: str | Path) -> Corpus:
         meta = json.loads(manifest.read_text())
         if meta.get("kind") == "text":
             raise DataError(
-                f"{root} is a text (masked-LM) corpus; translation needs a parallel corpus"
+                f"{root} is a text (masked-LM) corpus, not a parallel (translation) one"
             )
         corpus = Corpus(root, meta["source_lang"], meta["target_lang"], int(meta["vocab_size"]))
         digests = dict(meta["sha256"])
@@ -110,6 +110,7 @@ def train_tokenizer(
     with tempfile.NamedTemporaryFile("w", suffix=".txt", encoding="utf-8", delete=False) as f:
         f.writelines(s + "\n" for s in sentences)
         text_path = f.name
+    spm.set_random_generator_seed(1)  # the sample of a large corpus is the same every build
     try:
         spm.SentencePieceTrainer.train(
             input=text_path,

@@ -58,17 +58,6 @@ class TextCorpus:
         return hashlib.sha256((self.root / MANIFEST).read_bytes()).hexdigest()[:16]
 
 
-def is_text_corpus(root: str | Path) -> bool:
-    """Whether `root` holds a text corpus (as opposed to a parallel one)."""
-    manifest = Path(root) / MANIFEST
-    if not manifest.is_file():
-        return False
-    try:
-        return json.loads(manifest.read_text()).get("kind") == TEXT_KIND
-    except json.JSONDecodeError:
-        return False
-
-
 def open_text_corpus(root: str | Path) -> TextCorpus:
     """Open a folder written by `build_text_corpus`, checking every file against its manifest."""
     root = Path(root)

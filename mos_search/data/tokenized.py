@@ -26,11 +26,11 @@ CHUNK_LINES = 20_000
 
 
 def _lines(path: Path) -> Iterator[list[str]]:
-    """Chunks of a text file's lines (without line endings)."""
+    """Chunks of a text file's lines, split on "\\n" only, as `read_lines` splits them."""
     chunk: list[str] = []
-    with path.open(encoding="utf-8") as f:
+    with path.open("rb") as f:
         for line in f:
-            chunk.append(line.rstrip("\n").rstrip("\r"))
+            chunk.append(line.rstrip(b"\n").decode("utf-8").rstrip("\r"))
             if len(chunk) == CHUNK_LINES:
                 yield chunk
                 chunk = []
@@ -118,26 +118,32 @@ class MemmapSplit(EncodedSplit):
 
 
 def open_training_split(
-    root: str | Path, source_file: str, target_file: str, tokenizer_path: Path, max_len: int
+    root: str | Path, source_file: str, target_file: str, max_len: int
 ) -> MemmapSplit | None:
     """The memory-mapped training pairs of a corpus folder (pairs with a side longer than
-    `max_len` dropped, as in memory), or None when there is no store or it is out of date."""
+    `max_len` dropped, as in memory), or None when there is no store or it is out of date
+    (checked against the digests of the corpus manifest, which `open_corpus` verified)."""
     store = Path(root) / STORE
     meta_path = store / "meta.json"
     if not meta_path.is_file():
         return None
-    meta = json.loads(meta_path.read_text())
-    files = meta.get("files", {})
-    if meta.get("tokenizer") != sha256_file(tokenizer_path):
+    try:
+        meta = json.loads(meta_path.read_text())
+        files, dtype = meta["files"], meta["dtype"]
+        digests = json.loads((Path(root) / "corpus.json").read_text())["sha256"]
+        current = all(
+            files[name]["source_sha256"] == digests[name] for name in (source_file, target_file)
+        )
+    except (json.JSONDecodeError, KeyError, TypeError, OSError):
+        return None  # damaged or from another version: tokenise in memory instead
+    counts = {files[source_file]["sentences"], files[target_file]["sentences"]}
+    if not current or meta.get("tokenizer") != digests.get("spm.model") or len(counts) != 1:
         return None
-    for name in (source_file, target_file):
-        if name not in files or files[name]["source_sha256"] != sha256_file(Path(root) / name):
-            return None
     sides = []
     for name in (source_file, target_file):
         everything = np.arange(files[name]["sentences"])
         sides.append(
-            MemmapRows(store / f"{name}.bin", store / f"{name}.idx.npy", meta["dtype"], everything)
+            MemmapRows(store / f"{name}.bin", store / f"{name}.idx.npy", dtype, everything)
         )
     source, target = sides
     keep = np.flatnonzero((source.lengths() <= max_len) & (target.lengths() <= max_len))

@@ -99,8 +99,11 @@ class BertSupernet(ElasticModel):
 
     def _standalone(self, arch: BertArch, device: torch.device | str) -> MaskedLM:
         cfg = self.config
+        dropout = cfg.dropout
+        if cfg.scale_dropout:  # HAT's rule, on the embedding width
+            dropout *= arch.embed_dim / cfg.space.max_choice("embed_dim")
         with torch.device(device):
-            return MaskedLM(arch, cfg.vocab_size, cfg.dropout, cfg.attention_dropout, cfg.pad_id)
+            return MaskedLM(arch, cfg.vocab_size, dropout, cfg.attention_dropout, cfg.pad_id)
 
     def forward(self, tokens: Tensor, positions: Tensor | None, arch: BertArch) -> Tensor:
         """Masked-LM logits of sub-network `arch` (see `MaskedLM.forward`)."""
