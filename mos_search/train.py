@@ -266,10 +266,11 @@ class Trainer:
         self.corpus_digest = self.task.digest
         self._epoch_batches: tuple[int, list[list[int]]] | None = None
         self._saved_step: int | None = None
+        self._saved_elapsed: float | None = None
         self._stop_requested = False
         if state:
             self._restore(state)
-            self._saved_step = self.step
+            self._saved_step, self._saved_elapsed = self.step, self.elapsed
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if self.dist.world > 1 and self.dist.is_main and not state:
             print(f"data-parallel training on {self.dist.world} ranks ({self.dist.device.type})")
@@ -358,7 +359,7 @@ class Trainer:
 
     def save(self) -> None:
         """Checkpoint the current step (rank 0 writes; every rank waits for it)."""
-        self._saved_step = self.step
+        self._saved_step, self._saved_elapsed = self.step, self.elapsed
         if not self.dist.is_main:
             barrier(self.dist)
             return
@@ -435,7 +436,10 @@ class Trainer:
                 while not any_rank(not self._budget_left() or self._stop_requested, self.dist):
                     started = time.perf_counter()
                     loss, nll, ntokens = self.train_step()
-                    spent = time.perf_counter() - started
+                    now = time.perf_counter()
+                    spent = now - started
+                    # the budget is wall-clock, validation and saving included
+                    self.elapsed, clock = self.elapsed + now - clock, now
                     window_tokens, window_time = window_tokens + ntokens, window_time + spent
                     last_loss = loss
                     record: dict[str, Any] = {}
@@ -451,9 +455,7 @@ class Trainer:
                         record.update(self.validate())
                     if self.step % cfg.save_every == 0:
                         self.save()
-                    now = (
-                        time.perf_counter()
-                    )  # the budget is wall-clock: validation and saving count
+                    now = time.perf_counter()
                     self.elapsed, clock = self.elapsed + now - clock, now
                     if record:
                         self._log(record)
@@ -471,8 +473,8 @@ class Trainer:
             shutdown(self.dist)
             checkpoint = resolve_checkpoint(self.run_dir)
             return TrainResult(self.run_dir, self.step, checkpoint, True, last_loss)
-        if self._saved_step != self.step:
-            self.save()
+        if self._saved_step != self.step or self._saved_elapsed != self.elapsed:
+            self.save()  # also when only the clock moved: the budget check reads it
         if not self._stop_requested:
             self._log({"final": True, **self.validate()})
         barrier(self.dist)
