@@ -144,9 +144,10 @@ def main() -> None:
     precision = "bf16" if gpu else "fp32"
     run_dir = out / "train-bf16" if gpu else out / "train-fp32"
     common = [
-        "--data", str(data), "--space", train_space, "--mode", "neuron", "--max-tokens", "8192",
-        "--lr", "2e-3", "--warmup", "50", "--max-steps", "100000", "--valid-every", "0",
-        "--save-every", "200", "--log-every", "5", "--precision", precision,
+        "--data", str(data), "--space", train_space, "--mode", "neuron",
+        "--max-tokens", "8192" if gpu else "1024", "--lr", "2e-3", "--warmup", "50",
+        "--max-steps", "100000", "--valid-every", "0", "--save-every", "200",
+        "--log-every", "5" if gpu else "1", "--precision", precision,
         "--device", "cuda" if gpu else "cpu",
     ]  # fmt: skip
     check(
