@@ -79,6 +79,12 @@ def open_corpus(root: str | Path) -> Corpus:
             f"{manifest} is damaged ({type(exc).__name__}: {exc}); rebuild the corpus"
         ) from None
     files = [p for split in SPLITS for p in corpus.split_paths(split)] + [corpus.tokenizer_path]
+    check_files(root, files, digests)
+    return corpus
+
+
+def check_files(root: Path, files: list[Path], digests: dict[str, str]) -> None:
+    """Every file of a corpus folder is there and unchanged since its manifest was written."""
     for path in files:
         if not path.is_file():
             raise DataError(f"corpus folder {root} lacks {path.name}")
@@ -87,7 +93,6 @@ def open_corpus(root: str | Path) -> Corpus:
                 f"{path} changed since the corpus was built (sha256 differs from "
                 f"{MANIFEST}); rebuild the corpus"
             )
-    return corpus
 
 
 def write_lines(path: Path, lines: list[str]) -> None:

@@ -22,6 +22,7 @@ from mos_search.data.batches import EncodedSplit
 from mos_search.data.corpus import (
     MANIFEST,
     SPLITS,
+    check_files,
     open_corpus,
     train_tokenizer,
     write_lines,
@@ -30,7 +31,6 @@ from mos_search.data.corpus import (
 from mos_search.data.parallel import read_lines
 from mos_search.data.tokenizer import MASK_PIECE, Tokenizer
 from mos_search.errors import DataError
-from mos_search.files import sha256_file
 
 TEXT_KIND = "text"
 
@@ -78,11 +78,7 @@ def open_text_corpus(root: str | Path) -> TextCorpus:
             f"`mos-search data text --from-corpus {root} --out DIR`"
         )
     corpus = TextCorpus(root, vocab)
-    for path in [root / f"{s}.txt" for s in SPLITS] + [corpus.tokenizer_path]:
-        if not path.is_file():
-            raise DataError(f"corpus folder {root} lacks {path.name}")
-        if digests.get(path.name) != sha256_file(path):
-            raise DataError(f"{path} changed since the corpus was built; rebuild the corpus")
+    check_files(root, [root / f"{s}.txt" for s in SPLITS] + [corpus.tokenizer_path], digests)
     return corpus
 
 
