@@ -10,8 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
+import torch
 from torch import Tensor, nn
 
+from mos_search.constants import PAD_ID
 from mos_search.data.batches import EncodedSplit, collate, encode_split, token_batches
 from mos_search.data.tokenizer import Tokenizer
 from mos_search.losses import label_smoothed_nll, validation_loss
@@ -46,10 +48,14 @@ class TrainingTask(Protocol):
         """Training batches (lists of example indices) of an epoch, fixed by (seed, epoch)."""
         ...
 
+    def batch(self, indices: list[int], epoch: int, device: torch.device) -> tuple[Tensor, ...]:
+        """The tensors of one training batch on `device`, built once per step."""
+        ...
+
     def loss(
-        self, model: nn.Module, arch: ArchBase, indices: list[int], epoch: int
+        self, model: nn.Module, arch: ArchBase, batch: tuple[Tensor, ...]
     ) -> tuple[Tensor, Tensor, int]:
-        """(summed training loss, summed NLL, target tokens) of one batch."""
+        """(summed training loss, summed NLL, target tokens) of `arch` on a batch."""
         ...
 
     def valid_nll(self, model: nn.Module, arch: ArchBase) -> float:
@@ -84,16 +90,19 @@ class TranslationTask:
         """See `TrainingTask`."""
         return token_batches(self.train_data, self.config.max_tokens, self.config.seed, epoch)
 
+    def batch(self, indices: list[int], epoch: int, device: torch.device) -> tuple[Tensor, ...]:
+        """See `TrainingTask`: (source, previous target, target)."""
+        batch = collate(self.train_data, indices)
+        return batch.src.to(device), batch.prev.to(device), batch.target.to(device)
+
     def loss(
-        self, model: nn.Module, arch: ArchBase, indices: list[int], epoch: int
+        self, model: nn.Module, arch: ArchBase, batch: tuple[Tensor, ...]
     ) -> tuple[Tensor, Tensor, int]:
         """See `TrainingTask`."""
-        batch = collate(self.train_data, indices)
-        device = next(model.parameters()).device
-        logits = forward_fn(model, arch)(batch.src.to(device), batch.prev.to(device))
-        target = batch.target.to(device)
+        src, prev, target = batch
+        logits = forward_fn(model, arch)(src, prev)
         loss, nll = label_smoothed_nll(logits, target, self.config.label_smoothing)
-        return loss, nll, batch.target_tokens
+        return loss, nll, int((target != PAD_ID).sum())
 
     def valid_nll(self, model: nn.Module, arch: ArchBase) -> float:
         """See `TrainingTask`."""
@@ -122,17 +131,22 @@ class MaskedLMTask:
         cfg = self.config
         return token_batches(self.train_data, cfg.max_tokens, cfg.seed, epoch, by_source=True)
 
-    def loss(
-        self, model: nn.Module, arch: ArchBase, indices: list[int], epoch: int
-    ) -> tuple[Tensor, Tensor, int]:
-        """See `TrainingTask`."""
-        from mos_search.mlm import masked_batch, masked_nll
+    def batch(self, indices: list[int], epoch: int, device: torch.device) -> tuple[Tensor, ...]:
+        """See `TrainingTask`: (masked inputs, targets at the masked positions, PAD elsewhere)."""
+        from mos_search.mlm import masked_batch
 
         inputs, targets = masked_batch(
             self.train_data, indices, self.vocab_size, self.mask_id, self.config.seed, epoch
         )
-        device = next(model.parameters()).device
-        nll, count = masked_nll(forward_fn(model, arch), inputs.to(device), targets.to(device))
+        return inputs.to(device), targets.to(device)
+
+    def loss(
+        self, model: nn.Module, arch: ArchBase, batch: tuple[Tensor, ...]
+    ) -> tuple[Tensor, Tensor, int]:
+        """See `TrainingTask`."""
+        from mos_search.mlm import masked_nll
+
+        nll, count = masked_nll(forward_fn(model, arch), *batch)
         return nll, nll, count
 
     def valid_nll(self, model: nn.Module, arch: ArchBase) -> float:

@@ -314,11 +314,12 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss_total = nll_total = 0.0
         ntokens = 0
+        batch = self.task.batch(shard, epoch, self.dist.device) if shard else None
         for arch in archs:
-            if not shard:  # fewer examples than ranks: this rank adds zero gradients
+            if batch is None:  # fewer examples than ranks: this rank adds zero gradients
                 break
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.bf16):
-                loss, nll, ntokens = self.task.loss(self.model, arch, shard, epoch)
+                loss, nll, ntokens = self.task.loss(self.model, arch, batch)
             (loss / len(archs)).backward()
             loss_total, nll_total = loss_total + loss.item(), nll_total + nll.item()
         all_reduce_gradients(self.model, self.dist)
