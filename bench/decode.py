@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from mos_search.decode import translate_ids
-from mos_search.oracle import Oracle
+from mos_search.oracle.decode import translate_ids
+from mos_search.oracle.scoring import Oracle
 
 
 def main() -> None:

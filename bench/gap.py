@@ -30,9 +30,9 @@ from pathlib import Path
 
 from scipy.stats import kendalltau
 
-from mos_search.checkpoint import read_state
 from mos_search.constants import MODES
-from mos_search.oracle import Oracle
+from mos_search.models.checkpoint import read_state
+from mos_search.oracle.scoring import Oracle
 from mos_search.space import load_space
 
 

@@ -27,9 +27,10 @@ sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).re
 from devices import load_profile, open_device  # noqa: E402
 from latency.protocol import measure  # noqa: E402
 from latency.workloads import workload_for  # noqa: E402
-from mos_search.profile import ArchModels, sample_archs, translation_bundle  # noqa: E402
+from mos_search.costs.predictors import shipped_path  # noqa: E402
+from mos_search.costs.profiling import ArchModels, sample_archs, translation_bundle  # noqa: E402
+from mos_search.models.transformer import count_parameters  # noqa: E402
 from mos_search.space import load_space  # noqa: E402
-from mos_search.transformer import count_parameters  # noqa: E402
 
 
 def ort_pass(archs, models, profile, reference, work: Path) -> list[tuple[float, float]]:
@@ -111,8 +112,8 @@ def main() -> None:
     parser.add_argument("--out", default="bench/results/latency.json")
     parser.add_argument(
         "--dataset",
-        default="devices/onnxruntime-cpu/latency.jsonl",
-        help="profiling dataset the drift elasticity is fitted on",
+        default=str(shipped_path("onnxruntime-cpu", "latency.jsonl")),
+        help="profiling dataset the drift elasticity is fitted on [default: the shipped one]",
     )
     parser.add_argument("--summarize", help="recompute the summary of a saved result JSON")
     args = parser.parse_args()

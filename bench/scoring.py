@@ -17,7 +17,8 @@ import random
 import time
 from pathlib import Path
 
-from mos_search.oracle import Oracle, ScoringPool
+from mos_search.oracle.pool import ScoringPool
+from mos_search.oracle.scoring import Oracle
 
 
 def main() -> None:

@@ -9,7 +9,8 @@ architectures it scored itself, so the compared times are what each would cost a
 Prints a table (hypervolume against oracle calls, per generation) and writes JSON. Goal: NSGA-II
 reaches HAT-evo's final hypervolume with at most a third of HAT-evo's oracle calls.
 
-    python bench/search.py --ckpt runs/supernet --predictor devices/onnxruntime-cpu/predictor.json
+    python bench/search.py --ckpt runs/supernet \
+        --predictor mos_search/shipped/onnxruntime-cpu/predictor.json
 """
 
 from __future__ import annotations
@@ -27,11 +28,12 @@ sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).re
 import torch  # noqa: E402
 
 from latency.predictor import LatencyPredictor  # noqa: E402
-from mos_search.objectives import latency_functions  # noqa: E402
-from mos_search.oracle import Oracle  # noqa: E402
-from mos_search.problem import ArchEvaluator, Budget  # noqa: E402
-from mos_search.search import SearchConfig, open_run, run_search  # noqa: E402
-from mos_search.transformer import count_parameters  # noqa: E402
+from mos_search.models.transformer import count_parameters  # noqa: E402
+from mos_search.oracle.scoring import Oracle  # noqa: E402
+from mos_search.search.config import Budget, SearchConfig  # noqa: E402
+from mos_search.search.objectives import latency_functions  # noqa: E402
+from mos_search.search.problem import ArchEvaluator  # noqa: E402
+from mos_search.search.run import open_run, run_search  # noqa: E402
 
 
 class MemoOracle:
@@ -56,7 +58,7 @@ class MemoOracle:
 def run_one(name, algorithm, population, generations, args, memo, predictor, work):
     oracle = memo.oracle
     space, vocab = oracle.space, oracle.loaded.vocab_size
-    budget = Budget({"device": args.budget_ms})
+    budgets = (Budget.latency_ms(args.budget_ms, "device"),)
     ledger: list[float] = []
     config = SearchConfig(
         algorithm=algorithm,
@@ -64,16 +66,16 @@ def run_one(name, algorithm, population, generations, args, memo, predictor, wor
         population=population,
         seed=args.seed,
         devices=("device",),
-        max_latency_ms={"device": args.budget_ms},
+        budgets=budgets,
     )
     out, _ = open_run(work / name, config, resume=False)
     evaluator = ArchEvaluator(
         space,
         quality=memo.charged(ledger),
         metric="loss",
-        latency=latency_functions({"device": predictor}, space),
+        costs=latency_functions({"device": predictor}, space),
         params=lambda a: count_parameters(a, vocab, space.qkv_dim),
-        budget=budget,
+        budgets=budgets,
         log_path=out / "evaluations.jsonl",
     )
     started = time.perf_counter()

@@ -2,6 +2,8 @@
 
 Optional packages (TensorRT, a CUDA build of torch) are imported only when a device is used, so
 `import devices` works everywhere; `availability()` says which devices can run here and why not.
+
+May import: nothing of `mos_search` or `latency`; numpy, and each backend's library lazily.
 """
 
 from devices.base import Device, DeviceError, ModelBundle

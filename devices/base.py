@@ -30,7 +30,7 @@ class ModelBundle:
     """What a device runs: ONNX files and/or PyTorch modules under the same graph names.
 
     Translation bundles have graphs "encoder" and "decoder_step" (contract in
-    `mos_search.export`) and list each decoder layer's (heads, head size) in `past_shapes`;
+    `mos_search.models.onnx`) and list each decoder layer's (heads, head size) in `past_shapes`;
     BERT bundles have one graph "encoder".
     """
 

@@ -10,12 +10,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from devices import Device, DeviceProfile, ModelBundle
 from latency.dataset import append_record, arch_key, environment, measured_keys
 from latency.protocol import measure
 from latency.workloads import workload_for
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 
 @dataclass
@@ -27,6 +30,28 @@ class ProfileRun:
     flagged: int
     interrupted: bool
     dataset: Path
+
+
+def _progress_bar(profile_name: str, enabled: bool) -> Progress:
+    """A rich progress bar: done/total, the last latency, elapsed and remaining time."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = [
+        TextColumn(f"profile {profile_name}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    ]
+    return Progress(*columns, disable=not enabled)
 
 
 def profile_archs(
@@ -41,15 +66,6 @@ def profile_archs(
     progress: bool = True,
 ) -> ProfileRun:
     """Measure every architecture not yet in `dataset`; Ctrl-C stops after the last record."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
     dataset = Path(dataset)
     done = measured_keys(dataset, profile.digest())
     todo = [a for a in archs if arch_key(a) not in done]
@@ -61,16 +77,8 @@ def profile_archs(
         ref_pair = (ref_device, workload_for(ref_device, reference, profile))
     measured = flagged = 0
     interrupted = False
-    columns = [
-        TextColumn(f"profile {profile.name}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[status]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    ]
     try:
-        with Progress(*columns, disable=not progress) as bar:
+        with _progress_bar(profile.name, progress) as bar:
             task = bar.add_task("profile", total=len(todo), status="")
             for arch in todo:
                 bundle = make_bundle(arch)

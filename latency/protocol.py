@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from devices import Device, DeviceProfile
+from devices.profile import STATISTICS
 
 
 def trimmed_mean(samples: list[float], trim: float) -> float:
@@ -26,10 +27,12 @@ def trimmed_mean(samples: list[float], trim: float) -> float:
 
 
 def robust_statistic(samples: list[float], statistic: str, trim: float = 0.1) -> float:
-    """Median or trimmed mean of run times."""
+    """Median or trimmed mean (dropping `trim` of the samples at each end) of run times."""
     if statistic == "median":
         return statistics.median(samples)
-    return trimmed_mean(samples, trim)
+    if statistic == "trimmed_mean":
+        return trimmed_mean(samples, trim)
+    raise ValueError(f"statistic: expected one of {', '.join(STATISTICS)}, found {statistic!r}")
 
 
 def relative_iqr(samples: list[float]) -> float:

@@ -14,38 +14,38 @@ from typing import TYPE_CHECKING, Any
 # 50-100x whenever the other core was busy. Passive waiting costs nothing measurable here.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-__version__ = "0.1.0"
+from mos_search.constants import VERSION as __version__
 
 _EXPORTS = {
-    "Arch": "mos_search.space",
-    "BertArch": "mos_search.space",
-    "BertSupernet": "mos_search.supernet",
-    "MaskedLM": "mos_search.bert",
-    "count_bert_parameters": "mos_search.bert",
+    "Arch": "mos_search.arch",
+    "BertArch": "mos_search.arch",
+    "BertSupernet": "mos_search.models.supernet",
+    "MaskedLM": "mos_search.models.bert",
+    "count_bert_parameters": "mos_search.models.bert",
     "SearchSpace": "mos_search.space",
     "load_space": "mos_search.space",
     "preset_names": "mos_search.space",
-    "Supernet": "mos_search.supernet",
-    "SupernetConfig": "mos_search.supernet",
-    "TranslationTransformer": "mos_search.transformer",
-    "count_parameters": "mos_search.transformer",
+    "Supernet": "mos_search.models.supernet",
+    "SupernetConfig": "mos_search.models.supernet",
+    "TranslationTransformer": "mos_search.models.transformer",
+    "count_parameters": "mos_search.models.transformer",
 }
 
 __all__ = [*sorted(_EXPORTS), "__version__"]
 
 if TYPE_CHECKING:
-    from mos_search.bert import MaskedLM as MaskedLM
-    from mos_search.bert import count_bert_parameters as count_bert_parameters
-    from mos_search.space import Arch as Arch
-    from mos_search.space import BertArch as BertArch
+    from mos_search.arch import Arch as Arch
+    from mos_search.arch import BertArch as BertArch
+    from mos_search.models.bert import MaskedLM as MaskedLM
+    from mos_search.models.bert import count_bert_parameters as count_bert_parameters
+    from mos_search.models.supernet import BertSupernet as BertSupernet
+    from mos_search.models.supernet import Supernet as Supernet
+    from mos_search.models.supernet import SupernetConfig as SupernetConfig
+    from mos_search.models.transformer import TranslationTransformer as TranslationTransformer
+    from mos_search.models.transformer import count_parameters as count_parameters
     from mos_search.space import SearchSpace as SearchSpace
     from mos_search.space import load_space as load_space
     from mos_search.space import preset_names as preset_names
-    from mos_search.supernet import BertSupernet as BertSupernet
-    from mos_search.supernet import Supernet as Supernet
-    from mos_search.supernet import SupernetConfig as SupernetConfig
-    from mos_search.transformer import TranslationTransformer as TranslationTransformer
-    from mos_search.transformer import count_parameters as count_parameters
 
 
 def __getattr__(name: str) -> Any:

@@ -1,5 +1,7 @@
 """Names and ids shared across the toolkit, kept free of heavy imports for the CLI."""
 
+VERSION = "0.1.0"
+
 MODES = ("shared", "layer", "neuron")  # supernet weight generation
 SAMPLINGS = ("sandwich", "random")  # sub-architectures per training step
 METRICS = ("loss", "bleu", "perplexity")  # what the oracle scores

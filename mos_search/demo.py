@@ -16,6 +16,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from mos_search.files import write_json_atomic
+from mos_search.search.config import Budget, OracleSettings, SearchConfig, VerifySettings
+
 DEVICE = "onnxruntime-cpu-quick"
 
 
@@ -58,151 +61,202 @@ class Stage:
         spent = time.perf_counter() - started
         stages = self.record["stages"]
         stages[name] = stages.get(name, 0.0) + spent
-        self.path.write_text(json.dumps(self.record, indent=1))
+        write_json_atomic(self.path, self.record)
         self.echo(f"[{name}] done in {spent:.0f} s")
         return result
 
 
-def run_demo(config: DemoConfig, echo: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run (or continue) every stage; returns the summary also written to `demo.json`."""
-    from mos_search.data.corpus import build_bible_corpus
-    from mos_search.deploy import export_model, pick_from_search
-    from mos_search.latency_model import train_latency_predictor
-    from mos_search.objectives import search_task
-    from mos_search.onnx_translate import OnnxTranslator
-    from mos_search.profile import run_profile
-    from mos_search.search import SearchConfig
-    from mos_search.train import TrainConfig, train
+class Demo:
+    """The demo's run folder and its stages, each a method; `run` runs what is not done yet."""
 
-    root = Path(config.out)
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "config.json").write_text(json.dumps(asdict(config), indent=1))
-    stage = Stage(root, echo)
-    data, supernet = root / "data", root / "supernet"
-    dataset = root / "devices" / DEVICE / "latency.jsonl"
-    predictor = dataset.with_name("predictor.json")
-    search, model = root / "search", root / "model"
+    def __init__(self, config: DemoConfig, echo: Callable[[str], None] = print) -> None:
+        self.config, self.echo = config, echo
+        self.root = root = Path(config.out)
+        self.data, self.supernet = root / "data", root / "supernet"
+        self.dataset = root / "profile" / DEVICE / "latency.jsonl"
+        self.predictor = self.dataset.with_name("predictor.json")
+        self.search, self.model = root / "search", root / "model"
 
-    stage.run(
-        "corpus",
-        lambda: build_bible_corpus(data, config.vocab_size),
-        done=(data / "corpus.json").exists(),
-    )
-    train_config = TrainConfig(
-        data=str(data),
-        out=str(supernet),
-        space=config.preset,
-        mode="neuron",
-        random_archs=1,
-        max_tokens=2048,
-        lr=2e-3,
-        warmup=100,
-        max_steps=10**9,
-        minutes=config.minutes,
-        valid_every=0,
-        save_every=25,
-        threads=config.threads,
-    )
-    stage.run(
-        "train supernet",
-        lambda: _train_or_resume(train_config, train, echo),
-        done=_training_finished(supernet, config.minutes),
-    )
+    def run(self) -> dict[str, Any]:
+        """Run (or continue) every stage; returns the summary also written to `demo.json`."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.root / "config.json", asdict(self.config))
+        stage = Stage(self.root, self.echo)
+        cfg = self.config
+        stage.run("corpus", self.build_corpus, done=(self.data / "corpus.json").exists())
+        stage.run(
+            "train supernet",
+            self.train_supernet,
+            done=_training_finished(self.supernet, cfg.minutes),
+        )
+        stage.run("profile", self.profile, done=_lines(self.dataset) >= cfg.profile_archs)
+        stage.run("predictor", self.fit_predictor, done=self.predictor.exists())
+        budget_ms = _default_budget_ms(self.dataset, self.search)
+        self.echo(
+            f"latency budget: {budget_ms:.1f} ms (median measured latency of the profiled archs)"
+        )
+        stage.run(
+            "search + verify + report",
+            lambda: self.search_verify_report(budget_ms),
+            done=(self.search / "report" / "index.html").exists(),
+        )
+        stage.run("export", self.export, done=(self.model / "card.json").exists())
+        translations = stage.run("translate", self.translate_samples)
+        for source, hypothesis, reference in translations:
+            self.echo(f"  es: {source}\n  mt: {hypothesis}\n  en: {reference}")
+        stage.record["summary"] = self.summary(stage.record["stages"], budget_ms)
+        write_json_atomic(stage.path, stage.record)
+        return stage.record["summary"]
 
-    def profile() -> None:
+    def build_corpus(self) -> None:
+        """The Bible corpus with a SentencePiece model of the demo's vocabulary."""
+        from mos_search.data.corpus import build_bible_corpus
+
+        build_bible_corpus(self.data, self.config.vocab_size)
+
+    def train_supernet(self) -> None:
+        """A neuron-wise MoS supernet, trained for the demo's minutes (resumed if interrupted)."""
+        from mos_search.training.config import TrainConfig
+        from mos_search.training.train import train
+
+        cfg = self.config
+        train_config = TrainConfig(
+            data=str(self.data),
+            out=str(self.supernet),
+            space=cfg.preset,
+            mode="neuron",
+            random_archs=1,
+            max_tokens=2048,
+            lr=2e-3,
+            warmup=100,
+            max_steps=10**9,
+            minutes=cfg.minutes,
+            valid_every=0,
+            save_every=25,
+            threads=cfg.threads,
+        )
+        resume = (self.supernet / "checkpoints" / "latest").exists()
+        if resume:
+            self.echo("continuing the interrupted training run")
+        if train(train_config, resume=resume).interrupted:
+            raise KeyboardInterrupt
+
+    def profile(self) -> None:
+        """A quick latency profile of the space on the CPU with ONNX Runtime."""
+        from mos_search.costs.profiling import run_profile
         from mos_search.data.corpus import open_corpus
         from mos_search.data.tokenizer import Tokenizer
 
-        vocab = Tokenizer(open_corpus(data).tokenizer_path).vocab_size
+        vocab = Tokenizer(open_corpus(self.data).tokenizer_path).vocab_size
         run = run_profile(
-            DEVICE, config.preset, config.profile_archs, vocab_size=vocab, dataset=str(dataset)
+            DEVICE,
+            self.config.preset,
+            self.config.profile_archs,
+            vocab_size=vocab,
+            dataset=str(self.dataset),
         )
         if run.interrupted:
             raise KeyboardInterrupt
 
-    stage.run("profile", profile, done=_lines(dataset) >= config.profile_archs)
+    def fit_predictor(self) -> None:
+        """The latency predictor of the profile, with its held-out accuracy."""
+        from mos_search.costs.predictors import train_latency_predictor
 
-    def fit_predictor() -> None:
-        report = train_latency_predictor(dataset, predictor, config.preset, curve_sizes=())
-        echo(
+        report = train_latency_predictor(
+            self.dataset, self.predictor, self.config.preset, curve_sizes=()
+        )
+        self.echo(
             f"predictor: held-out MAPE {report.test.mape:.2f}%, within 10% "
             f"{report.test.within_10:.0f}%, Kendall tau {report.test.kendall_tau:.3f}"
         )
 
-    stage.run("predictor", fit_predictor, done=predictor.exists())
-    budget = _default_budget(dataset, search)
-    search_config = SearchConfig(
-        algorithm="nsga2",
-        generations=config.generations,
-        population=config.population,
-        metric="loss",
-        devices=(DEVICE,),
-        max_latency_ms={DEVICE: budget},
-        extra={
-            "task": "mt",
-            "objective": "bleu-latency",
-            "checkpoint": str(supernet),
-            "data": str(data),
-            "limit": config.search_limit,
-            "beam": 1,
-            "threads": config.threads,
-            "predictors": [str(predictor)],
-        },
-    )
-    echo(f"latency budget: {budget:.1f} ms (median measured latency of the profiled archs)")
+    def search_config(self, budget_ms: float) -> SearchConfig:
+        """NSGA-II on validation loss vs predicted latency under `budget_ms`."""
+        cfg = self.config
+        return SearchConfig(
+            task="mt",
+            algorithm="nsga2",
+            generations=cfg.generations,
+            population=cfg.population,
+            quality="loss",
+            devices=(DEVICE,),
+            predictors=(str(self.predictor),),
+            budgets=(Budget.latency_ms(budget_ms, DEVICE),),
+            oracle=OracleSettings(
+                checkpoint=str(self.supernet),
+                data=str(self.data),
+                limit=cfg.search_limit,
+                beam=1,
+                threads=cfg.threads,
+            ),
+        )
 
-    def search_verify_report() -> None:
+    def search_verify_report(self, budget_ms: float) -> None:
+        """Search, verify the front (measured latency, test BLEU) and write the report."""
+        from mos_search.search.objectives import search_task
+
         result = search_task(
-            search_config,
-            search,
-            resume=(search / "search.json").exists(),
-            verify={"test_limit": config.test_limit, "beam": 5, "max_archs": config.verify_max},
-            echo=echo,
+            self.search_config(budget_ms),
+            self.search,
+            resume=(self.search / "search.json").exists(),
+            verify=VerifySettings(self.config.test_limit, 5, self.config.verify_max),
+            echo=self.echo,
         )
         if result.interrupted:
             raise KeyboardInterrupt
 
-    stage.run(
-        "search + verify + report",
-        search_verify_report,
-        done=(search / "report" / "index.html").exists(),
-    )
-    stage.run(
-        "export",
-        lambda: export_model(
-            str(supernet),
-            pick_from_search(search, "best"),
-            model,
-            str(data),
+    def export(self) -> None:
+        """Export the best verified model of the search (ONNX, card, measured latency)."""
+        from mos_search.deploy.package import export_model
+        from mos_search.search.pick import pick_from_search
+
+        export_model(
+            str(self.supernet),
+            pick_from_search(self.search, "best"),
+            self.model,
+            str(self.data),
             devices=(DEVICE,),
-            test_limit=config.test_limit,
-            echo=echo,
-        ),
-        done=(model / "card.json").exists(),
-    )
-    card = json.loads((model / "card.json").read_text())
-    translations = stage.run(
-        "translate", lambda: _translate_samples(OnnxTranslator(model), data, config, root)
-    )
-    for source, hypothesis, reference in translations:
-        echo(f"  es: {source}\n  mt: {hypothesis}\n  en: {reference}")
-    summary = {
-        "stages_seconds": stage.record["stages"],
-        "total_seconds": sum(stage.record["stages"].values()),
-        "budget_ms": budget,
-        "model": {
-            "arch": card["arch"],
-            "params": card["params"],
-            "test_bleu": card["bleu"]["onnxruntime"],
-            "test_sentences": card["bleu"]["sentences"],
-            "latency_ms": card["latency"][DEVICE]["latency_ms"],
-            "device": DEVICE,
-        },
-        "report": str(search / "report" / "index.html"),
-    }
-    stage.record["summary"] = summary
-    stage.path.write_text(json.dumps(stage.record, indent=1))
-    return summary
+            test_limit=self.config.test_limit,
+            echo=self.echo,
+        )
+
+    def translate_samples(self) -> list[tuple[str, str, str]]:
+        """A few test sentences translated by the exported model with ONNX Runtime alone."""
+        from mos_search.data.corpus import open_corpus
+        from mos_search.deploy.translate import OnnxTranslator
+
+        count = self.config.translate_sentences
+        pairs = open_corpus(self.data).pairs("test")
+        chosen = pairs[:: max(len(pairs) // count, 1)][:count]
+        hypotheses = OnnxTranslator(self.model).translate([s for s, _ in chosen], beam=5)
+        rows = [(s, h, r) for (s, r), h in zip(chosen, hypotheses)]
+        (self.root / "translations.txt").write_text(
+            "".join(f"es: {s}\nmt: {h}\nen: {r}\n\n" for s, h, r in rows)
+        )
+        return rows
+
+    def summary(self, stages: dict[str, float], budget_ms: float) -> dict[str, Any]:
+        """Stage times, the budget, the exported model's figures and where the report is."""
+        card = json.loads((self.model / "card.json").read_text())
+        return {
+            "stages_seconds": stages,
+            "total_seconds": sum(stages.values()),
+            "budget_ms": budget_ms,
+            "model": {
+                "arch": card["arch"],
+                "params": card["params"],
+                "test_bleu": card["bleu"]["onnxruntime"],
+                "test_sentences": card["bleu"]["sentences"],
+                "latency_ms": card["latency"][DEVICE]["latency_ms"],
+                "device": DEVICE,
+            },
+            "report": str(self.search / "report" / "index.html"),
+        }
+
+
+def run_demo(config: DemoConfig, echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run (or continue) every stage of the demo; returns the summary written to `demo.json`."""
+    return Demo(config, echo).run()
 
 
 def _lines(path: Path) -> int:
@@ -210,43 +264,21 @@ def _lines(path: Path) -> int:
 
 
 def _training_finished(run: Path, minutes: float) -> bool:
-    from mos_search.checkpoint import read_state
+    from mos_search.models.checkpoint import read_state
 
     if not (run / "checkpoints" / "latest").exists():
         return False
     return read_state(run)["elapsed_seconds"] >= minutes * 60
 
 
-def _train_or_resume(config: Any, train: Callable, echo: Callable[[str], None]) -> None:
-    resume = (Path(config.out) / "checkpoints" / "latest").exists()
-    if resume:
-        echo("continuing the interrupted training run")
-    result = train(config, resume=resume)
-    if result.interrupted:
-        raise KeyboardInterrupt
-
-
-def _default_budget(dataset: Path, search: Path) -> float:
+def _default_budget_ms(dataset: Path, search: Path) -> float:
     """The median measured latency (about half the space meets it); a started search keeps its."""
     from latency.dataset import drift_corrected_ms, fit_drift_elasticity, read_records
 
     settings = search / "search.json"
     if settings.exists():
-        return next(iter(json.loads(settings.read_text())["max_latency_ms"].values()))
+        config = SearchConfig.from_dict(json.loads(settings.read_text()))
+        return next(b.limit for b in config.budgets if b.metric == "latency")
     records = read_records(dataset)
     corrected = drift_corrected_ms(records, fit_drift_elasticity(records))
     return round(statistics.median(corrected), 1)
-
-
-def _translate_samples(translator: Any, data: Path, config: DemoConfig, root: Path) -> list:
-    from mos_search.data.corpus import open_corpus
-
-    pairs = open_corpus(data).pairs("test")
-    step = max(len(pairs) // config.translate_sentences, 1)
-    chosen = pairs[::step][: config.translate_sentences]
-    hypotheses = translator.translate([s for s, _ in chosen], beam=5)
-    rows = [(s, h, r) for (s, r), h in zip(chosen, hypotheses)]
-    (root / "translations.txt").write_text(
-        "".join(f"es: {s}\nmt: {h}\nen: {r}\n\n" for s, h, r in rows)
-    )
-    return rows

@@ -1,4 +1,4 @@
-"""Search spaces: the frozen `Arch` value and the `SearchSpace` that samples and encodes it.
+"""Search spaces: the `SearchSpace` that samples, mutates and encodes architectures (`arch.py`).
 
 A space is data (a TOML preset) over an architecture type. The architecture type names its fields
 in a fixed order; scalar fields take one choice, per-layer fields take one choice per active layer
@@ -8,170 +8,20 @@ derived from that description, so a second task (BERT) only adds another archite
 
 from __future__ import annotations
 
-import json
 import random
 import tomllib
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
+from mos_search.arch import ARCH_TYPES, ArchBase
 from mos_search.errors import ArchError, SpaceError
+from mos_search.settings import check_keys
 
 PRESET_PACKAGE = "mos_search.presets"
-
-
-def _as_int_tuple(value: Any, field_name: str) -> tuple[int, ...]:
-    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
-        raise ArchError(f"{field_name}: expected a list of integers, found {value!r}")
-    items = tuple(value)
-    if not all(isinstance(v, int) and not isinstance(v, bool) for v in items):
-        raise ArchError(f"{field_name}: expected a list of integers, found {list(items)!r}")
-    return items
-
-
-@dataclass(frozen=True)
-class ArchBase:
-    """Common behaviour of architecture values: per-layer tuples, dict/JSON round-trips."""
-
-    # Per-layer field -> the layer-count field it repeats over. Filled in by each subclass.
-    PER_LAYER: ClassVar[dict[str, str]] = {}
-    TASK: ClassVar[str] = ""
-
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name in self.PER_LAYER:
-                object.__setattr__(self, f.name, _as_int_tuple(value, f.name))
-            elif not isinstance(value, int) or isinstance(value, bool):
-                raise ArchError(f"{f.name}: expected an integer, found {value!r}")
-        for per_layer, count_field in self.PER_LAYER.items():
-            count, values = getattr(self, count_field), getattr(self, per_layer)
-            if len(values) != count:
-                raise ArchError(
-                    f"{per_layer}: expected one value per layer ({count_field}={count}), "
-                    f"found {len(values)}: {list(values)}"
-                )
-
-    @classmethod
-    def field_names(cls) -> tuple[str, ...]:
-        """Names of the architecture's fields, in feature and gene order."""
-        return tuple(f.name for f in fields(cls))
-
-    @classmethod
-    def check_choices(cls, choices: Mapping[str, tuple[int, ...]], settings: Mapping) -> None:
-        """Raise SpaceError when a space's choices cannot form valid architectures."""
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict with lists for per-layer fields (JSON-ready)."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ArchBase:
-        """Build from a dict; missing or unknown keys raise ArchError."""
-        if not isinstance(data, Mapping):
-            raise ArchError(f"expected an architecture object, found {type(data).__name__}")
-        names = set(cls.field_names())
-        missing, unknown = names - set(data), set(data) - names
-        if missing:
-            raise ArchError(f"architecture is missing field(s): {', '.join(sorted(missing))}")
-        if unknown:
-            raise ArchError(f"architecture has unknown field(s): {', '.join(sorted(unknown))}")
-        return cls(**{k: data[k] for k in cls.field_names()})
-
-    def to_json(self) -> str:
-        """Compact, key-ordered JSON text."""
-        return json.dumps(self.to_dict(), separators=(",", ":"))
-
-    @classmethod
-    def from_json(cls, text: str) -> ArchBase:
-        """Parse JSON text written by `to_json`."""
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ArchError(f"architecture is not valid JSON: {exc}") from exc
-        return cls.from_dict(data)
-
-
-@dataclass(frozen=True)
-class Arch(ArchBase):
-    """An encoder-decoder translation architecture (HAT's space, with elastic encoder depth).
-
-    `decoder_ende_layers[j]` is how many of the last encoder layers decoder layer j attends to;
-    their outputs are concatenated along the key/value length.
-    """
-
-    encoder_embed_dim: int
-    encoder_layers: int
-    encoder_ffn_dims: tuple[int, ...]
-    encoder_heads: tuple[int, ...]
-    decoder_embed_dim: int
-    decoder_layers: int
-    decoder_ffn_dims: tuple[int, ...]
-    decoder_self_heads: tuple[int, ...]
-    decoder_cross_heads: tuple[int, ...]
-    decoder_ende_layers: tuple[int, ...]
-
-    TASK: ClassVar[str] = "translation"
-    PER_LAYER: ClassVar[dict[str, str]] = {
-        "encoder_ffn_dims": "encoder_layers",
-        "encoder_heads": "encoder_layers",
-        "decoder_ffn_dims": "decoder_layers",
-        "decoder_self_heads": "decoder_layers",
-        "decoder_cross_heads": "decoder_layers",
-        "decoder_ende_layers": "decoder_layers",
-    }
-
-    @classmethod
-    def check_choices(cls, choices: Mapping[str, tuple[int, ...]], settings: Mapping) -> None:
-        """qkv_dim must be divisible by every head count; ende depth within the encoder depth."""
-        qkv = settings.get("qkv_dim")
-        if not isinstance(qkv, int) or qkv <= 0:
-            raise SpaceError(f"qkv_dim: expected a positive integer, found {qkv!r}")
-        for name in ("encoder_heads", "decoder_self_heads", "decoder_cross_heads"):
-            bad = [h for h in choices[name] if qkv % h]
-            if bad:
-                raise SpaceError(f"{name}: {bad} do not divide qkv_dim={qkv}")
-        if max(choices["decoder_ende_layers"]) > min(choices["encoder_layers"]):
-            raise SpaceError(
-                f"decoder_ende_layers: {max(choices['decoder_ende_layers'])} exceeds the smallest "
-                f"encoder depth {min(choices['encoder_layers'])}"
-            )
-
-
-@dataclass(frozen=True)
-class BertArch(ArchBase):
-    """A bottleneck BERT encoder: a residual stream of `embed_dim`; layer i works at width
-    `hidden_dims[i]` (projected down from and back up to the stream), with `heads[i]` heads and an
-    FFN of `ffn_dims[i]`. Attention's q/k/v width is the layer's hidden width.
-    """
-
-    embed_dim: int
-    layers: int
-    hidden_dims: tuple[int, ...]
-    heads: tuple[int, ...]
-    ffn_dims: tuple[int, ...]
-
-    TASK: ClassVar[str] = "bert"
-    PER_LAYER: ClassVar[dict[str, str]] = {
-        "hidden_dims": "layers",
-        "heads": "layers",
-        "ffn_dims": "layers",
-    }
-
-    @classmethod
-    def check_choices(cls, choices: Mapping[str, tuple[int, ...]], settings: Mapping) -> None:
-        """Every head count must divide every hidden width (layers choose them independently)."""
-        bad = sorted({(h, d) for h in choices["heads"] for d in choices["hidden_dims"] if d % h})
-        if bad:
-            pairs = ", ".join(f"{d} by {h}" for h, d in bad)
-            raise SpaceError(f"heads: every head count must divide every hidden width ({pairs})")
-
-
-ARCH_TYPES: dict[str, type[ArchBase]] = {"translation": Arch, "bert": BertArch}
 
 
 class SearchSpace:
@@ -394,11 +244,7 @@ def _checked_choices(
     arch_type: type[ArchBase], choices: Mapping[str, Sequence[int]]
 ) -> dict[str, tuple[int, ...]]:
     names = arch_type.field_names()
-    missing, unknown = set(names) - set(choices), set(choices) - set(names)
-    if missing:
-        raise SpaceError(f"choices are missing field(s): {', '.join(sorted(missing))}")
-    if unknown:
-        raise SpaceError(f"choices have unknown field(s): {', '.join(sorted(unknown))}")
+    check_keys(choices, names, "choices", required=names, noun="field", error=SpaceError)
     checked = {}
     for name in names:
         values = choices[name]
@@ -470,18 +316,3 @@ def space_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> SearchSp
         )
     except SpaceError as exc:
         raise SpaceError(f"{source}: {exc}") from None
-
-
-def describe_space(name_or_path: str | Path, vocab_size: int) -> str:
-    """Human-readable summary of a space: choices, gene length, largest/smallest sizes."""
-    from mos_search.models import count_arch_parameters
-
-    space = load_space(name_or_path)
-    lines = [f"{space.name} ({space.task}): {space.description}".rstrip(": ")]
-    lines += [f"  {k:<22} {list(v)}" for k, v in space.choices.items()]
-    lines += [f"  {k:<22} {v}" for k, v in space.settings.items()]
-    lines.append(f"  gene length            {len(space.gene_layout)}")
-    for label, arch in (("largest", space.largest()), ("smallest", space.smallest())):
-        count = count_arch_parameters(space, arch, vocab_size)
-        lines.append(f"  {label:<22} {count / 1e6:.2f} M parameters at vocab {vocab_size}")
-    return "\n".join(lines)

@@ -73,14 +73,13 @@ def tiny_corpus(tmp_path_factory):
     return build_corpus(out, splits, "es", "en", vocab_size=64)
 
 
-@pytest.fixture(scope="session")
-def tiny_run(tiny_corpus, tmp_path_factory):
-    """A tiny neuron-wise supernet trained for a few steps."""
-    from mos_search.train import TrainConfig, train
+def tiny_train_config(data, out, **overrides):
+    """The training config of the tests: a neuron-wise supernet of the tiny space trained for
+    30 small steps without validation; `overrides` change any option."""
+    from mos_search.training.config import TrainConfig
 
-    out = tmp_path_factory.mktemp("run")
-    config = TrainConfig(
-        data=str(tiny_corpus.root),
+    base = dict(
+        data=str(data),
         out=str(out),
         space=TINY_SPACE,
         mode="neuron",
@@ -92,5 +91,14 @@ def tiny_run(tiny_corpus, tmp_path_factory):
         valid_every=0,
         log_every=5,
     )
-    train(config, progress=False)
+    return TrainConfig(**{**base, **overrides})
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_corpus, tmp_path_factory):
+    """A tiny neuron-wise supernet trained for a few steps."""
+    from mos_search.training.train import train
+
+    out = tmp_path_factory.mktemp("run")
+    train(tiny_train_config(tiny_corpus.root, out), progress=False)
     return out

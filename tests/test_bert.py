@@ -13,12 +13,15 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mos_search.bert import MaskedLM, bert_parameter_bytes, count_bert_parameters
+from mos_search.arch import BertArch
 from mos_search.cli import main
 from mos_search.constants import BOS_ID, EOS_ID, PAD_ID
 from mos_search.errors import ArchError, DataError, SpaceError
-from mos_search.space import BertArch, load_space, space_from_toml
-from mos_search.supernet import BertSupernet, SupernetConfig, build_supernet
+from mos_search.models.bert import MaskedLM, bert_parameter_bytes, count_bert_parameters
+from mos_search.models.supernet import BertSupernet, SupernetConfig, build_supernet
+from mos_search.space import load_space, space_from_toml
+
+from conftest import tiny_train_config
 
 TINY_BERT = str(Path(__file__).with_name("tiny-bert.toml"))
 VOCAB = 61
@@ -46,22 +49,10 @@ def text_corpus(tmp_path_factory):
 @pytest.fixture(scope="module")
 def bert_run(text_corpus, tmp_path_factory):
     """A tiny neuron-wise BERT supernet trained for a few steps."""
-    from mos_search.train import TrainConfig, train
+    from mos_search.training.train import train
 
     out = tmp_path_factory.mktemp("bert-run")
-    config = TrainConfig(
-        data=str(text_corpus.root),
-        out=str(out),
-        space=TINY_BERT,
-        mode="neuron",
-        max_tokens=512,
-        max_steps=20,
-        warmup=5,
-        lr=3e-3,
-        save_every=10,
-        valid_every=0,
-        log_every=5,
-    )
+    config = tiny_train_config(text_corpus.root, out, space=TINY_BERT, max_steps=20)
     train(config, progress=False)
     return out
 
@@ -144,7 +135,7 @@ def test_masked_positions_only_logits_equal_the_full_ones():
 @settings(max_examples=60, deadline=None)
 @given(length=st.integers(1, 80), seed=st.integers(0, 2**31))
 def test_masking_follows_the_bert_recipe(length, seed):
-    from mos_search.mlm import FIRST_WORD_ID, mask_row
+    from mos_search.models.mlm import FIRST_WORD_ID, mask_row
 
     rng = np.random.default_rng(seed)
     row = np.array([BOS_ID, *rng.integers(FIRST_WORD_ID, 500, size=length), EOS_ID])
@@ -162,7 +153,7 @@ def test_masking_follows_the_bert_recipe(length, seed):
 
 
 def test_masking_mix_is_80_10_10():
-    from mos_search.mlm import mask_row
+    from mos_search.models.mlm import mask_row
 
     row = np.array([BOS_ID, *range(10, 2010), EOS_ID])
     inputs, targets = mask_row(row, 3000, 4, np.random.default_rng(0))
@@ -199,7 +190,7 @@ def test_wrong_corpus_kinds_are_clear_errors(text_corpus, tiny_corpus):
 
 
 def test_fixed_mask_perplexity_is_deterministic_and_cached(bert_run, tmp_path):
-    from mos_search.oracle import Oracle
+    from mos_search.oracle.scoring import Oracle
 
     space = load_space(TINY_BERT)
     archs = [space.largest(), space.smallest()]
@@ -225,7 +216,7 @@ def test_memory_bytes_equal_an_independent_count(seed, tmp_path):
     """Formula vs the model's tensors vs the exported ONNX file's initializers."""
     import onnx
 
-    from mos_search.export import export_bert_onnx
+    from mos_search.models.onnx import export_bert_onnx
 
     space = load_space("bert-cpu")
     arch = space.sample(random.Random(seed))
@@ -243,7 +234,7 @@ def test_memory_bytes_equal_an_independent_count(seed, tmp_path):
 
 def test_peak_memory_grows_with_the_model(tmp_path):
     from devices.memory import peak_memory
-    from mos_search.export import export_bert_onnx
+    from mos_search.models.onnx import export_bert_onnx
 
     space = load_space("bert-cpu")
     small = export_bert_onnx(MaskedLM(space.smallest(), 8000), tmp_path / "small")
@@ -291,7 +282,9 @@ def test_cli_bert_search_verify_report_export(bert_run, text_corpus, tmp_path):
     assert result.exit_code == 0, result.output
     assert "verified: test perplexity" in result.output
     front = json.loads((out / "front.json").read_text())
-    assert all("memory_mib" in p and "perplexity" in p for p in front)
+    assert all(set(p["costs"]) == {"params-fp32"} and "perplexity" in p for p in front)
+    settings = json.loads((out / "search.json").read_text())
+    assert settings["task"] == "bert" and settings["devices"] == []
     verified = json.loads((out / "verified.json").read_text())["archs"]
     assert len(verified) == 2
     for row in verified:
@@ -379,20 +372,21 @@ def test_cli_data_text_from_a_file(tmp_path):
 
 
 def test_bert_resume_gives_the_uninterrupted_weights(text_corpus, tmp_path):
-    from mos_search.checkpoint import load_tensors
-    from mos_search.train import TrainConfig, train
+    from mos_search.models.checkpoint import load_tensors
+    from mos_search.training.train import train
 
     def config(out, steps):
-        return TrainConfig(
-            data=str(text_corpus.root),
-            out=str(out),
+        return tiny_train_config(
+            text_corpus.root,
+            out,
             space=TINY_BERT,
             mode="layer",
             max_tokens=256,
             max_steps=steps,
             warmup=2,
+            lr=1e-3,
             save_every=3,
-            valid_every=0,
+            log_every=10,
         )
 
     train(config(tmp_path / "straight", 6), progress=False)
@@ -405,7 +399,7 @@ def test_bert_resume_gives_the_uninterrupted_weights(text_corpus, tmp_path):
 
 def test_supernet_config_for_the_wrong_task_is_refused():
     from mos_search.errors import ConfigError
-    from mos_search.supernet import Supernet
+    from mos_search.models.supernet import Supernet
 
     with pytest.raises(ConfigError, match="not translation"):
         Supernet(SupernetConfig(space=load_space("bert-cpu"), vocab_size=VOCAB))

@@ -140,3 +140,35 @@ def test_bad_inputs_are_one_line_errors(tmp_path):
     assert result.exit_code == 2 and "is not a corpus folder" in result.output
     result = runner.invoke(main, ["score", "--ckpt", str(tmp_path), "--arch", str(tmp_path / "x")])
     assert result.exit_code == 2 and "cannot read" in result.output
+
+
+def test_python_m_works_from_a_folder_that_shadows_the_packages(tmp_path):
+    """`python -m mos_search.cli` (torchrun's form) from a folder holding `devices/` and
+    `latency/` subfolders (a run folder, say) still imports the installed packages."""
+    import subprocess
+    import sys
+
+    for name in ("devices", "latency"):
+        (tmp_path / name).mkdir()
+    result = subprocess.run(
+        [sys.executable, "-m", "mos_search.cli", "devices"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "onnxruntime-cpu" in result.stdout and "available" in result.stdout
+
+
+def test_shipped_predictor_is_found_from_any_folder(tmp_path, monkeypatch):
+    from latency.predictor import LatencyPredictor
+    from mos_search.costs.predictors import predictor_path, shipped_path
+
+    monkeypatch.chdir(tmp_path)
+    path = predictor_path("onnxruntime-cpu", None)
+    assert path == shipped_path("onnxruntime-cpu") and path.is_file()
+    assert LatencyPredictor.load(path).meta["space"] == "cpu-small"
+    assert shipped_path("onnxruntime-cpu", "latency.jsonl").is_file()
+    assert shipped_path("no-such-device") is None
+    assert predictor_path("no-such-device", "given.json").name == "given.json"

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from mos_search.constants import BOS_ID, EOS_ID, PAD_ID
 from mos_search.data.batches import collate, encode_split, token_batches
 from mos_search.data.bible import clean_osis, parse_imp, split_of
-from mos_search.data.corpus import BOS_ID, EOS_ID, PAD_ID, open_corpus
+from mos_search.data.corpus import open_corpus
 from mos_search.data.parallel import read_parallel, read_tsv
 from mos_search.data.tokenizer import Tokenizer
 from mos_search.errors import DataError
@@ -200,18 +201,18 @@ def test_a_stale_token_store_is_ignored(tiny_corpus, tmp_path):
 
 def test_training_reads_the_store_with_the_same_result(tiny_corpus, tmp_path):
 
-    from mos_search.checkpoint import load_tensors
-    from mos_search.train import TrainConfig, Trainer, train
+    from mos_search.models.checkpoint import load_tensors
+    from mos_search.training.train import Trainer, train
 
-    from conftest import TINY_SPACE
+    from conftest import tiny_train_config
 
     plain = tmp_path / "plain"
     shutil.copytree(tiny_corpus.root, plain, ignore=shutil.ignore_patterns("tokens"))
     runs = {}
     for name, data in (("mapped", tiny_corpus.root), ("plain", plain)):
-        config = TrainConfig(
-            data=str(data), out=str(tmp_path / f"run-{name}"), space=TINY_SPACE, mode="shared",
-            max_tokens=256, max_steps=3, warmup=1, save_every=3, valid_every=0, device="cpu",
+        config = tiny_train_config(
+            data, tmp_path / f"run-{name}", mode="shared", max_tokens=256, max_steps=3, warmup=1,
+            lr=1e-3, save_every=3, log_every=10, device="cpu",
         )  # fmt: skip
         if name == "mapped":
             assert type(Trainer(config).task.train_data).__name__ == "MemmapSplit"

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from mos_search.cli import main
 from mos_search.files import sha256_file
-from mos_search.models import load_model
+from mos_search.models.build import load_model
 
 BLOCK_TORCH = """
 import sys
@@ -86,7 +86,7 @@ def test_translate_runs_without_torch(exported, tiny_corpus):
     assert run.returncode == 0, run.stderr
     lines = run.stdout.splitlines()
     assert len(lines) == 4 and all(lines)
-    from mos_search.onnx_translate import OnnxTranslator
+    from mos_search.deploy.translate import OnnxTranslator
 
     assert lines == OnnxTranslator(exported).translate(sources, beam=3)
 
@@ -94,8 +94,8 @@ def test_translate_runs_without_torch(exported, tiny_corpus):
 def test_onnx_translation_equals_pytorch(exported, tiny_run, tiny_corpus):
     from mos_search.data.batches import encode_split
     from mos_search.data.tokenizer import Tokenizer
-    from mos_search.decode import translate_ids
-    from mos_search.onnx_translate import OnnxTranslator
+    from mos_search.deploy.translate import OnnxTranslator
+    from mos_search.oracle.decode import translate_ids
 
     loaded = load_model(tiny_run)
     data = encode_split(tiny_corpus, "valid", Tokenizer(tiny_corpus.tokenizer_path)).subset(10)
@@ -133,7 +133,7 @@ def test_bad_inputs_are_one_line_errors(exported, tiny_run, tmp_path):
 def test_finetune_starts_from_the_inherited_weights(tiny_run, tmp_path):
     import torch
 
-    from mos_search.finetune import finetune
+    from mos_search.deploy.finetune import finetune
 
     loaded = load_model(tiny_run)
     arch = loaded.space.smallest()

@@ -18,7 +18,7 @@ from devices import (
     registered,
 )
 from latency.workloads import source_tokens, workload_for
-from mos_search.profile import ArchModels, translation_bundle
+from mos_search.costs.profiling import ArchModels, translation_bundle
 from mos_search.space import load_space
 
 from conftest import TINY_SPACE

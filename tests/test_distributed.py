@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,9 @@ import torch
 import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 
-from conftest import TINY_SPACE
+from mos_search.training.config import TrainConfig
+
+from conftest import TINY_SPACE, tiny_train_config
 
 
 def free_port() -> int:
@@ -20,7 +23,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def rank_main(rank: int, world: int, port: int, options: dict, resume: bool, weights: str) -> None:
+def rank_main(
+    rank: int, world: int, port: int, config: TrainConfig, resume: bool, weights: str
+) -> None:
     """One rank, as torchrun would start it."""
     os.environ.update(
         MASTER_ADDR="127.0.0.1",
@@ -30,9 +35,9 @@ def rank_main(rank: int, world: int, port: int, options: dict, resume: bool, wei
         LOCAL_RANK=str(rank),
     )
     torch.set_num_threads(1)
-    from mos_search.train import TrainConfig, Trainer
+    from mos_search.training.train import Trainer
 
-    trainer = Trainer(TrainConfig(**options), resume=resume)
+    trainer = Trainer(config, resume=resume)
     trainer.run(progress=False)
     state = {k: v.detach().contiguous() for k, v in trainer.model.state_dict().items()}
     save_file(state, str(Path(weights) / f"rank{rank}.safetensors"))
@@ -40,35 +45,31 @@ def rank_main(rank: int, world: int, port: int, options: dict, resume: bool, wei
 
 def options(
     corpus, out: Path, steps: int, mode: str = "shared", sampling: str = "sandwich"
-) -> dict:
-    return {
-        "sampling": sampling,
-        "random_archs": 1,
-        "data": str(corpus.root),
-        "out": str(out),
-        "space": TINY_SPACE,
-        "mode": mode,
-        "max_tokens": 512,
-        "max_steps": steps,
-        "warmup": 2,
-        "lr": 3e-3,
-        "dropout": 0.0,
-        "save_every": 2,
-        "valid_every": 0,
-        "log_every": 1,
-        "device": "cpu",
-    }
+) -> TrainConfig:
+    return tiny_train_config(
+        corpus.root,
+        out,
+        sampling=sampling,
+        random_archs=1,
+        mode=mode,
+        max_steps=steps,
+        warmup=2,
+        dropout=0.0,
+        save_every=2,
+        log_every=1,
+        device="cpu",
+    )
 
 
-def run_ranks(world: int, opts: dict, weights: Path, resume: bool = False) -> None:
+def run_ranks(world: int, config: TrainConfig, weights: Path, resume: bool = False) -> None:
     weights.mkdir(parents=True, exist_ok=True)
-    mp.spawn(rank_main, (world, free_port(), opts, resume, str(weights)), nprocs=world, join=True)
+    mp.spawn(rank_main, (world, free_port(), config, resume, str(weights)), nprocs=world, join=True)
 
 
-def single_process(opts: dict, resume: bool = False) -> dict[str, torch.Tensor]:
-    from mos_search.train import TrainConfig, Trainer
+def single_process(config: TrainConfig, resume: bool = False) -> dict[str, torch.Tensor]:
+    from mos_search.training.train import Trainer
 
-    trainer = Trainer(TrainConfig(**opts), resume=resume)
+    trainer = Trainer(config, resume=resume)
     trainer.run(progress=False)
     return {k: v.detach() for k, v in trainer.model.state_dict().items()}
 
@@ -92,7 +93,7 @@ def test_two_gloo_ranks_match_one_process(tiny_corpus, tmp_path):
     assert_close(rank0, alone, 1e-5)  # same global batch, summed in another order
     gap = sum(float((alone[k] - v).abs().sum()) for k, v in rank0.items())
     assert gap < 1e-3 * sum(float(v.abs().sum()) for v in alone.values())
-    from mos_search.checkpoint import read_state
+    from mos_search.models.checkpoint import read_state
 
     state = read_state(tmp_path / "ddp")
     assert state["step"] == 4 and state["world_size"] == 2
@@ -115,21 +116,21 @@ def test_resume_on_another_number_of_ranks(tiny_corpus, tmp_path):
 
 def test_bf16_is_refused_on_the_cpu(tiny_corpus, tmp_path):
     from mos_search.errors import ConfigError
-    from mos_search.train import TrainConfig, Trainer
+    from mos_search.training.train import Trainer
 
-    opts = {**options(tiny_corpus, tmp_path / "r", 1), "precision": "bf16"}
+    config = replace(options(tiny_corpus, tmp_path / "r", 1), precision="bf16")
     with pytest.raises(ConfigError, match="CPU training runs in float32"):
-        Trainer(TrainConfig(**opts))
+        Trainer(config)
 
 
 @pytest.mark.gpu
 def test_bf16_training_on_a_gpu(tiny_corpus, tmp_path):
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device")
-    opts = {**options(tiny_corpus, tmp_path / "gpu", 6), "device": "cuda", "precision": "bf16"}
-    weights = single_process(opts)
+    config = replace(options(tiny_corpus, tmp_path / "gpu", 6), device="cuda", precision="bf16")
+    weights = single_process(config)
     assert all(v.device.type == "cuda" for v in weights.values())
-    from mos_search.oracle import Oracle
+    from mos_search.oracle.scoring import Oracle
     from mos_search.space import load_space
 
     loss = Oracle(tmp_path / "gpu", split="valid", cache_path=None).loss(

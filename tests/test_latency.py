@@ -17,8 +17,8 @@ from latency.dataset import drift_corrected_ms, fit_drift_elasticity, read_recor
 from latency.predictor import LatencyPredictor, PredictorError, accuracy, split_by_arch
 from latency.protocol import measure, relative_iqr, robust_statistic, trimmed_mean
 from mos_search.cli import main
-from mos_search.export import EncoderGraph, export_onnx
-from mos_search.profile import ArchModels, run_profile, sample_archs
+from mos_search.costs.profiling import ArchModels, run_profile, sample_archs
+from mos_search.models.onnx import EncoderGraph, export_onnx
 from mos_search.space import load_space
 
 from conftest import TINY_SPACE
@@ -53,6 +53,13 @@ def test_statistics():
     assert robust_statistic(samples, "median") == 3.0
     assert trimmed_mean(samples * 2, 0.1) == pytest.approx(sum(sorted(samples * 2)[1:9]) / 8)
     assert relative_iqr([1.0, 1.0, 1.0, 1.0]) == 0.0
+
+
+def test_unknown_statistic_is_refused():
+    samples = [1.0, 2.0, 3.0, 4.0, 100.0]
+    assert robust_statistic(samples, "trimmed_mean", 0.2) == pytest.approx(3.0)
+    with pytest.raises(ValueError, match=r"statistic: expected one of median, trimmed_mean"):
+        robust_statistic(samples, "mean")
 
 
 class FakeDevice(Device):
@@ -135,7 +142,7 @@ def test_profile_appends_and_resumes(tmp_path):
     space = load_space(TINY_SPACE)
     assert first_record["arch"] == space.largest().to_dict()
     assert first_record["reference_ms"] > 0 and first_record["latency_ms"] > 0
-    from mos_search.transformer import parameter_bytes
+    from mos_search.models.transformer import parameter_bytes
 
     assert first_record["param_bytes_fp32"] == parameter_bytes(space.largest(), 40, space.qkv_dim)
     assert first_record["env"]["cores"] >= 1 and "onnxruntime" in first_record["env"]["versions"]

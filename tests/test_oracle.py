@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from mos_search.beam import beam_search, greedy_search
-from mos_search.decode import CachedStepper, FullStepper
-from mos_search.models import load_model
-from mos_search.oracle import Oracle, corpus_bleu
+from mos_search.models.build import load_model
+from mos_search.oracle.beam import beam_search, greedy_search
+from mos_search.oracle.decode import CachedStepper, FullStepper
+from mos_search.oracle.scoring import Oracle, corpus_bleu
 
 
 def test_bleu_of_reference_against_itself_is_100():
@@ -107,26 +107,21 @@ def test_decoding_length_is_bounded(random_supernet):
 @pytest.mark.slow
 def test_pipeline_learns_a_word_for_word_task(tiny_corpus, tmp_path):
     """Train longer on the synthetic task: BLEU must rise well above zero."""
-    from mos_search.train import TrainConfig, train
+    from mos_search.training.train import train
 
-    from conftest import TINY_SPACE
+    from conftest import tiny_train_config
 
-    train(
-        TrainConfig(
-            data=str(tiny_corpus.root),
-            out=str(tmp_path),
-            space=TINY_SPACE,
-            mode="neuron",
-            max_tokens=512,
-            max_steps=600,
-            warmup=20,
-            lr=5e-3,
-            dropout=0.0,
-            valid_every=0,
-            save_every=600,
-        ),
-        progress=False,
+    config = tiny_train_config(
+        tiny_corpus.root,
+        tmp_path,
+        max_steps=600,
+        warmup=20,
+        lr=5e-3,
+        dropout=0.0,
+        save_every=600,
+        log_every=10,
     )
+    train(config, progress=False)
     oracle = Oracle(tmp_path, cache_path=None)
     assert oracle.bleu(oracle.space.largest(), beam=3).score > 30.0
 
@@ -153,7 +148,7 @@ class TableStepper:
 
 def brute_force_best(stepper: TableStepper, max_len: int, lenpen: float) -> list[int]:
     """Score every hypothesis up to `max_len` tokens (EOS included) exhaustively."""
-    from mos_search.data.corpus import BOS_ID, EOS_ID, PAD_ID
+    from mos_search.constants import BOS_ID, EOS_ID, PAD_ID
 
     best, best_score = None, -float("inf")
     frontier = [((BOS_ID,), 0.0)]

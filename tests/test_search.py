@@ -17,11 +17,12 @@ from hypothesis import strategies as st
 from latency.predictor import LatencyPredictor
 from mos_search.cli import main
 from mos_search.errors import ConfigError
-from mos_search.problem import ArchEvaluator, Budget, non_dominated
-from mos_search.report import write_report
-from mos_search.search import SearchConfig, hypervolume, open_run, run_search
+from mos_search.models.transformer import count_parameters
+from mos_search.search.config import Budget, SearchConfig
+from mos_search.search.problem import ArchEvaluator, non_dominated
+from mos_search.search.report import write_report
+from mos_search.search.run import hypervolume, open_run, run_search
 from mos_search.space import load_space
-from mos_search.transformer import count_parameters
 
 from conftest import TINY_SPACE
 
@@ -63,9 +64,9 @@ def make_evaluator(tmp_path, budget=None, oracle=None):
         SPACE,
         quality=oracle or CountingOracle(),
         metric="loss",
-        latency={"dev": lambda a: float(PREDICTOR.predict_ms(SPACE.features(a))[0])},
+        costs={"dev": lambda a: float(PREDICTOR.predict_ms(SPACE.features(a))[0])},
         params=lambda a: count_parameters(a, VOCAB, SPACE.qkv_dim),
-        budget=budget,
+        budgets=budget or (),
         log_path=tmp_path / "evaluations.jsonl",
     )
 
@@ -78,8 +79,7 @@ def run(tmp_path, name, algorithm="nsga2", generations=4, population=12, budget=
         population=population,
         seed=3,
         devices=("dev",),
-        max_latency_ms=dict(budget.max_latency_ms) if budget else {},
-        max_params=budget.max_params if budget else None,
+        budgets=tuple(budget or ()),
     )
     out, state = open_run(out, config, resume=kw.pop("resume", False))
     evaluator = make_evaluator(out, budget)
@@ -113,13 +113,13 @@ def test_canonical_gene_is_the_same_for_the_same_arch():
 def test_evaluator_scores_once_and_skips_the_oracle_for_infeasible(tmp_path):
     oracle = CountingOracle()
     small_ms = PREDICTOR.predict_ms(SPACE.features(SPACE.smallest()))[0]
-    evaluator = make_evaluator(tmp_path, Budget({"dev": small_ms + 0.01}), oracle)
+    evaluator = make_evaluator(tmp_path, [Budget.latency_ms(small_ms + 0.01, "dev")], oracle)
     first = evaluator.evaluate(SPACE.smallest())
     again = evaluator.evaluate(SPACE.smallest())
     assert first == again and oracle.calls == 1 and evaluator.cache_hits == 1
     big = evaluator.evaluate(SPACE.largest())
     assert not big.feasible and big.quality is None and oracle.calls == 1
-    reloaded = make_evaluator(tmp_path, Budget({"dev": small_ms + 0.01}), oracle)
+    reloaded = make_evaluator(tmp_path, [Budget.latency_ms(small_ms + 0.01, "dev")], oracle)
     assert reloaded.evaluate(SPACE.smallest()).quality == first.quality
     assert oracle.calls == 1  # the score came from the log, not the oracle
 
@@ -148,13 +148,16 @@ def test_search_is_deterministic_and_honours_budgets(tmp_path, algorithm, popula
             ]
         )
     )
-    budget = Budget({"dev": mid}, max_params=count_parameters(SPACE.largest(), VOCAB, 16) - 1)
+    budget = [
+        Budget.latency_ms(mid, "dev"),
+        Budget.params(count_parameters(SPACE.largest(), VOCAB, 16) - 1),
+    ]
     a, _ = run(tmp_path, "a", algorithm, population=population, budget=budget)
     b, _ = run(tmp_path, "b", algorithm, population=population, budget=budget)
     assert [e.arch for e in a.front] == [e.arch for e in b.front]
     assert [h["hypervolume"] for h in a.history] == [h["hypervolume"] for h in b.history]
-    assert a.front and all(e.latency_ms["dev"] <= mid for e in a.front)
-    assert all(e.params <= budget.max_params for e in a.front)
+    assert a.front and all(e.costs["dev"] <= mid for e in a.front)
+    assert all(e.params <= budget[1].limit for e in a.front)
     hv = [h["hypervolume"] for h in a.history]
     assert hv == sorted(hv) and hv[-1] > 0  # the archive's front never loses ground
     assert all(h["distinct"] <= h["population"] for h in a.history)
@@ -183,7 +186,7 @@ def median_latency() -> float:
 )
 def test_resume_gives_the_uninterrupted_front(tmp_path, algorithm, population, tight):
     # a tight budget leaves infeasible members (no rank, no crowding) in NSGA-II's population
-    budget = Budget({"dev": median_latency() if tight else 1e9})
+    budget = [Budget.latency_ms(median_latency() if tight else 1e9, "dev")]
     whole, whole_eval = run(tmp_path, "whole", algorithm, 5, population, budget)
     part, _ = run(tmp_path, "part", algorithm, 5, population, budget, stop_after=2)
     assert part.interrupted and part.generations_done == 2
@@ -215,14 +218,14 @@ def test_resume_refuses_changed_settings(tmp_path):
 
 def test_infeasible_budget_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match=r"cannot be met.*smallest predicted"):
-        run(tmp_path, "r", budget=Budget({"dev": 0.001}))
+        run(tmp_path, "r", budget=[Budget.latency_ms(0.001, "dev")])
     with pytest.raises(ConfigError, match=r"hat-evo optimises quality under a budget"):
         run(tmp_path, "h", "hat-evo", population=10)
 
 
 def test_report_files_and_self_contained_html(tmp_path):
     result, _ = run(tmp_path, "r", generations=3, population=8)
-    baseline, _ = run(tmp_path, "b", "hat-evo", 2, 10, Budget({"dev": 1e9}))
+    baseline, _ = run(tmp_path, "b", "hat-evo", 2, 10, [Budget.latency_ms(1e9, "dev")])
     page = write_report(result.out, baseline.out)
     names = {p.name for p in page.parent.iterdir()}
     for stem in ("front", "hypervolume"):
@@ -239,7 +242,7 @@ def test_report_files_and_self_contained_html(tmp_path):
 
 
 def test_cli_search_on_a_tiny_supernet(tiny_run, tmp_path):
-    from mos_search.models import load_model
+    from mos_search.models.build import load_model
 
     predictor = tmp_path / "tiny-predictor.json"
     tiny_predictor(vocab=load_model(tiny_run).vocab_size).save(predictor)
@@ -309,27 +312,30 @@ def test_two_devices_are_two_latency_objectives(tmp_path):
         SPACE,
         quality=CountingOracle(),
         metric="loss",
-        latency={
+        costs={
             "dev": lambda a: float(PREDICTOR.predict_ms(SPACE.features(a))[0]),
             "dev2": lambda a: 3.0 * float(other.predict_ms(SPACE.features(a))[0]),
         },
         params=lambda a: count_parameters(a, VOCAB, SPACE.qkv_dim),
-        budget=Budget({"dev2": 60.0}),
+        budgets=[Budget.latency_ms(60.0, "dev2")],
         log_path=tmp_path / "evaluations.jsonl",
     )
     config = SearchConfig(
-        generations=3, population=10, devices=("dev", "dev2"), max_latency_ms={"dev2": 60.0}
+        generations=3,
+        population=10,
+        devices=("dev", "dev2"),
+        budgets=(Budget.latency_ms(60.0, "dev2"),),
     )
     result = run_search(config, evaluator, tmp_path)
     assert evaluator.n_objectives == 3
-    assert result.front and all(e.latency_ms["dev2"] <= 60.0 for e in result.front)
+    assert result.front and all(e.costs["dev2"] <= 60.0 for e in result.front)
     assert 0 < result.history[-1]["hypervolume"] <= 1
 
 
 def test_parallel_scoring_equals_sequential(tiny_run, tmp_path, monkeypatch):
     """A generation's candidates scored by 2 worker processes: the very same run."""
-    from mos_search.models import load_model
-    from mos_search.oracle import ScoringPool
+    from mos_search.models.build import load_model
+    from mos_search.oracle.pool import ScoringPool
 
     pooled: list[int] = []
     compute = ScoringPool.compute
@@ -364,3 +370,72 @@ def test_parallel_scoring_equals_sequential(tiny_run, tmp_path, monkeypatch):
         assert {k: v for k, v in a.items() if k != "seconds"} == {
             k: v for k, v in b.items() if k != "seconds"
         }
+
+
+# ------------------------------------------------------------------ typed settings
+
+
+def test_budgets_carry_their_units():
+    assert Budget.latency_ms(80, "cpu") == Budget("latency", "ms", 80.0, "cpu")
+    assert Budget.memory_mib(12).unit == "MiB" and Budget.params(5).unit == "count"
+    assert Budget.memory_mib(12).cost_key == "params-fp32" and Budget.params(5).cost_key is None
+    with pytest.raises(ConfigError, match="a latency budget is in ms, found unit 'MiB'"):
+        Budget("latency", "MiB", 12.0, "cpu")
+    with pytest.raises(ConfigError, match="--max-memory-mib -1: must be positive"):
+        Budget.memory_mib(-1)
+    with pytest.raises(ConfigError, match="names its device"):
+        Budget("latency", "ms", 80.0)
+    with pytest.raises(ConfigError, match="budget metric"):
+        Budget("energy", "J", 1.0)
+
+
+def test_search_config_defaults_follow_the_options():
+    from mos_search.search.config import search_config
+
+    mt = search_config(checkpoint="run", max_latency_ms=["80"], max_params=10**6)
+    assert mt.quality == "loss" and mt.population == 40 and mt.objective == "bleu-latency"
+    assert mt.budgets == (Budget.latency_ms(80, "onnxruntime-cpu"), Budget.params(10**6))
+    assert [c.unit for c in mt.costs] == ["ms"]
+    assert search_config(checkpoint="run", algorithm="hat-evo").population == 125
+    bert = search_config(task="bert", checkpoint="run", max_memory_mib=12)
+    assert bert.quality == "perplexity" and bert.devices == ()
+    assert [(c.key, c.unit) for c in bert.costs] == [("params-fp32", "MiB")]
+    assert bert.budgets == (Budget.memory_mib(12),)
+    two = search_config(checkpoint="run", devices=("a", "b"), max_latency_ms=["b=30", "20"])
+    assert set(two.budgets) == {Budget.latency_ms(30, "b"), Budget.latency_ms(20, "a")}
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"task": "bert", "objective": "bleu-latency"}, "not an objective of --task bert"),
+        ({"task": "mt", "quality": "perplexity"}, "not a metric of --task mt"),
+        ({"task": "bert", "max_latency_ms": ["5"]}, "use --max-memory-mib"),
+        ({"task": "mt", "max_memory_mib": 3.0}, "--max-memory-mib is for --task bert"),
+        ({"max_latency_ms": ["other=5"]}, "'other' is not a --device"),
+        ({"max_latency_ms": ["fast"]}, "expected milliseconds"),
+        ({"predictors": ("a.json", "b.json")}, "2 --predictor files for 1 --device"),
+        ({"workers": 0}, "--workers: expected at least 1"),
+    ],
+)
+def test_search_config_refuses_what_does_not_fit(options, message):
+    from mos_search.search.config import search_config
+
+    with pytest.raises(ConfigError, match=message):
+        search_config(checkpoint="run", **options)
+
+
+def test_search_settings_round_trip_and_refuse_old_runs():
+    from mos_search.search.config import search_config
+
+    config = search_config(checkpoint="run", max_latency_ms=["80"], workers=2)
+    assert SearchConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    more = search_config(checkpoint="run", max_latency_ms=["80"], workers=1, generations=40)
+    assert more.resume_changes(config) == []  # generations and workers may change
+    other = search_config(checkpoint="run", max_latency_ms=["70"])
+    assert other.resume_changes(config) == ["budgets"]
+    old = {"algorithm": "nsga2", "metric": "loss", "extra": {"task": "mt"}}
+    with pytest.raises(ConfigError, match=r"format 1 .* start a new run"):
+        SearchConfig.from_dict(old)
+    with pytest.raises(ConfigError, match="unknown"):
+        SearchConfig.from_dict({**config.to_dict(), "dropout": 0.3})

@@ -8,8 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mos_search.arch import Arch
 from mos_search.errors import ArchError, SpaceError
-from mos_search.space import Arch, load_space, preset_names, space_from_toml
+from mos_search.space import load_space, preset_names, space_from_toml
 
 SPACES = {name: load_space(name) for name in preset_names()}
 seeds = st.integers(min_value=0, max_value=2**32 - 1)

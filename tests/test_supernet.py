@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from mos_search import Supernet, SupernetConfig, count_parameters
+from mos_search.arch import Arch
 from mos_search.errors import ConfigError
-from mos_search.space import Arch
 
 VOCAB = 97
 
@@ -185,6 +185,16 @@ def test_config_round_trip_and_errors(cpu_space):
         SupernetConfig(space=cpu_space, mode="layer", vocab_size=VOCAB, experts=5)
     with pytest.raises(ConfigError, match="dropout"):
         SupernetConfig(space=cpu_space, vocab_size=VOCAB, dropout=1.5)
+    with pytest.raises(ConfigError, match=r"supernet config: unknown key\(s\): colour"):
+        SupernetConfig.from_dict({**cfg.to_dict(), "colour": "red"})
+
+
+def test_unknown_routing_is_an_error():
+    from mos_search.models.supernet.layers import ExpertLinear
+
+    assert ExpertLinear(8, 4, 2, "neuron", num_features=3).router is not None
+    with pytest.raises(ConfigError, match=r"routing: expected one of layer, neuron .*'token'"):
+        ExpertLinear(8, 4, 2, "token", num_features=3)
 
 
 def test_arch_outside_space_is_rejected(supernet):

@@ -7,35 +7,24 @@ import json
 import pytest
 import torch
 
-from mos_search.checkpoint import load_tensors, read_state, resolve_checkpoint
 from mos_search.errors import CheckpointError, ConfigError
+from mos_search.models.checkpoint import load_tensors, read_state, resolve_checkpoint
 from mos_search.space import load_space
-from mos_search.train import ArchSampler, TrainConfig, inverse_sqrt_lr, train
+from mos_search.training.config import TrainConfig
+from mos_search.training.schedule import ArchSampler, inverse_sqrt_lr
+from mos_search.training.train import train
 
-from conftest import TINY_SPACE
+from conftest import TINY_SPACE, tiny_train_config
 
 
 def config(corpus, out, **overrides) -> TrainConfig:
-    base = dict(
-        data=str(corpus.root),
-        out=str(out),
-        space=TINY_SPACE,
-        mode="layer",
-        max_tokens=256,
-        max_steps=8,
-        warmup=3,
-        lr=3e-3,
-        save_every=3,
-        valid_every=0,
-        log_every=2,
-        dropout=0.1,
-    )
-    return TrainConfig(**{**base, **overrides})
+    base = dict(mode="layer", max_tokens=256, max_steps=8, warmup=3, save_every=3, log_every=2)
+    return tiny_train_config(corpus.root, out, **{**base, **overrides})
 
 
 def test_stop_request_mid_run_then_resume_equals_uninterrupted(tiny_corpus, tmp_path):
     """Ctrl-C's path: stop after the step in progress, save it, resume; epochs are crossed."""
-    from mos_search.train import Trainer
+    from mos_search.training.train import Trainer
 
     cfg = dict(max_tokens=1024, max_steps=9)  # about 4 batches per epoch: two epoch boundaries
     whole = train(config(tiny_corpus, tmp_path / "whole", **cfg), progress=False)
@@ -58,7 +47,7 @@ def test_stop_request_mid_run_then_resume_equals_uninterrupted(tiny_corpus, tmp_
 
 
 def test_resume_keeps_the_saved_config(tiny_corpus, tmp_path):
-    from mos_search.train import resumed_config
+    from mos_search.training.config import resumed_config
 
     train(config(tiny_corpus, tmp_path / "run", max_steps=2, lr=2e-3), progress=False)
     resumed = resumed_config(tmp_path / "run", max_steps=4)
@@ -110,7 +99,7 @@ def test_standalone_training(tiny_corpus, tmp_path):
     state = read_state(result.checkpoint)
     assert state["model"]["kind"] == "standalone" and state["model"]["arch"] == arch.to_dict()
     n = sum(t.numel() for t in load_tensors(result.checkpoint).values())
-    from mos_search.transformer import count_parameters
+    from mos_search.models.transformer import count_parameters
 
     assert n == count_parameters(arch, tiny_corpus.vocab_size, 16)
 
@@ -147,3 +136,25 @@ def test_bad_config_values(tiny_corpus, tmp_path):
         config(tiny_corpus, tmp_path, keep=0)
     with pytest.raises(ConfigError, match="lr: expected a positive number"):
         config(tiny_corpus, tmp_path, lr=0.0)
+
+
+def test_unknown_or_missing_training_options_are_named():
+    with pytest.raises(ConfigError, match=r"training options: unknown key\(s\): lr_max; known: d"):
+        TrainConfig.from_dict({"data": "d", "out": "o", "lr_max": 1.0})
+    with pytest.raises(ConfigError, match=r"training options: missing key\(s\): out"):
+        TrainConfig.from_dict({"data": "d"})
+
+
+def test_graceful_stop_first_request_then_hard_stop():
+    import signal
+
+    from mos_search.interrupt import GracefulStop
+
+    before = signal.getsignal(signal.SIGINT)
+    with GracefulStop() as stop:
+        assert signal.getsignal(signal.SIGINT) is not before and not stop.requested
+        signal.raise_signal(signal.SIGINT)  # the first Ctrl-C only asks
+        assert stop.requested
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is before

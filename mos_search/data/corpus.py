@@ -8,21 +8,19 @@ Layout of a folder built by `build_corpus`:
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from mos_search.constants import BOS_ID, EOS_ID, PAD_ID, UNK_ID
+from mos_search.data.manifest import PARALLEL_KIND, manifest_digest, read_manifest, write_manifest
 from mos_search.data.parallel import read_parallel, read_tsv
 from mos_search.errors import DataError
-from mos_search.files import sha256_file
+from mos_search.files import write_lines_atomic
 
 SPLITS = ("train", "valid", "test")
 TOKENIZER_SAMPLE = 2_000_000  # SentencePiece trains on at most this many sentences
-MANIFEST = "corpus.json"
 
 
 @dataclass(frozen=True)
@@ -54,52 +52,30 @@ class Corpus:
 
     def digest(self) -> str:
         """Digest of the manifest (which holds each file's sha256): identifies the data."""
-        return hashlib.sha256((self.root / MANIFEST).read_bytes()).hexdigest()[:16]
+        return manifest_digest(self.root)
+
+    def describe(self) -> str:
+        """One line: languages, pairs per split, vocabulary."""
+        pairs = read_manifest(self.root, PARALLEL_KIND).meta["pairs"]
+        counts = ", ".join(f"{k} {v:,}" for k, v in pairs.items())
+        languages = f"{self.source_lang}->{self.target_lang}"
+        return f"{self.root}: {languages}, {counts} pairs, vocab {self.vocab_size}"
 
 
 def open_corpus(root: str | Path) -> Corpus:
-    """Open a corpus folder written by `build_corpus`."""
+    """Open a corpus folder written by `build_corpus`, checking every file against its manifest."""
     root = Path(root)
-    manifest = root / MANIFEST
-    if not manifest.is_file():
-        raise DataError(
-            f"{root} is not a corpus folder (no {MANIFEST}); build one with "
-            "`mos-search data bible --out DIR` or `mos-search data parallel`"
-        )
-    try:
-        meta = json.loads(manifest.read_text())
-        if meta.get("kind") == "text":
-            raise DataError(
-                f"{root} is a text (masked-LM) corpus, not a parallel (translation) one"
-            )
-        corpus = Corpus(root, meta["source_lang"], meta["target_lang"], int(meta["vocab_size"]))
-        digests = dict(meta["sha256"])
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise DataError(
-            f"{manifest} is damaged ({type(exc).__name__}: {exc}); rebuild the corpus"
-        ) from None
+    manifest = read_manifest(root, PARALLEL_KIND)
+    meta = manifest.meta
+    corpus = Corpus(root, meta["source_lang"], meta["target_lang"], manifest.vocab_size)
     files = [p for split in SPLITS for p in corpus.split_paths(split)] + [corpus.tokenizer_path]
-    check_files(root, files, digests)
+    manifest.check_files(files)
     return corpus
-
-
-def check_files(root: Path, files: list[Path], digests: dict[str, str]) -> None:
-    """Every file of a corpus folder is there and unchanged since its manifest was written."""
-    for path in files:
-        if not path.is_file():
-            raise DataError(f"corpus folder {root} lacks {path.name}")
-        if digests.get(path.name) != sha256_file(path):
-            raise DataError(
-                f"{path} changed since the corpus was built (sha256 differs from "
-                f"{MANIFEST}); rebuild the corpus"
-            )
 
 
 def write_lines(path: Path, lines: list[str]) -> None:
     """Write one line per item atomically (newlines inside an item become spaces)."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text("".join(line.replace("\n", " ") + "\n" for line in lines), encoding="utf-8")
-    os.replace(tmp, path)
+    write_lines_atomic(path, (line.replace("\n", " ") for line in lines))
 
 
 def train_tokenizer(
@@ -183,15 +159,6 @@ def tokenize_training_split(corpus: Corpus) -> Path:
 
     files = [path.name for path in corpus.split_paths("train")]
     return build_token_store(corpus.root, files, Tokenizer(corpus.tokenizer_path))
-
-
-def write_manifest(out: Path, meta: dict) -> None:
-    """Write `corpus.json`: `meta` plus the sha256 of every file in the folder, atomically."""
-    files = sorted(p.name for p in out.iterdir() if p.name != MANIFEST and p.is_file())
-    meta = {**meta, "sha256": {name: sha256_file(out / name) for name in files}}
-    tmp = out / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(meta, indent=2, ensure_ascii=False))
-    os.replace(tmp, out / MANIFEST)
 
 
 def build_bible_corpus(out: str | Path, vocab_size: int = 8000) -> Corpus:

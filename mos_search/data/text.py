@@ -10,29 +10,18 @@ translation results never test on text the other trained on); any plain-text fil
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from mos_search.constants import BOS_ID, EOS_ID
-from mos_search.data.batches import EncodedSplit
-from mos_search.data.corpus import (
-    MANIFEST,
-    SPLITS,
-    check_files,
-    open_corpus,
-    train_tokenizer,
-    write_lines,
-    write_manifest,
-)
+from mos_search.data.corpus import SPLITS, open_corpus, train_tokenizer, write_lines
+from mos_search.data.encoded import EncodedSplit
+from mos_search.data.manifest import TEXT_KIND, manifest_digest, read_manifest, write_manifest
 from mos_search.data.parallel import read_lines
 from mos_search.data.tokenizer import MASK_PIECE, Tokenizer
 from mos_search.errors import DataError
-
-TEXT_KIND = "text"
 
 
 @dataclass(frozen=True)
@@ -55,30 +44,20 @@ class TextCorpus:
 
     def digest(self) -> str:
         """Digest of the manifest (which holds each file's sha256): identifies the data."""
-        return hashlib.sha256((self.root / MANIFEST).read_bytes()).hexdigest()[:16]
+        return manifest_digest(self.root)
+
+    def describe(self) -> str:
+        """One line: sentences per split, vocabulary."""
+        counts = ", ".join(f"{s} {len(self.lines(s)):,}" for s in SPLITS)
+        return f"{self.root}: {counts} sentences, vocab {self.vocab_size}"
 
 
 def open_text_corpus(root: str | Path) -> TextCorpus:
     """Open a folder written by `build_text_corpus`, checking every file against its manifest."""
     root = Path(root)
-    manifest = root / MANIFEST
-    if not manifest.is_file():
-        raise DataError(
-            f"{root} is not a corpus folder (no {MANIFEST}); build one with "
-            "`mos-search data text --out DIR`"
-        )
-    try:
-        meta = json.loads(manifest.read_text())
-        kind, vocab, digests = meta.get("kind"), int(meta["vocab_size"]), dict(meta["sha256"])
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise DataError(f"{manifest} is damaged ({type(exc).__name__}: {exc})") from None
-    if kind != TEXT_KIND:
-        raise DataError(
-            f"{root} is a parallel (translation) corpus; masked-LM training needs a text corpus: "
-            f"`mos-search data text --from-corpus {root} --out DIR`"
-        )
-    corpus = TextCorpus(root, vocab)
-    check_files(root, [root / f"{s}.txt" for s in SPLITS] + [corpus.tokenizer_path], digests)
+    manifest = read_manifest(root, TEXT_KIND)
+    corpus = TextCorpus(root, manifest.vocab_size)
+    manifest.check_files([root / f"{s}.txt" for s in SPLITS] + [corpus.tokenizer_path])
     return corpus
 
 
@@ -172,3 +151,21 @@ def encode_text_split(
         out.targets.append(row)
         out.references.append(line)
     return out
+
+
+def make_text_corpus(
+    out: str | Path,
+    vocab_size: int = 8000,
+    text_file: str | None = None,
+    from_corpus: str | None = None,
+    side: str | None = None,
+) -> TextCorpus:
+    """`mos-search data text`: from a plain-text file, from one side of a parallel corpus, or
+    (neither given) the English side of the default Bible corpus; not from both."""
+    if text_file and from_corpus:
+        raise DataError("give --file or --from-corpus, not both")
+    if text_file:
+        return text_from_file(out, text_file, vocab_size)
+    if from_corpus:
+        return text_from_corpus(out, from_corpus, side, vocab_size)
+    return bible_text(out, vocab_size)

@@ -18,8 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from mos_search.constants import EOS_ID
-from mos_search.data.batches import EncodedSplit
-from mos_search.files import sha256_file
+from mos_search.data.encoded import EncodedSplit
+from mos_search.data.manifest import PARALLEL_KIND, read_manifest
+from mos_search.errors import DataError
+from mos_search.files import sha256_file, write_json_atomic
 
 STORE = "tokens"
 CHUNK_LINES = 20_000
@@ -64,9 +66,7 @@ def build_token_store(root: str | Path, files: list[str], tokenizer: object) -> 
             "sentences": len(offsets) - 1,
             "tokens": total,
         }
-    tmp = store / ".meta.json.tmp"
-    tmp.write_text(json.dumps(meta, indent=1))
-    os.replace(tmp, store / "meta.json")
+    write_json_atomic(store / "meta.json", meta)
     return store
 
 
@@ -130,11 +130,11 @@ def open_training_split(
     try:
         meta = json.loads(meta_path.read_text())
         files, dtype = meta["files"], meta["dtype"]
-        digests = json.loads((Path(root) / "corpus.json").read_text())["sha256"]
+        digests = read_manifest(root, PARALLEL_KIND).sha256
         current = all(
             files[name]["source_sha256"] == digests[name] for name in (source_file, target_file)
         )
-    except (json.JSONDecodeError, KeyError, TypeError, OSError):
+    except (json.JSONDecodeError, KeyError, TypeError, OSError, DataError):
         return None  # damaged or from another version: tokenise in memory instead
     counts = {files[source_file]["sentences"], files[target_file]["sentences"]}
     if not current or meta.get("tokenizer") != digests.get("spm.model") or len(counts) != 1:
@@ -148,3 +148,12 @@ def open_training_split(
     source, target = sides
     keep = np.flatnonzero((source.lengths() <= max_len) & (target.lengths() <= max_len))
     return MemmapSplit(source.view(keep), target.view(keep))
+
+
+def describe_store(store: Path) -> list[str]:
+    """One line per id file of a token store: sentences and tokens."""
+    meta = json.loads((store / "meta.json").read_text(encoding="utf-8"))
+    return [
+        f"{store}/{name}.bin: {info['sentences']:,} sentences, {info['tokens']:,} tokens"
+        for name, info in meta["files"].items()
+    ]

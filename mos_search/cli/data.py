@@ -1,0 +1,124 @@
+"""`mos-search space` and `mos-search data ...`: search spaces and corpus folders."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command("space")
+@click.argument("name", default="cpu-small")
+@click.option(
+    "--vocab-size",
+    default=8000,
+    show_default=True,
+    help="Vocabulary size used for the parameter counts.",
+)
+def space_command(name: str, vocab_size: int) -> None:
+    """Show a search space (preset name or .toml path): choices and size range.
+
+    \b
+    Example:
+      mos-search space hat-wmt14 --vocab-size 32000
+    """
+    from mos_search.models.build import describe_space
+
+    click.echo(describe_space(name, vocab_size))
+
+
+@click.group("data")
+def data_group() -> None:
+    """Build corpus folders: parallel (translation) or text (masked-LM), with a tokenizer.
+
+    \b
+    Example:
+      mos-search data bible --out data/bible
+      mos-search data text --out data/bible-en
+    """
+
+
+@data_group.command("bible")
+@click.option("--out", default="data/bible", show_default=True, help="Corpus folder to write.")
+@click.option("--vocab-size", default=8000, show_default=True, help="SentencePiece vocabulary.")
+def data_bible(out: str, vocab_size: int) -> None:
+    """The default corpus: Spanish (Reina-Valera 1909) -> English (World English Bible).
+
+    Reads Debian's SWORD modules (apt-get install libsword-utils sword-text-sparv sword-text-web).
+
+    \b
+    Example:
+      mos-search data bible --out data/bible --vocab-size 8000
+    """
+    from mos_search.data.corpus import build_bible_corpus
+
+    corpus = build_bible_corpus(out, vocab_size)
+    click.echo(f"wrote {corpus.describe()}")
+
+
+@data_group.command("parallel")
+@click.option("--langs", nargs=2, required=True, metavar="SRC TGT", help="Language suffixes.")
+@click.option(
+    "--train", required=True, help="PREFIX (reads PREFIX.SRC, PREFIX.TGT) or a .tsv file."
+)
+@click.option("--valid", required=True, help="Validation split, as --train.")
+@click.option("--test", required=True, help="Test split, as --train.")
+@click.option("--out", required=True, help="Corpus folder to write.")
+@click.option("--vocab-size", default=8000, show_default=True)
+def data_parallel(
+    langs: tuple[str, str], train: str, valid: str, test: str, out: str, vocab_size: int
+) -> None:
+    """A corpus folder from your own parallel text.
+
+    \b
+    Example:
+      mos-search data parallel --langs de en --train raw/train --valid raw/valid \\
+          --test raw/test.tsv --out data/my-corpus
+    """
+    from mos_search.data.corpus import build_parallel_corpus
+
+    corpus = build_parallel_corpus(out, langs[0], langs[1], train, valid, test, vocab_size)
+    click.echo(f"wrote {corpus.describe()}")
+
+
+@data_group.command("text")
+@click.option("--out", default="data/bible-en", show_default=True, help="Corpus folder to write.")
+@click.option("--file", "text_file", help="Plain text, one sentence per line (last 10% held out).")
+@click.option("--from-corpus", help="A parallel corpus folder: take one side, keep its splits.")
+@click.option("--side", help="Language of --from-corpus [default: its target language].")
+@click.option("--vocab-size", default=8000, show_default=True, help="SentencePiece vocabulary.")
+def data_text(
+    out: str, text_file: str | None, from_corpus: str | None, side: str | None, vocab_size: int
+) -> None:
+    """A text corpus for masked-LM (BERT) training, with a `<mask>` token.
+
+    Without --file or --from-corpus: the English side of the default corpus (World English
+    Bible verses, the same book split as `data bible`).
+
+    \b
+    Example:
+      mos-search data text --out data/bible-en
+      mos-search data text --file my_text.txt --out data/my-text
+      mos-search data text --from-corpus data/bible --side en --out data/bible-en
+    """
+    from mos_search.data.text import make_text_corpus
+
+    corpus = make_text_corpus(out, vocab_size, text_file, from_corpus, side)
+    click.echo(f"wrote {corpus.describe()}")
+
+
+@data_group.command("tokenize")
+@click.option("--data", default="data/bible", show_default=True, help="Parallel corpus folder.")
+def data_tokenize(data: str) -> None:
+    """(Re)build a corpus's memory-mapped training tokens (`DIR/tokens/`).
+
+    `data bible` and `data parallel` build them already; run this for a corpus built by an
+    older version, or after replacing its files. Training reads these instead of the text.
+
+    \b
+    Example:
+      mos-search data tokenize --data data/wmt14-en-de
+    """
+    from mos_search.data.corpus import open_corpus, tokenize_training_split
+    from mos_search.data.tokenized import describe_store
+
+    for line in describe_store(tokenize_training_split(open_corpus(data))):
+        click.echo(line)

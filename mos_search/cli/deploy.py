@@ -1,0 +1,191 @@
+"""`mos-search export`, `finetune`, `translate` and `demo`: deploying a sub-network."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from mos_search.cli.inputs import read_arch, read_text
+
+
+@click.command("export")
+@click.option("--ckpt", required=True, help="Trained supernet (run folder or checkpoint).")
+@click.option("--arch", "arch_file", help="Architecture JSON file.")
+@click.option("--from-search", help="A finished search run folder to pick the architecture from.")
+@click.option(
+    "--pick",
+    default="best",
+    show_default=True,
+    help="With --from-search: 'best' (best test BLEU/perplexity, else best quality) or a rank.",
+)
+@click.option("--data", help="Data folder [default: the checkpoint's].")
+@click.option("--out", required=True, help="Model folder to write.")
+@click.option("--device", "devices", multiple=True, default=["onnxruntime-cpu"], show_default=True)
+@click.option("--test-limit", default=300, show_default=True, help="Test sentences for BLEU.")
+@click.option("--beam", default=5, show_default=True)
+@click.option("--quantize", type=click.Choice(["int8"]), help="Also write an int8 model.")
+def export_command(
+    ckpt: str,
+    arch_file: str | None,
+    from_search: str | None,
+    pick: str,
+    data: str | None,
+    out: str,
+    devices: tuple[str, ...],
+    test_limit: int,
+    beam: int,
+    quantize: str | None,
+) -> None:
+    """Export one sub-network as ONNX, with its tokenizer and a model card.
+
+    Translation: encoder + decoder step with key/value cache. BERT: one encoder (tokens ->
+    states), with test perplexity and measured memory in the card.
+
+    \b
+    Example:
+      mos-search export --ckpt runs/neuron --from-search runs/search --pick best --out model
+      mos-search export --ckpt runs/neuron --arch arch.json --out model --quantize int8
+      mos-search export --ckpt runs/bert-neuron --from-search runs/search-bert --out bert-model
+    """
+    from mos_search.deploy.package import card_summary, export_checkpoint
+    from mos_search.search.pick import chosen_arch
+
+    arch = chosen_arch(read_arch(arch_file), from_search, pick)
+    card = export_checkpoint(
+        ckpt, arch, out, data, devices, test_limit, beam, quantize, echo=click.echo
+    )
+    click.echo(card_summary(card, out))
+
+
+@click.command("finetune")
+@click.option("--ckpt", required=True, help="Trained supernet (run folder or checkpoint).")
+@click.option("--arch", "arch_file", help="Architecture JSON file.")
+@click.option("--from-search", help="A finished search run folder to pick the architecture from.")
+@click.option("--pick", default="best", show_default=True, help="See `export --help`.")
+@click.option("--data", help="Data folder [default: the checkpoint's].")
+@click.option("--out", required=True, help="Run folder of the fine-tuned model.")
+@click.option("--minutes", default=5.0, show_default=True, help="Wall-clock training budget.")
+@click.option("--lr", default=3e-4, show_default=True)
+@click.option("--max-tokens", default=4096, show_default=True)
+@click.option("--threads", default=1, show_default=True)
+@click.option("--test-limit", default=300, show_default=True, help="Test sentences for BLEU.")
+@click.option("--beam", default=5, show_default=True)
+@click.option("--resume", is_flag=True, help="Continue an interrupted fine-tuning run.")
+def finetune_command(
+    ckpt: str,
+    arch_file: str | None,
+    from_search: str | None,
+    pick: str,
+    data: str | None,
+    out: str,
+    minutes: float,
+    lr: float,
+    max_tokens: int,
+    threads: int,
+    test_limit: int,
+    beam: int,
+    resume: bool,
+) -> None:
+    """Continue training one extracted sub-network alone, then report the BLEU gained per minute.
+
+    \b
+    Example:
+      mos-search finetune --ckpt runs/neuron --from-search runs/search --minutes 10 \\
+          --out runs/finetuned
+      mos-search export --ckpt runs/finetuned --arch runs/finetuned/arch.json --out model
+    """
+    from mos_search.deploy.finetune import finetune
+    from mos_search.search.pick import chosen_arch
+
+    arch = chosen_arch(read_arch(arch_file), from_search, pick)
+    finetune(
+        ckpt,
+        arch,
+        out,
+        data,
+        minutes,
+        lr,
+        max_tokens,
+        threads,
+        test_limit,
+        beam,
+        resume,
+        echo=click.echo,
+    )
+
+
+@click.command("translate")
+@click.option("--model", "model_dir", required=True, help="An exported model folder.")
+@click.option("--input", "input_file", help="Text file, one sentence per line [default: stdin].")
+@click.option("--beam", default=5, show_default=True)
+@click.option("--lenpen", default=1.0, show_default=True)
+@click.option("--threads", default=1, show_default=True)
+def translate_command(
+    model_dir: str, input_file: str | None, beam: int, lenpen: float, threads: int
+) -> None:
+    """Translate sentences with an exported model: ONNX Runtime, SentencePiece, numpy; no torch.
+
+    \b
+    Example:
+      echo "En el principio creó Dios los cielos y la tierra." | mos-search translate --model model
+    """
+    from mos_search.deploy.translate import OnnxTranslator, read_lines
+
+    translator = OnnxTranslator(model_dir, threads)
+    text = read_text(input_file).splitlines() if input_file else sys.stdin
+    lines = read_lines(text)
+    for line in translator.translate(lines, beam, lenpen):
+        click.echo(line)
+
+
+@click.command("demo")
+@click.option("--out", default="runs/demo", show_default=True, help="Run folder of every stage.")
+@click.option("--preset", default="cpu-tiny", show_default=True, help="Search space.")
+@click.option("--vocab-size", default=4000, show_default=True)
+@click.option("--minutes", default=8.0, show_default=True, help="Supernet training budget.")
+@click.option("--profile-archs", default=80, show_default=True)
+@click.option("--generations", default=8, show_default=True)
+@click.option("--population", default=24, show_default=True)
+@click.option("--threads", default=2, show_default=True)
+def demo_command(
+    out: str,
+    preset: str,
+    vocab_size: int,
+    minutes: float,
+    profile_archs: int,
+    generations: int,
+    population: int,
+    threads: int,
+) -> None:
+    """The whole chain on the embedded defaults, on the CPU; rerun to continue after a stop.
+
+    Corpus, MoS supernet, CPU latency profile, predictor, NSGA-II search, verified front,
+    report, export of the best model under the budget, and translations with ONNX Runtime.
+
+    \b
+    Example:
+      mos-search demo                                  # about 20 minutes on 2 cores
+      mos-search demo --preset cpu-small --vocab-size 8000 --minutes 60 --out runs/demo-60
+    """
+    from mos_search.demo import DemoConfig, run_demo
+
+    summary = run_demo(
+        DemoConfig(
+            out=out,
+            preset=preset,
+            vocab_size=vocab_size,
+            minutes=minutes,
+            profile_archs=profile_archs,
+            generations=generations,
+            population=population,
+            threads=threads,
+        ),
+        echo=click.echo,
+    )
+    model = summary["model"]
+    click.echo(
+        f"demo done in {summary['total_seconds'] / 60:.1f} min: model "
+        f"{model['params'] / 1e6:.2f} M params, test BLEU {model['test_bleu']:.2f}, "
+        f"{model['latency_ms']:.1f} ms on {model['device']}; report {summary['report']}"
+    )

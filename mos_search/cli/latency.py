@@ -1,0 +1,144 @@
+"""`mos-search devices`, `profile` and `predictor ...`: measured latency and its predictors."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+
+@click.command("devices")
+def devices_command() -> None:
+    """List every registered device and whether it can run here.
+
+    \b
+    Example:
+      mos-search devices
+    """
+    from devices import availability
+
+    for name, reason in availability().items():
+        click.echo(f"{name:<18}{'available' if reason is None else 'unavailable: ' + reason}")
+
+
+@click.command("profile")
+@click.option(
+    "--device",
+    "device_profile",
+    default="onnxruntime-cpu",
+    show_default=True,
+    help="Device profile: a shipped name (see `mos-search devices`) or a .toml path.",
+)
+@click.option("--space", default="cpu-small", show_default=True)
+@click.option("-n", "count", default=100, show_default=True, help="Architectures to measure.")
+@click.option("--seed", default=0, show_default=True)
+@click.option(
+    "--vocab-size",
+    default=8000,
+    show_default=True,
+    help="Vocabulary of the measured models (ignored with --ckpt).",
+)
+@click.option("--ckpt", help="Measure sub-networks extracted from this checkpoint.")
+@click.option("--out", help="Dataset file [default: runs/profile/PROFILE/latency.jsonl].")
+@click.option("--no-reference", is_flag=True, help="Skip the interleaved reference workload.")
+def profile_command(
+    device_profile: str,
+    space: str,
+    count: int,
+    seed: int,
+    vocab_size: int,
+    ckpt: str | None,
+    out: str | None,
+    no_reference: bool,
+) -> None:
+    """Measure architectures on a device; appends to its dataset and resumes where it stopped.
+
+    \b
+    Example:
+      mos-search profile --device onnxruntime-cpu --space cpu-small -n 500
+    """
+    from mos_search.costs.profiling import run_profile
+
+    run = run_profile(
+        device_profile, space, count, seed, vocab_size, ckpt, out, reference=not no_reference
+    )
+    click.echo(
+        f"{run.dataset}: measured {run.measured}, already there {run.skipped}, "
+        f"flagged (spread too wide) {run.flagged}"
+    )
+    if run.interrupted:
+        click.echo("interrupted: rerun the same command to continue")
+        sys.exit(130)
+
+
+@click.group("predictor")
+def predictor_group() -> None:
+    """Per-device latency predictors (MLP on architecture features).
+
+    \b
+    Example:
+      mos-search predictor train --dataset runs/profile/onnxruntime-cpu/latency.jsonl
+    """
+
+
+@predictor_group.command("train")
+@click.option("--dataset", required=True, help="Latency dataset (JSON lines).")
+@click.option("--out", help="Predictor file [default: beside the dataset, predictor.json].")
+@click.option("--space", default="cpu-small", show_default=True)
+@click.option("--test-fraction", default=0.2, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option(
+    "--hidden",
+    default="400,400,400",
+    show_default=True,
+    help="Hidden layer widths (HAT: 400,400,400).",
+)
+@click.option("--raw", is_flag=True, help="Train on raw times, without drift correction.")
+def predictor_train(
+    dataset: str,
+    out: str | None,
+    space: str,
+    test_fraction: float,
+    seed: int,
+    hidden: str,
+    raw: bool,
+) -> None:
+    """Train a predictor on a split by architecture and report held-out accuracy.
+
+    \b
+    Example:
+      mos-search predictor train --dataset runs/profile/onnxruntime-cpu/latency.jsonl \\
+          --space cpu-small
+    """
+    from mos_search.costs.predictors import train_latency_predictor
+
+    try:
+        widths = tuple(int(w) for w in hidden.split(","))
+    except ValueError:
+        raise click.BadParameter(
+            f"expected comma-separated integers, found {hidden!r}", param_hint="--hidden"
+        ) from None
+    report = train_latency_predictor(
+        dataset, out, space, test_fraction, seed, not raw, hidden=widths
+    )
+    for line in report.lines():
+        click.echo(line)
+
+
+@predictor_group.command("eval")
+@click.option("--predictor", "predictor_path", required=True)
+@click.option("--dataset", required=True)
+@click.option("--space", default="cpu-small", show_default=True)
+@click.option("--raw", is_flag=True, help="Compare with raw times, without drift correction.")
+def predictor_eval(predictor_path: str, dataset: str, space: str, raw: bool) -> None:
+    """Accuracy of a saved predictor on a dataset.
+
+    \b
+    Example:
+      mos-search predictor eval --predictor runs/profile/onnxruntime-cpu/predictor.json \\
+          --dataset other-pass.jsonl
+    """
+    from mos_search.costs.predictors import ACCURACY_HEADER, evaluate_predictor, format_accuracy
+
+    click.echo(ACCURACY_HEADER)
+    click.echo(format_accuracy("all", evaluate_predictor(predictor_path, dataset, space, not raw)))

@@ -1,0 +1,55 @@
+"""The `mos-search` group: every command, and toolkit errors as one line with exit code 2."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from devices.base import DeviceError
+from devices.profile import ProfileError
+from latency.predictor import PredictorError
+from mos_search.cli import data, deploy, latency, search, train
+from mos_search.constants import VERSION
+from mos_search.errors import MosSearchError
+
+
+class FriendlyGroup(click.Group):
+    """A click group that prints toolkit errors as one line and exits non-zero."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        """Run the command; a toolkit error becomes `error: ...` on stderr and exit code 2."""
+        try:
+            return super().invoke(ctx)
+        except (MosSearchError, DeviceError, ProfileError, PredictorError) as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=FriendlyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(VERSION, prog_name="mos-search")
+def main() -> None:
+    """Hardware-aware architecture search for Transformers with Mixture-of-Supernets.
+
+    \b
+    Example:
+      mos-search space cpu-small
+    """
+
+
+for _command in (
+    data.space_command,
+    data.data_group,
+    train.train_command,
+    train.score_command,
+    latency.devices_command,
+    latency.profile_command,
+    latency.predictor_group,
+    search.search_command,
+    search.report_command,
+    deploy.export_command,
+    deploy.finetune_command,
+    deploy.translate_command,
+    deploy.demo_command,
+):
+    main.add_command(_command)

@@ -1,0 +1,150 @@
+"""`mos-search search` and `mos-search report`: the multi-objective search and its report."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+
+@click.command("search")
+@click.option("--task", type=click.Choice(["mt", "bert"]), default="mt", show_default=True)
+@click.option("--ckpt", required=True, help="Trained supernet (run folder or checkpoint).")
+@click.option("--data", help="Data folder [default: the one the checkpoint was trained on].")
+@click.option(
+    "--device",
+    "devices",
+    multiple=True,
+    default=["onnxruntime-cpu"],
+    show_default=True,
+    help="Device whose predicted latency is an objective; repeat for several.",
+)
+@click.option(
+    "--predictor",
+    "predictors",
+    multiple=True,
+    help="Predictor file per --device, in order [default: the one shipped for DEVICE].",
+)
+@click.option(
+    "--objective",
+    type=click.Choice(["bleu-latency", "perplexity-memory"]),
+    help="[default: bleu-latency for mt, perplexity-memory for bert]",
+)
+@click.option(
+    "--quality",
+    type=click.Choice(["loss", "bleu", "perplexity"]),
+    help="Oracle score searched on [default: validation loss for mt (fast; BLEU still "
+    "reported), perplexity for bert].",
+)
+@click.option("--limit", default=200, show_default=True, help="Validation sentences scored.")
+@click.option("--beam", default=1, show_default=True, help="Beam of --quality bleu.")
+@click.option("--threads", default=2, show_default=True, help="Torch threads of the oracle.")
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    help="Score each generation's new candidates in N processes (1 thread each; same results).",
+)
+@click.option(
+    "--max-latency-ms",
+    multiple=True,
+    help="Latency budget: X (first device) or DEVICE=X; repeatable.",
+)
+@click.option("--max-params", type=int, help="Parameter budget.")
+@click.option("--max-memory-mib", type=float, help="bert: parameter memory budget (MiB, fp32).")
+@click.option(
+    "--algorithm", type=click.Choice(["nsga2", "hat-evo"]), default="nsga2", show_default=True
+)
+@click.option("--generations", default=20, show_default=True)
+@click.option("--population", type=int, help="Population [default: 40 for nsga2, 125 for hat-evo].")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--out", required=True, help="Run folder.")
+@click.option("--resume", is_flag=True, help="Continue the search saved in --out.")
+@click.option("--no-verify", is_flag=True, help="Skip measuring and test-scoring the front.")
+@click.option(
+    "--verify-limit", default=300, show_default=True, help="Test sentences (BLEU or perplexity)."
+)
+@click.option("--verify-beam", default=5, show_default=True)
+@click.option("--verify-max", default=8, show_default=True, help="Front archs verified (spread).")
+def search_command(
+    task: str,
+    ckpt: str,
+    data: str | None,
+    devices: tuple[str, ...],
+    predictors: tuple[str, ...],
+    objective: str | None,
+    quality: str | None,
+    limit: int,
+    beam: int,
+    threads: int,
+    workers: int,
+    max_latency_ms: tuple[str, ...],
+    max_params: int | None,
+    max_memory_mib: float | None,
+    algorithm: str,
+    generations: int,
+    population: int | None,
+    seed: int,
+    out: str,
+    resume: bool,
+    no_verify: bool,
+    verify_limit: int,
+    verify_beam: int,
+    verify_max: int,
+) -> None:
+    """Multi-objective search, then verify the front and report.
+
+    Translation (mt): quality vs predicted latency per device. BERT: masked-LM perplexity vs the
+    encoder's parameter memory; the front is verified with test perplexity and peak memory
+    measured with ONNX Runtime at length 128.
+
+    \b
+    Example:
+      mos-search search --task mt --ckpt runs/supernet --device onnxruntime-cpu \\
+          --objective bleu-latency --max-latency-ms 80 --algorithm nsga2 \\
+          --generations 20 --population 40 --out runs/search
+      mos-search search --task bert --objective perplexity-memory --ckpt runs/bert-neuron \\
+          --max-memory-mib 12 --out runs/search-bert
+    """
+    from mos_search.search.config import VerifySettings, search_config
+    from mos_search.search.objectives import search_task
+
+    config = search_config(
+        task=task,
+        checkpoint=ckpt,
+        data=data,
+        devices=devices,
+        predictors=predictors,
+        objective=objective,
+        quality=quality,
+        limit=limit,
+        beam=beam,
+        threads=threads,
+        workers=workers,
+        max_latency_ms=max_latency_ms,
+        max_params=max_params,
+        max_memory_mib=max_memory_mib,
+        algorithm=algorithm,
+        generations=generations,
+        population=population,
+        seed=seed,
+    )
+    verify = None if no_verify else VerifySettings(verify_limit, verify_beam, verify_max)
+    result = search_task(config, out, resume, verify, echo=click.echo)
+    if result.interrupted:
+        sys.exit(130)
+
+
+@click.command("report")
+@click.argument("run")
+@click.option("--baseline", help="A second run on the same problem, drawn beside RUN.")
+def report_command(run: str, baseline: str | None) -> None:
+    """Pareto plots, hypervolume, HTML page, JSON and CSV of a finished search (in RUN/report).
+
+    \b
+    Example:
+      mos-search report runs/search --baseline runs/search-hat
+    """
+    from mos_search.search.report import write_report
+
+    click.echo(f"wrote {write_report(run, baseline)}")

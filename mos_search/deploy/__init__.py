@@ -1,0 +1,8 @@
+"""Deployment: one sub-network as an ONNX model folder with its card, and its use.
+
+Owns export with parity checks, test scores and measured latency (`package.py`), the torch-free
+ONNX Runtime translator (`translate.py`) and fine-tuning of a chosen sub-network (`finetune.py`).
+
+May import: every unit below it (`models`, `training`, `oracle`, `costs`, `search`, ...),
+`latency` and `devices`; not `demo` or the CLI.
+"""

@@ -1,0 +1,365 @@
+"""Export one sub-network for deployment: ONNX graphs, tokenizer, and a model card with checks.
+
+`export_model` extracts the architecture from a checkpoint, writes `encoder.onnx` and
+`decoder_step.onnx` (opset 17, checked by `onnx.checker`), copies the SentencePiece model, then
+checks the ONNX files against PyTorch (largest output difference, identical greedy tokens),
+scores both on the test split with sacreBLEU, measures latency on the requested devices and writes
+everything into `card.json` with the sha256 of every file. `--quantize int8` adds an `int8/`
+model folder (ONNX Runtime dynamic quantization) with its BLEU change and speed-up in the card.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mos_search.constants import BOS_ID, EOS_ID
+from mos_search.errors import ConfigError
+from mos_search.files import sha256_file, write_json_atomic
+
+PARITY_SENTENCES = 20
+BERT_PARITY_TOLERANCE = 1e-3  # float32 ONNX Runtime vs PyTorch: differences are ~1e-6
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for package in ("mos-search", "torch", "onnx", "onnxruntime", "sentencepiece", "sacrebleu"):
+        with contextlib.suppress(PackageNotFoundError):
+            out[package] = version(package)
+    return out
+
+
+def parity(model: Any, translator: Any, sources: list[list[int]]) -> dict[str, Any]:
+    """ONNX Runtime vs PyTorch on real sources: encoder and per-step logits, greedy tokens."""
+    import torch
+
+    from mos_search.data.batches import pad
+    from mos_search.models.onnx import EncoderGraph
+    from mos_search.oracle.beam import greedy_search
+    from mos_search.oracle.decode import CachedStepper
+
+    src = pad([np.array([*s, EOS_ID]) for s in sources]).numpy()
+    with torch.no_grad():
+        torch_encoder = [t.numpy() for t in EncoderGraph(model)(torch.from_numpy(src))]
+    onnx_encoder = translator.stepper.encoder.run(None, {"src_tokens": src})
+    encoder_diff = max(
+        float(np.abs(a.astype(np.float32) - b.astype(np.float32)).max())
+        for a, b in zip(torch_encoder, onnx_encoder)
+    )
+    torch_ids = greedy_search(CachedStepper(model), src)
+    onnx_ids = greedy_search(translator.stepper, src)
+    logits_diff = _teacher_forced_logits_diff(model, translator, src, torch_ids)
+    return {
+        "sentences": len(sources),
+        "encoder_max_abs_diff": encoder_diff,
+        "decoder_logits_max_abs_diff": logits_diff,
+        "greedy_tokens_identical": torch_ids == onnx_ids,
+        "greedy_sentences_differing": sum(a != b for a, b in zip(torch_ids, onnx_ids)),
+    }
+
+
+def _teacher_forced_logits_diff(model: Any, translator: Any, src: np.ndarray, ids: list) -> float:
+    """Largest logit difference over the steps of PyTorch's greedy output, fed to both."""
+    from mos_search.oracle.decode import CachedStepper
+
+    steps = min(len(h) for h in ids)
+    torch_stepper, onnx_stepper = CachedStepper(model), translator.stepper
+    t_state, o_state = torch_stepper.start(src), onnx_stepper.start(src)
+    prefix = np.full((src.shape[0], 1), BOS_ID, dtype=np.int64)
+    worst = 0.0
+    for t in range(max(steps, 1)):
+        t_logits, t_state = torch_stepper.step(prefix, t_state)
+        o_logits, o_state = onnx_stepper.step(prefix, o_state)
+        worst = max(worst, float(np.abs(t_logits - o_logits).max()))
+        if t < steps:
+            prefix = np.concatenate([prefix, np.array([[h[t]] for h in ids])], axis=1)
+    return worst
+
+
+def measure_latency_ms(device: str, model_dir: Path, past_shapes: list, vocab: int) -> dict:
+    """The device profile's workload on the exported graphs (ms), with the reference time."""
+    from devices import ModelBundle, load_profile, open_device
+    from latency.protocol import measure
+    from latency.workloads import workload_for
+
+    profile = load_profile(device)
+    dev = open_device(profile)
+    if dev.needs != "onnx":
+        raise ConfigError(f"device {device} runs PyTorch modules; export measures ONNX devices")
+    bundle = ModelBundle(
+        kind="translation",
+        onnx={
+            "encoder": model_dir / "encoder.onnx",
+            "decoder_step": model_dir / "decoder_step.onnx",
+        },
+        past_shapes=past_shapes,
+        vocab_size=vocab,
+    )
+    try:
+        dev.load(bundle)
+        result = measure(dev, workload_for(dev, bundle, profile), profile)
+    finally:
+        dev.close()
+    return {"profile": profile.name, "latency_ms": result.seconds * 1000, "spread": result.spread}
+
+
+def quantize_int8(model_dir: Path) -> Path:
+    """ONNX Runtime dynamic int8 quantization of both graphs into `model_dir/int8/`."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    out = model_dir / "int8"
+    out.mkdir(exist_ok=True)
+    for name in ("encoder.onnx", "decoder_step.onnx"):
+        quantize_dynamic(str(model_dir / name), str(out / name), weight_type=QuantType.QInt8)
+    shutil.copy(model_dir / "spm.model", out / "spm.model")
+    return out
+
+
+def export_model(
+    checkpoint: str,
+    arch_dict: dict[str, Any],
+    out: str | Path,
+    data: str | None = None,
+    devices: tuple[str, ...] = ("onnxruntime-cpu",),
+    test_limit: int | None = 300,
+    beam: int = 5,
+    quantize: str | None = None,
+    echo: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Write a translation model folder and its card; returns the card."""
+    from mos_search.deploy.translate import OnnxTranslator
+    from mos_search.models.onnx import OPSET, GraphShapes
+    from mos_search.models.transformer import count_parameters
+    from mos_search.oracle.scoring import Oracle
+
+    if quantize not in (None, "int8"):
+        raise ConfigError(f"--quantize: expected int8, found {quantize!r}")
+    out = Path(out)
+    oracle = Oracle(checkpoint, data, "test", test_limit)
+    space = oracle.space
+    arch = space.arch_from_dict(arch_dict)
+    model = oracle.loaded.sub_network(arch)
+    echo(f"export: {arch.to_json()}")
+    _write_translation_files(model, arch.to_json(), oracle.tokenizer.path, out)
+    sources = [list(s[:-1]) for s in oracle.data.sources]
+    translator = OnnxTranslator(out)
+    checks = parity(model, translator, sources[:PARITY_SENTENCES])
+    echo(
+        f"parity: encoder max |diff| {checks['encoder_max_abs_diff']:.2e}, logits "
+        f"{checks['decoder_logits_max_abs_diff']:.2e}, greedy identical "
+        f"{checks['greedy_tokens_identical']}"
+    )
+    echo(f"scoring {len(sources)} test sentences, beam {beam} (PyTorch, then ONNX Runtime)")
+    bleu = {
+        "split": "test",
+        "sentences": len(sources),
+        "beam": beam,
+        "pytorch": oracle.bleu(arch, beam).score,
+        **_onnx_bleu(translator, sources, oracle.data.references, beam),
+    }
+    shapes = GraphShapes.of(model)
+    past_shapes = list(zip(shapes.self_heads, shapes.self_head_dims))
+    latency = {}
+    for device in devices:
+        echo(f"measuring on {device}")
+        latency[device] = measure_latency_ms(device, out, past_shapes, shapes.vocab_size)
+    card: dict[str, Any] = {
+        "format": "mos-search-model/1",
+        "task": "translation",
+        "arch": arch.to_dict(),
+        "space": space.name,
+        "params": count_parameters(arch, shapes.vocab_size, space.qkv_dim),
+        "vocab_size": shapes.vocab_size,
+        "opset": OPSET,
+        "checkpoint": str(oracle.checkpoint),
+        "checkpoint_sha256": oracle.loaded.digest,
+        "bleu": bleu,
+        "parity": checks,
+        "latency": latency,
+        "versions": _versions(),
+    }
+    if quantize == "int8":
+        echo("quantizing to int8 (dynamic) and re-scoring")
+        card["int8"] = _int8_section(
+            out, sources, oracle.data.references, beam, bleu["onnxruntime"], latency, past_shapes
+        )
+    card["files"] = {
+        n: sha256_file(out / n)
+        for n in ("encoder.onnx", "decoder_step.onnx", "spm.model", "arch.json")
+    }
+    write_json_atomic(out / "card.json", card)
+    return card
+
+
+def _write_translation_files(model: Any, arch_json: str, tokenizer: Path, out: Path) -> None:
+    """Both ONNX graphs (checked by `onnx.checker`), the tokenizer and `arch.json`."""
+    import onnx
+
+    from mos_search.models.onnx import export_onnx
+
+    out.mkdir(parents=True, exist_ok=True)
+    export_onnx(model, out)
+    for name in ("encoder.onnx", "decoder_step.onnx"):
+        onnx.checker.check_model(str(out / name))
+    shutil.copy(tokenizer, out / "spm.model")
+    (out / "arch.json").write_text(arch_json + "\n")
+
+
+def _onnx_bleu(
+    translator: Any, sources: list[list[int]], references: list[str], beam: int
+) -> dict[str, Any]:
+    """sacreBLEU of the exported model's translations (ONNX Runtime), with its signature."""
+    from mos_search.oracle.scoring import corpus_bleu
+
+    ids = translator.translate_ids(sources, beam)
+    score, signature = corpus_bleu([translator.tokenizer.decode(h) for h in ids], references)
+    return {"onnxruntime": score, "signature": signature}
+
+
+def _int8_section(
+    out: Path,
+    sources: list[list[int]],
+    references: list[str],
+    beam: int,
+    fp32_bleu: float,
+    latency: dict[str, dict],
+    past_shapes: list,
+) -> dict[str, Any]:
+    """Quantize to `out/int8/`, re-score and re-measure; the card's `int8` entry."""
+    from mos_search.deploy.translate import OnnxTranslator
+
+    int8_dir = quantize_int8(out)
+    int8_bleu = _onnx_bleu(OnnxTranslator(int8_dir), sources, references, beam)["onnxruntime"]
+    vocab = OnnxTranslator(int8_dir).tokenizer.vocab_size  # the fp32 model's: same tokenizer
+    int8_latency = {d: measure_latency_ms(d, int8_dir, past_shapes, vocab) for d in latency}
+    return {
+        "bleu_onnxruntime": int8_bleu,
+        "bleu_change": int8_bleu - fp32_bleu,
+        "latency": int8_latency,
+        "speedup": {d: latency[d]["latency_ms"] / int8_latency[d]["latency_ms"] for d in latency},
+        "files": {
+            n: sha256_file(int8_dir / n) for n in ("encoder.onnx", "decoder_step.onnx", "spm.model")
+        },
+    }
+
+
+def export_bert_model(
+    checkpoint: str,
+    arch_dict: dict[str, Any],
+    out: str | Path,
+    data: str | None = None,
+    test_limit: int | None = 300,
+    length: int = 128,
+    echo: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Write a BERT encoder folder (encoder.onnx, spm.model, arch.json, card.json); the card."""
+    import onnx
+    import onnxruntime as ort
+    import torch
+
+    from mos_search.costs.memory import encoder_memory
+    from mos_search.data.batches import pad
+    from mos_search.models.bert import count_bert_parameters
+    from mos_search.models.onnx import OPSET, export_bert_onnx
+    from mos_search.oracle.scoring import Oracle
+
+    out = Path(out)
+    oracle = Oracle(checkpoint, data, "test", test_limit)
+    if oracle.task != "bert":
+        raise ConfigError(f"{checkpoint} is not a BERT checkpoint")
+    arch = oracle.space.arch_from_dict(arch_dict)
+    model = oracle.loaded.sub_network(arch)
+    echo(f"export: {arch.to_json()}")
+    out.mkdir(parents=True, exist_ok=True)
+    path = export_bert_onnx(model, out)
+    onnx.checker.check_model(str(path))
+    shutil.copy(oracle.tokenizer.path, out / "spm.model")
+    (out / "arch.json").write_text(arch.to_json() + "\n")
+    tokens = pad(oracle.data.sources[:PARITY_SENTENCES])
+    with torch.no_grad():
+        expected = model.encoder(tokens).numpy()
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    states = session.run(None, {"tokens": tokens.numpy()})[0]
+    real = tokens.numpy() != 0
+    diff = float(np.abs(states - expected)[real].max())
+    echo(f"parity: encoder states max |diff| {diff:.2e} on {len(tokens)} test sentences")
+    if not diff < BERT_PARITY_TOLERANCE:
+        raise ConfigError(
+            f"the exported encoder differs from PyTorch by {diff:.2e} (more than "
+            f"{BERT_PARITY_TOLERANCE:g}): not written as a model; please report this"
+        )
+    echo(f"scoring test perplexity on {len(oracle.data)} sentences; measuring memory")
+    vocab = oracle.loaded.vocab_size
+    card: dict[str, Any] = {
+        "format": "mos-search-model/1",
+        "task": "bert",
+        "arch": arch.to_dict(),
+        "space": oracle.space.name,
+        "params": count_bert_parameters(arch, vocab),
+        "vocab_size": vocab,
+        "opset": OPSET,
+        "checkpoint": str(oracle.checkpoint),
+        "checkpoint_sha256": oracle.loaded.digest,
+        "perplexity": {
+            "split": "test",
+            "sentences": len(oracle.data),
+            "pytorch": oracle.perplexity(arch),
+            "masks": "fixed (seeded per sentence), 15% of tokens, 80/10/10",
+        },
+        "parity": {"sentences": len(tokens), "states_max_abs_diff": diff},
+        "memory": {
+            **encoder_memory(arch, vocab, path, length),
+            "onnx_file_mib": path.stat().st_size / 2**20,
+        },
+        "versions": _versions(),
+    }
+    card["files"] = {n: sha256_file(out / n) for n in ("encoder.onnx", "spm.model", "arch.json")}
+    write_json_atomic(out / "card.json", card)
+    return card
+
+
+def export_checkpoint(
+    checkpoint: str,
+    arch_dict: dict[str, Any],
+    out: str | Path,
+    data: str | None = None,
+    devices: tuple[str, ...] = ("onnxruntime-cpu",),
+    test_limit: int | None = 300,
+    beam: int = 5,
+    quantize: str | None = None,
+    echo: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Export `arch_dict` of a checkpoint as its task asks (translation: encoder + decoder step
+    with latency on `devices`; BERT: one encoder with memory); returns the card."""
+    from mos_search.models.build import checkpoint_task
+
+    if checkpoint_task(checkpoint) != "bert":
+        return export_model(
+            checkpoint, arch_dict, out, data, devices, test_limit, beam, quantize, echo
+        )
+    if quantize:
+        raise ConfigError("--quantize is for translation models")
+    return export_bert_model(checkpoint, arch_dict, out, data, test_limit, echo=echo)
+
+
+def card_summary(card: dict[str, Any], out: str | Path) -> str:
+    """One line on an exported model: its test score and its measured cost."""
+    if card["task"] == "bert":
+        memory = card["memory"]
+        return (
+            f"wrote {out}: test perplexity {card['perplexity']['pytorch']:.2f}, parameters "
+            f"{memory['params_fp32_mib']:.1f} MiB fp32, ONNX Runtime peak "
+            f"{memory['onnxruntime_peak_mib']:.1f} MiB at length {memory['sequence_length']}"
+        )
+    bleu = card["bleu"]
+    return (
+        f"wrote {out}: test BLEU {bleu['onnxruntime']:.2f} (PyTorch {bleu['pytorch']:.2f}), "
+        + ", ".join(f"{d} {v['latency_ms']:.1f} ms" for d, v in card["latency"].items())
+    )

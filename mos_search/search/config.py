@@ -1,0 +1,350 @@
+"""Typed settings of a search: budgets with units, cost objectives, the oracle, verification.
+
+Everything a search depends on is a frozen value here, checked when it is made, and saved as
+`search.json` in the run folder so a run resumes exactly. `search_config` turns the options of
+`mos-search search` into a `SearchConfig`: it checks combinations (task, objective, quality
+metric, budgets) and fills the defaults that depend on other options.
+
+Units live in the types: a `Budget` says whether its limit is milliseconds (latency on a device),
+MiB (parameter memory) or a count (parameters); a `Cost` objective says the same of its values.
+Nothing downstream branches on units.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from mos_search.errors import ConfigError
+from mos_search.settings import check_keys
+
+FORMAT = 2  # of search.json; 1 (no "format") kept the oracle settings in an untyped "extra"
+
+TASKS = ("mt", "bert")
+OBJECTIVES = {"mt": "bleu-latency", "bert": "perplexity-memory"}
+QUALITY_METRICS = {"mt": ("loss", "bleu"), "bert": ("perplexity",)}
+ALGORITHMS = ("nsga2", "hat-evo")
+ALGORITHM_POPULATION = {"nsga2": 40, "hat-evo": 125}  # HAT: 25 parents + 50 + 50 children
+
+# direction of each quality metric: +1 lower is better, -1 higher is better
+QUALITY_SIGN = {"loss": 1.0, "bleu": -1.0, "perplexity": 1.0}
+
+UNITS = {"latency": "ms", "memory": "MiB", "params": "count"}
+BUDGET_FLAGS = {
+    "latency": "--max-latency-ms",
+    "memory": "--max-memory-mib",
+    "params": "--max-params",
+}
+MEMORY_COST = "params-fp32"  # the memory objective: parameter MiB of the encoder in fp32
+
+
+@dataclass(frozen=True)
+class Cost:
+    """One cost objective of a search: its key in an evaluation's `costs`, metric and unit.
+
+    Latency costs are keyed by device profile and predicted; the memory cost (`MEMORY_COST`) is
+    the exact parameter memory of the extracted encoder.
+    """
+
+    key: str
+    metric: str  # "latency" or "memory"
+
+    @property
+    def unit(self) -> str:
+        """ "ms" or "MiB"."""
+        return UNITS[self.metric]
+
+    @property
+    def label(self) -> str:
+        """An axis label with the unit."""
+        if self.metric == "latency":
+            return f"predicted latency on {self.key} ({self.unit})"
+        return f"encoder parameter memory, fp32, embeddings included ({self.unit})"
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A hard limit: latency on a device (ms), parameter memory (MiB) or parameter count.
+
+    `Budget("latency", "ms", 80.0, "onnxruntime-cpu")`; the constructors `latency_ms`,
+    `memory_mib` and `params` fill the unit. A wrong unit for the metric is a ConfigError.
+    """
+
+    metric: str
+    unit: str
+    limit: float
+    device: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.metric not in UNITS:
+            raise ConfigError(
+                f"budget metric: expected one of {', '.join(UNITS)}, found {self.metric!r}"
+            )
+        if self.unit != UNITS[self.metric]:
+            raise ConfigError(
+                f"a {self.metric} budget is in {UNITS[self.metric]}, found unit {self.unit!r}"
+            )
+        if not self.limit > 0:
+            raise ConfigError(f"{self.flag} {self.limit:g}: must be positive")
+        if (self.metric == "latency") != (self.device is not None):
+            raise ConfigError("a latency budget names its device; other budgets name none")
+
+    @classmethod
+    def latency_ms(cls, limit: float, device: str) -> Budget:
+        """A latency budget on `device` in milliseconds."""
+        return cls("latency", "ms", float(limit), device)
+
+    @classmethod
+    def memory_mib(cls, limit: float) -> Budget:
+        """A parameter-memory budget in MiB (fp32)."""
+        return cls("memory", "MiB", float(limit))
+
+    @classmethod
+    def params(cls, limit: int) -> Budget:
+        """A parameter-count budget."""
+        return cls("params", "count", int(limit))
+
+    @property
+    def name(self) -> str:
+        """Name of the constraint: `latency[DEVICE]`, `memory` or `params`."""
+        return f"latency[{self.device}]" if self.device else self.metric
+
+    @property
+    def cost_key(self) -> str | None:
+        """The cost objective this budget limits (None: the parameter count)."""
+        if self.metric == "latency":
+            return self.device
+        return MEMORY_COST if self.metric == "memory" else None
+
+    @property
+    def flag(self) -> str:
+        """The `mos-search search` option that sets this budget."""
+        return BUDGET_FLAGS[self.metric]
+
+    def describe(self) -> str:
+        """E.g. `80 ms on onnxruntime-cpu`, `12 MiB`, `5,000,000 parameters`."""
+        if self.metric == "params":
+            return f"{int(self.limit):,} parameters"
+        where = f" on {self.device}" if self.device else ""
+        return f"{self.limit:g} {self.unit}{where}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Budget:
+        """Inverse of `to_dict`."""
+        check_keys(data, ("metric", "unit", "limit", "device"), "budget")
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class OracleSettings:
+    """How the search scores quality: checkpoint, data, validation slice, decoding, processes."""
+
+    checkpoint: str
+    data: str | None = None  # None: the corpus the checkpoint was trained on
+    limit: int | None = 200  # validation sentences, spread over the split
+    beam: int = 1  # for --quality bleu
+    threads: int = 2
+    workers: int = 1  # >1: a pool of scoring processes, one thread each (same numbers)
+
+    def __post_init__(self) -> None:
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError(f"--limit: expected a positive number, found {self.limit}")
+        for name in ("beam", "threads", "workers"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name}: expected at least 1, found {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class VerifySettings:
+    """How the front is re-checked: test sentences, beam, how many front members."""
+
+    test_limit: int | None = 300
+    beam: int = 5
+    max_archs: int = 8
+
+
+# settings a resumed run may change: how long it goes on, and how many scoring processes
+RESUMABLE_CHANGES = ("generations", "oracle.workers")
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """What to search and how; saved in the run folder (`search.json`) to resume exactly.
+
+    `oracle` is None only when the caller brings its own quality function (tests, benchmarks).
+    """
+
+    task: str = "mt"
+    algorithm: str = "nsga2"
+    generations: int = 20
+    population: int = 40
+    seed: int = 0
+    quality: str = "loss"
+    devices: tuple[str, ...] = ("onnxruntime-cpu",)  # latency objectives (mt)
+    predictors: tuple[str, ...] = ()  # one per device; empty: the shipped ones
+    budgets: tuple[Budget, ...] = ()
+    oracle: OracleSettings | None = None
+    format: int = field(default=FORMAT)
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ConfigError(f"--task: expected one of {', '.join(TASKS)}, found {self.task!r}")
+        if self.algorithm not in ALGORITHMS:
+            raise ConfigError(
+                f"algorithm: expected one of {', '.join(ALGORITHMS)}, found {self.algorithm!r}"
+            )
+        if self.generations < 1 or self.population < 2:
+            raise ConfigError(
+                f"generations and population must be >= 1 and >= 2, found {self.generations} "
+                f"and {self.population}"
+            )
+        if self.quality not in QUALITY_METRICS[self.task]:
+            raise ConfigError(f"--quality {self.quality} is not a metric of --task {self.task}")
+        if self.predictors and len(self.predictors) != len(self.devices):
+            raise ConfigError(
+                f"{len(self.predictors)} --predictor files for {len(self.devices)} --device names"
+            )
+        if not self.costs:
+            raise ConfigError("at least one --device is needed: its latency is an objective")
+        keys = {c.key for c in self.costs}
+        for budget in self.budgets:
+            if budget.cost_key is not None and budget.cost_key not in keys:
+                raise ConfigError(
+                    f"{budget.flag}: {budget.describe()} limits {budget.cost_key!r}, which is not "
+                    f"an objective of this search ({', '.join(sorted(keys))})"
+                )
+
+    @property
+    def objective(self) -> str:
+        """ "bleu-latency" (mt) or "perplexity-memory" (bert)."""
+        return OBJECTIVES[self.task]
+
+    @property
+    def costs(self) -> tuple[Cost, ...]:
+        """The cost objectives: predicted latency per device (mt), parameter memory (bert)."""
+        if self.task == "bert":
+            return (Cost(MEMORY_COST, "memory"),)
+        return tuple(Cost(device, "latency") for device in self.devices)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        data = asdict(self)
+        data["devices"], data["predictors"] = list(self.devices), list(self.predictors)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SearchConfig:
+        """Inverse of `to_dict`; unknown keys and runs of an older format are errors."""
+        if data.get("format") != FORMAT:
+            raise ConfigError(
+                f"search settings of format {data.get('format', 1)} (an older mos-search); this "
+                f"version reads format {FORMAT}: start a new run"
+            )
+        check_keys(data, [f for f in cls.__dataclass_fields__], "search settings")
+        oracle = data.get("oracle")
+        if oracle is not None:
+            check_keys(oracle, list(OracleSettings.__dataclass_fields__), "oracle settings")
+        return cls(
+            **{
+                **data,
+                "devices": tuple(data.get("devices", ())),
+                "predictors": tuple(data.get("predictors", ())),
+                "budgets": tuple(Budget.from_dict(b) for b in data.get("budgets", ())),
+                "oracle": None if oracle is None else OracleSettings(**oracle),
+            }
+        )
+
+    def resume_changes(self, saved: SearchConfig) -> list[str]:
+        """Settings that differ from `saved` and may not change on resume."""
+        mine, theirs = _flat(self.to_dict()), _flat(saved.to_dict())
+        keys = set(mine) | set(theirs)
+        return sorted(
+            k for k in keys if mine.get(k) != theirs.get(k) and k not in RESUMABLE_CHANGES
+        )
+
+
+def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def latency_budgets(values: Sequence[str], devices: Sequence[str]) -> list[Budget]:
+    """`--max-latency-ms` values: `X` (the first device) or `DEVICE=X`."""
+    budgets: dict[str, Budget] = {}
+    for value in values:
+        device, _, number = value.rpartition("=")
+        device = device or devices[0]
+        if device not in devices:
+            raise ConfigError(f"--max-latency-ms {value}: {device!r} is not a --device")
+        try:
+            limit = float(number)
+        except ValueError:
+            raise ConfigError(f"--max-latency-ms {value}: expected milliseconds") from None
+        budgets[device] = Budget.latency_ms(limit, device)
+    return list(budgets.values())
+
+
+def search_config(
+    *,
+    task: str = "mt",
+    checkpoint: str,
+    data: str | None = None,
+    devices: Sequence[str] = ("onnxruntime-cpu",),
+    predictors: Sequence[str] = (),
+    objective: str | None = None,
+    quality: str | None = None,
+    limit: int | None = 200,
+    beam: int = 1,
+    threads: int = 2,
+    workers: int = 1,
+    max_latency_ms: Sequence[str] = (),
+    max_params: int | None = None,
+    max_memory_mib: float | None = None,
+    algorithm: str = "nsga2",
+    generations: int = 20,
+    population: int | None = None,
+    seed: int = 0,
+) -> SearchConfig:
+    """The settings of `mos-search search`, checked, with the defaults that depend on options.
+
+    Defaults: the objective and quality metric follow the task (mt: bleu-latency searched on
+    validation loss; bert: perplexity-memory), the population the algorithm (nsga2 40, HAT's
+    evolution 125). Raises ConfigError on a combination that does not fit the task.
+    """
+    if task not in TASKS:
+        raise ConfigError(f"--task: expected one of {', '.join(TASKS)}, found {task!r}")
+    bert = task == "bert"
+    if objective is not None and objective != OBJECTIVES[task]:
+        raise ConfigError(f"--objective {objective} is not an objective of --task {task}")
+    quality = quality or QUALITY_METRICS[task][0]
+    if bert and (max_latency_ms or predictors):
+        raise ConfigError("--task bert searches memory: use --max-memory-mib, not latency")
+    if not bert and max_memory_mib is not None:
+        raise ConfigError("--max-memory-mib is for --task bert")
+    budgets = [] if bert else latency_budgets(max_latency_ms, devices)
+    if max_memory_mib is not None:
+        budgets.append(Budget.memory_mib(max_memory_mib))
+    if max_params is not None:
+        budgets.append(Budget.params(max_params))
+    return SearchConfig(
+        task=task,
+        algorithm=algorithm,
+        generations=generations,
+        population=population or ALGORITHM_POPULATION.get(algorithm, 40),
+        seed=seed,
+        quality=quality,
+        devices=() if bert else tuple(devices),
+        predictors=tuple(predictors),
+        budgets=tuple(budgets),
+        oracle=OracleSettings(checkpoint, data, limit, beam, threads, workers),
+    )

@@ -1,0 +1,199 @@
+"""Objectives of a search: oracle quality against predicted latency (translation) or memory (BERT).
+
+`translation_evaluator` wires a trained supernet (the oracle) and per-device latency predictors
+into an `ArchEvaluator`; `bert_evaluator` wires a masked-LM supernet's perplexity and the exact
+parameter memory of each encoder. `search_task` is the whole `mos-search search` command:
+search, then verification of the front, then the report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from latency.predictor import LatencyPredictor, PredictorError
+from mos_search.arch import ArchBase
+from mos_search.costs.predictors import predictor_path
+from mos_search.errors import ConfigError
+from mos_search.search.config import MEMORY_COST, OracleSettings, SearchConfig, VerifySettings
+from mos_search.search.problem import ArchEvaluator
+from mos_search.search.run import SearchResult, open_run, run_search
+from mos_search.space import SearchSpace
+
+Echo = Callable[[str], None]
+
+
+def load_predictors(config: SearchConfig, space: SearchSpace, vocab_size: int) -> dict:
+    """One predictor per device of `config`, checked against the space and the vocabulary."""
+    predictors: dict[str, LatencyPredictor] = {}
+    for i, device in enumerate(config.devices):
+        path = predictor_path(device, config.predictors[i] if config.predictors else None)
+        if not path.is_file():
+            raise PredictorError(f"no latency predictor for {device} at {path}")
+        predictor = LatencyPredictor.load(path, list(space.feature_names), space.name)
+        measured_vocab = predictor.meta.get("vocab_size")
+        if measured_vocab is not None and measured_vocab != vocab_size:
+            raise PredictorError(
+                f"{path} was trained on models with a {measured_vocab}-token vocabulary; the "
+                f"checkpoint has {vocab_size}. Profile with --vocab-size {vocab_size} (or --ckpt)"
+            )
+        predictors[device] = predictor
+    return predictors
+
+
+def latency_functions(
+    predictors: dict[str, LatencyPredictor], space: SearchSpace
+) -> dict[str, Callable[[ArchBase], float]]:
+    """Per device, arch -> predicted milliseconds."""
+    return {
+        device: (lambda arch, p=p: float(p.predict_ms(space.features(arch))[0]))
+        for device, p in predictors.items()
+    }
+
+
+def search_oracle(settings: OracleSettings) -> Any:
+    """The validation-slice oracle of a search (one thread per process with a worker pool, so
+    parallel and sequential scoring compute the very same numbers)."""
+    from mos_search.oracle.scoring import Oracle
+
+    threads = 1 if settings.workers > 1 else settings.threads
+    return Oracle(settings.checkpoint, settings.data, "valid", settings.limit, threads=threads)
+
+
+def with_scoring_pool(
+    evaluator: ArchEvaluator, oracle: Any, metric: str, beam: int, workers: int
+) -> ArchEvaluator:
+    """Give `evaluator` a pool of `workers` processes scoring each generation's new candidates
+    at once (nothing changes with one worker)."""
+    if workers <= 1:
+        return evaluator
+    from mos_search.oracle.pool import ScoringPool
+
+    pool = ScoringPool(oracle.settings(), workers)
+    evaluator.score_in_batches(
+        lambda archs: oracle.score_many(archs, metric, beam, pool), pool.close
+    )
+    return evaluator
+
+
+def search_evaluator(config: SearchConfig, out: Path) -> ArchEvaluator:
+    """The evaluator of a search: oracle quality on the validation slice, the costs of
+    `config.costs` (predicted latency per device, or exact parameter memory) and exact
+    parameter counts, under `config.budgets`."""
+    from mos_search.models.build import count_arch_parameters
+
+    settings = _oracle_settings(config)
+    oracle = search_oracle(settings)
+    bert = config.task == "bert"
+    if (oracle.task == "bert") != bert:
+        kind = "a BERT" if oracle.task == "bert" else "a translation"
+        raise ConfigError(
+            f"{settings.checkpoint} is {kind} supernet: search it with --task "
+            f"{'bert' if oracle.task == 'bert' else 'mt'}"
+        )
+    space, vocab = oracle.space, oracle.loaded.vocab_size
+    if bert:
+        from mos_search.models.bert import bert_parameter_bytes
+
+        costs = {MEMORY_COST: lambda arch: bert_parameter_bytes(arch, vocab) / 2**20}
+    else:
+        costs = latency_functions(load_predictors(config, space, vocab), space)
+    beam = 1 if bert else settings.beam
+    evaluator = ArchEvaluator(
+        space,
+        quality=lambda arch: oracle.score(arch, config.quality, beam),
+        metric=config.quality,
+        costs=costs,
+        params=lambda arch: count_arch_parameters(space, arch, vocab),
+        budgets=config.budgets,
+        log_path=out / "evaluations.jsonl",
+    )
+    return with_scoring_pool(evaluator, oracle, config.quality, beam, settings.workers)
+
+
+def _oracle_settings(config: SearchConfig) -> OracleSettings:
+    if config.oracle is None:
+        raise ConfigError("the search settings name no checkpoint to score with")
+    return config.oracle
+
+
+def search_task(
+    config: SearchConfig,
+    out: str | Path,
+    resume: bool = False,
+    verify: VerifySettings | None = None,
+    report: bool = True,
+    echo: Echo = print,
+) -> SearchResult:
+    """Search, then (unless interrupted) verify the front and write the report."""
+    out, state = open_run(out, config, resume)
+    evaluator = search_evaluator(config, out)
+
+    def on_generation(r: dict[str, Any]) -> None:
+        best = "-" if r["best_quality"] is None else f"{r['best_quality']:.3f}"
+        echo(
+            f"gen {r['generation']:>3}/{config.generations}  best {config.quality} {best}  "
+            f"HV {r['hypervolume']:.4f}  front {r['front_size']:>3}  distinct "
+            f"{r['distinct']}/{r['population']}  oracle calls {r['oracle_calls']}  "
+            f"cache hits {r['cache_hits']}  {r['seconds']:.1f}s"
+        )
+
+    try:
+        result = run_search(config, evaluator, out, state, on_generation)
+    finally:
+        evaluator.close()
+    if result.interrupted:
+        echo(f"stopped after generation {result.generations_done}; add --resume to continue")
+        return result
+    echo(f"front: {len(result.front)} architectures -> {out / 'front.json'}")
+    if verify is not None:
+        verify_front_of(config, out, verify, echo)
+    if report:
+        from mos_search.search.report import write_report
+
+        echo(f"report: {write_report(out)}")
+    return result
+
+
+def verify_front_of(
+    config: SearchConfig, out: Path, verify: VerifySettings, echo: Echo = print
+) -> None:
+    """Measure and test-score the front of the finished search in `out` (verified.json)."""
+    from mos_search.search.verify import verify_bert_front, verify_front
+
+    settings = _oracle_settings(config)
+    if config.task == "bert":
+        rows = verify_bert_front(
+            out, settings.checkpoint, settings.data, verify.test_limit, verify.max_archs
+        )
+        for row in rows:
+            memory = row["memory"]
+            echo(
+                f"verified: test perplexity {row['test_perplexity']:.2f}  parameters "
+                f"{memory['params_fp32_mib']:.1f} MiB fp32 / {memory['params_fp16_mib']:.1f} MiB "
+                f"fp16  ONNX Runtime peak {memory['onnxruntime_peak_mib']:.1f} MiB at length "
+                f"{memory['sequence_length']}"
+            )
+        return
+    drift = {}
+    for i, device in enumerate(config.devices):
+        path = predictor_path(device, config.predictors[i] if config.predictors else None)
+        meta = LatencyPredictor.load(path).meta
+        drift[device] = (meta.get("reference_ms"), meta.get("drift_elasticity"))
+    rows = verify_front(
+        out,
+        settings.checkpoint,
+        settings.data,
+        drift,
+        verify.test_limit,
+        verify.beam,
+        verify.max_archs,
+    )
+    for row in rows:
+        lat = "  ".join(
+            f"{d}: predicted {row['predicted_latency_ms'][d]:.1f} ms, measured "
+            f"{row['measured_scaled_ms'][d]:.1f} ms ({row['latency_error_pct'][d]:+.1f}%)"
+            for d in config.devices
+        )
+        echo(f"verified: test BLEU {row['test_bleu']:.2f}  {lat}")

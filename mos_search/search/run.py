@@ -1,0 +1,221 @@
+"""Run a search: generations with hypervolume and diversity logged, a checkpoint after each one.
+
+A run folder holds `search.json` (the settings), `evaluations.jsonl` (every architecture scored,
+appended as it happens), `state.json` (the algorithm's state and the per-generation log, rewritten
+atomically after every generation) and, at the end, `front.json`. `--resume` continues from
+`state.json`; the first Ctrl-C finishes the generation in progress and saves it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pymoo.indicators.hv import HV
+
+from mos_search.errors import ConfigError
+from mos_search.files import write_json_atomic
+from mos_search.interrupt import GracefulStop
+from mos_search.search.algorithms import make_algorithm
+from mos_search.search.config import QUALITY_SIGN, RESUMABLE_CHANGES, Budget, SearchConfig
+from mos_search.search.problem import ArchEvaluator, Evaluation, non_dominated
+
+STATE_VERSION = 1
+
+
+@dataclass
+class SearchResult:
+    """What a search call did, and the front it found (feasible, non-dominated, scored)."""
+
+    front: list[Evaluation]
+    generations_done: int
+    interrupted: bool
+    history: list[dict[str, Any]]
+    out: Path
+
+
+def hypervolume_box(evaluator: ArchEvaluator) -> dict[str, list[float]]:
+    """A fixed box to measure hypervolume in, from the space's largest and smallest members.
+
+    The quality range is theirs widened by 10% each way; each cost runs from 0.9x the smallest's
+    to 1.1x the largest's. Both corners are scored once (they are in every run's record).
+    """
+    big = evaluator.evaluate(evaluator.space.largest(), force_quality=True)
+    small = evaluator.evaluate(evaluator.space.smallest(), force_quality=True)
+    q_big, q_small = (evaluator.objectives(e)[0] for e in (big, small))
+    span = abs(q_small - q_big) or abs(q_small) * 0.1 or 1.0
+    low_q, high_q = min(q_big, q_small) - 0.1 * span, max(q_big, q_small) + 0.1 * span
+    utopia = [low_q] + [0.9 * small.costs[key] for key in evaluator.cost_keys]
+    reference = [high_q] + [1.1 * big.costs[key] for key in evaluator.cost_keys]
+    return {"utopia": utopia, "reference": reference}
+
+
+def hypervolume(points: list[list[float]], box: dict[str, list[float]]) -> float:
+    """Share of the box (0..1) that `points` (minimised objectives) dominate."""
+    if not points:
+        return 0.0
+    low, high = np.array(box["utopia"]), np.array(box["reference"])
+    scaled = np.maximum((np.asarray(points, dtype=float) - low) / (high - low), 0.0)
+    inside = scaled[np.all(scaled < 1.0, axis=1)]
+    if len(inside) == 0:
+        return 0.0
+    return float(HV(ref_point=np.ones(scaled.shape[1])).do(inside))
+
+
+def pareto_front(evaluator: ArchEvaluator) -> list[Evaluation]:
+    """Feasible scored architectures no other one dominates, in order of the first cost."""
+    scored = evaluator.scored()
+    keep = non_dominated([evaluator.objectives(e) for e in scored])
+    front = [scored[i] for i in keep]
+    return sorted(front, key=lambda e: e.costs[evaluator.cost_keys[0]])
+
+
+def _generation_record(
+    generation: int, population: list[Evaluation], evaluator: ArchEvaluator, box: dict, spent: float
+) -> dict[str, Any]:
+    feasible = [e for e in population if e.quality is not None and e.feasible]
+    front = pareto_front(evaluator)
+    best = min((evaluator.objectives(e)[0] for e in feasible), default=None)
+    return {
+        "generation": generation,
+        "hypervolume": hypervolume([evaluator.objectives(e) for e in front], box),
+        "front_size": len(front),
+        "distinct": len({json.dumps(e.arch, sort_keys=True) for e in population}),
+        "population": len(population),
+        "feasible": len(feasible),
+        "best_quality": None if best is None else best * QUALITY_SIGN[evaluator.metric],
+        **evaluator.counters(),
+        "seconds": round(spent, 3),
+    }
+
+
+def open_run(out: str | Path, config: SearchConfig, resume: bool) -> tuple[Path, dict | None]:
+    """Create the run folder, or check a resumed one; the saved state, if resuming."""
+    out = Path(out)
+    state_path = out / "state.json"
+    if resume:
+        # no state.json yet: the run stopped in its first generation and starts again,
+        # reusing the scores it had logged
+        state = json.loads(state_path.read_text()) if state_path.exists() else None
+        settings_path = out / "search.json"
+        if state is None and not settings_path.exists():
+            raise ConfigError(f"--resume: {out} holds no search (search.json)")
+        saved = SearchConfig.from_dict(
+            state["config"] if state else json.loads(settings_path.read_text())
+        )
+        changed = config.resume_changes(saved)
+        if changed:
+            raise ConfigError(
+                f"--resume: settings differ from the saved run in {', '.join(changed)}; "
+                f"only {', '.join(RESUMABLE_CHANGES)} may change"
+            )
+        write_json_atomic(settings_path, config.to_dict())
+        return out, state
+    if state_path.exists() or (out / "evaluations.jsonl").exists():
+        raise ConfigError(f"{out} already holds a search; add --resume or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "search.json", config.to_dict())
+    return out, None
+
+
+def run_search(
+    config: SearchConfig,
+    evaluator: ArchEvaluator,
+    out: str | Path,
+    state: dict | None = None,
+    on_generation: Callable[[dict[str, Any]], None] | None = None,
+    stop_after: int | None = None,
+) -> SearchResult:
+    """Run (or continue from `state`) up to `config.generations` generations, saving each.
+
+    `stop_after` ends the call after that many generations of this call, as a Ctrl-C would
+    (for tests and for splitting a long run).
+    """
+    out = Path(out)
+    algorithm = make_algorithm(config.algorithm, evaluator, config.population, config.seed)
+    if state is not None:
+        if state.get("version") != STATE_VERSION:
+            raise ConfigError(f"{out}/state.json: version {state.get('version')}, expected 1")
+        evaluator.resume(state["counters"])
+        algorithm.restore(state["algorithm"])
+        box, history = state["box"], state["history"]
+    else:
+        evaluator.resume({"requests": 0, "oracle_calls": 0, "cache_hits": 0, "logged": 0})
+        _check_budget_reachable(evaluator)
+        box, history = hypervolume_box(evaluator), []
+    interrupted, done_here = False, 0
+    try:
+        with GracefulStop() as stop:  # first Ctrl-C: finish this generation; second: stop now
+            while len(history) < config.generations and not stop.requested:
+                started = time.perf_counter()
+                population = algorithm.step()
+                record = _generation_record(
+                    len(history) + 1, population, evaluator, box, time.perf_counter() - started
+                )
+                history.append(record)
+                write_json_atomic(
+                    out / "state.json",
+                    {
+                        "version": STATE_VERSION,
+                        "config": config.to_dict(),
+                        "generation": len(history),
+                        "algorithm": algorithm.state(),
+                        "counters": evaluator.counters(),
+                        "box": box,
+                        "history": history,
+                    },
+                )
+                if on_generation:
+                    on_generation(record)
+                done_here += 1
+                if stop_after is not None and done_here >= stop_after:
+                    break
+    except KeyboardInterrupt:
+        interrupted = True
+    interrupted = interrupted or len(history) < config.generations
+    front = pareto_front(evaluator)
+    if not interrupted:
+        if not front:
+            flags = " or ".join(b.flag for b in evaluator.budgets)
+            raise ConfigError(f"no architecture the search scored met the budget; loosen {flags}")
+        write_json_atomic(out / "front.json", front_records(front, evaluator))
+    return SearchResult(front, len(history), interrupted, history, out)
+
+
+def front_records(front: list[Evaluation], evaluator: ArchEvaluator) -> list[dict[str, Any]]:
+    """The front as JSON-ready records: the arch, its quality under the metric's name, its costs
+    (in the units of the search's `Cost` objectives) and parameter count."""
+    return [
+        {"arch": e.arch, evaluator.metric: e.quality, "costs": e.costs, "params": e.params}
+        for e in front
+    ]
+
+
+def _check_budget_reachable(evaluator: ArchEvaluator) -> None:
+    """A clear error when not even the smallest member meets the budget."""
+    smallest = evaluator.space.smallest()
+    costs, params, violations = evaluator.constraints(smallest)
+    if all(v <= 0 for v in violations):
+        return
+    parts = []
+    for budget, violation in zip(evaluator.budgets, violations):
+        if violation > 0:
+            value = params if budget.cost_key is None else costs[budget.cost_key]
+            parts.append(
+                f"{budget.name}: smallest {_value(value, budget)} > budget {budget.describe()}"
+            )
+    raise ConfigError(
+        "budget cannot be met by any architecture of the space (" + "; ".join(parts) + ")"
+    )
+
+
+def _value(value: float, budget: Budget) -> str:
+    if budget.metric == "params":
+        return f"{int(value):,}"
+    predicted = "predicted " if budget.metric == "latency" else ""
+    return f"{predicted}{value:.2f} {budget.unit}"

@@ -1,0 +1,60 @@
+"""Settings read from dicts (JSON, TOML, checkpoints): one check for missing and unknown keys.
+
+Every `from_dict` of a configuration goes through `check_keys` (or `dataclass_from_dict`), so a
+misspelt option is always the same error, naming what was found and what is known:
+`training options: unknown key(s): lr_max; known: data, out, ...`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import MISSING, fields
+from typing import Any, TypeVar
+
+from mos_search.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def check_keys(
+    data: Any,
+    allowed: Iterable[str],
+    what: str,
+    required: Iterable[str] = (),
+    noun: str = "key",
+    error: type[Exception] = ConfigError,
+) -> None:
+    """Raise `error` unless `data` is a mapping holding every `required` key and only `allowed`
+    ones; `what` names the thing in the message ("training options"), `noun` its keys."""
+    if not isinstance(data, Mapping):
+        raise error(f"{what}: expected a mapping of {noun}s, found {type(data).__name__}")
+    allowed = list(allowed)
+    missing = [name for name in required if name not in data]
+    if missing:
+        raise error(f"{what}: missing {noun}(s): {', '.join(sorted(missing))}")
+    unknown = set(data) - set(allowed)
+    if unknown:
+        raise error(
+            f"{what}: unknown {noun}(s): {', '.join(sorted(unknown))}; known: {', '.join(allowed)}"
+        )
+
+
+def dataclass_from_dict(
+    cls: type[T],
+    data: Mapping[str, Any],
+    what: str,
+    noun: str = "key",
+    error: type[Exception] = ConfigError,
+    convert: Mapping[str, Callable[[Any], Any]] | None = None,
+) -> T:
+    """`cls(**data)` after `check_keys` (fields without a default are required); `convert`
+    turns the stored form of some fields back into their values (a dict into a space, ...)."""
+    names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
+    required = [
+        f.name
+        for f in fields(cls)  # type: ignore[arg-type]
+        if f.default is MISSING and f.default_factory is MISSING
+    ]
+    check_keys(data, names, what, required, noun, error)
+    convert = convert or {}
+    return cls(**{k: convert[k](v) if k in convert else v for k, v in data.items()})

@@ -1,0 +1,136 @@
+"""The training configuration: one frozen `TrainConfig`, saved in every checkpoint, and the rule
+for what a resumed run may change (`RESUMABLE_CHANGES`, `resumed_config`)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from mos_search.constants import MODES, SAMPLINGS
+from mos_search.errors import ConfigError
+from mos_search.models.checkpoint import read_state
+from mos_search.settings import dataclass_from_dict
+from mos_search.training.distributed import PRECISIONS
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run depends on; saved in every checkpoint.
+
+    With `arch` set, one architecture is trained alone (a standalone model), not a supernet.
+    `max_steps` and `minutes` are budgets (whichever ends first; `minutes` counts across resumes).
+    """
+
+    data: str
+    out: str
+    space: str = "cpu-small"
+    mode: str = "neuron"
+    experts: int = 2
+    mos_attention: bool = False
+    arch: dict | None = None
+    init_from: str | None = None  # with `arch`: start from its weights extracted from this supernet
+    sampling: str = "sandwich"
+    random_archs: int = 2
+    max_tokens: int = 4096
+    max_len: int = 128
+    lr: float = 1e-3
+    warmup: int = 200
+    clip_norm: float = 1.0
+    label_smoothing: float = 0.1
+    dropout: float = 0.1
+    scale_dropout: bool = False
+    weight_decay: float = 0.0
+    max_steps: int = 1000
+    minutes: float | None = None
+    save_every: int = 100
+    log_every: int = 10
+    valid_every: int = 200
+    valid_limit: int = 500
+    keep: int = 2
+    seed: int = 1
+    threads: int = 1
+    device: str = "auto"  # auto: this rank's GPU if there is one, else the CPU
+    precision: str = "auto"  # auto: bf16 autocast on a GPU, float32 on the CPU
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ConfigError(f"mode: expected one of {', '.join(MODES)}, found {self.mode!r}")
+        if self.sampling not in SAMPLINGS:
+            raise ConfigError(
+                f"sampling: expected one of {', '.join(SAMPLINGS)}, found {self.sampling!r}"
+            )
+        if self.sampling == "random" and self.random_archs < 1:
+            raise ConfigError("random sampling needs random_archs >= 1")
+        for name in (
+            "max_tokens",
+            "max_steps",
+            "save_every",
+            "log_every",
+            "threads",
+            "max_len",
+            "keep",
+        ):
+            if getattr(self, name) < 1:
+                raise ConfigError(
+                    f"{name}: expected a positive integer, found {getattr(self, name)}"
+                )
+        if self.random_archs < 0 or self.warmup < 0 or self.valid_every < 0:
+            raise ConfigError("random_archs, warmup and valid_every must be >= 0")
+        if not self.lr > 0:
+            raise ConfigError(f"lr: expected a positive number, found {self.lr}")
+        if not 0 <= self.label_smoothing < 1 or not 0 <= self.dropout < 1:
+            raise ConfigError("label_smoothing and dropout must be in [0, 1)")
+        if self.init_from is not None and self.arch is None:
+            raise ConfigError("init_from (fine-tuning) needs the architecture to fine-tune")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(
+                f"precision: expected one of {', '.join(PRECISIONS)}, found {self.precision!r}"
+            )
+        if self.max_tokens < self.max_len:
+            raise ConfigError(
+                f"max_tokens ({self.max_tokens}) must be at least max_len ({self.max_len})"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Inverse of `to_dict`; missing or unknown keys raise ConfigError."""
+        return dataclass_from_dict(cls, data, "training options")
+
+
+RESUMABLE_CHANGES = (
+    "data",
+    "max_steps",
+    "minutes",
+    "save_every",
+    "log_every",
+    "valid_every",
+    "keep",
+    "threads",
+    "device",
+    "precision",
+)
+
+
+def resumed_config(out: str | Path, **changes: Any) -> TrainConfig:
+    """The saved config of the run in `out`, with the settings a resume may change replaced.
+
+    Budgets, the data location, logging and threads may change; anything that would make the
+    continued run differ from an uninterrupted one (model, sampling, optimizer) may not.
+    """
+    saved = TrainConfig.from_dict(read_state(out)["train_config"])
+    fixed = sorted(
+        k for k, v in changes.items() if k not in RESUMABLE_CHANGES and v != getattr(saved, k, v)
+    )
+    if fixed:
+        raise ConfigError(
+            f"--resume continues the run as configured; {', '.join(fixed)} cannot "
+            f"change (only {', '.join(RESUMABLE_CHANGES)} can)"
+        )
+    return replace(
+        saved, **{k: v for k, v in changes.items() if k in RESUMABLE_CHANGES}, out=str(out)
+    )

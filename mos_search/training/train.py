@@ -1,0 +1,369 @@
+"""Supernet and standalone training: token-budget batches, sandwich or random sampling, resumable.
+
+One step: sample architectures (sandwich rule: largest + smallest + k random; or k random, HAT's
+way), accumulate their gradients on the same batch, clip, Adam step. Architecture samples are
+seeded by (seed, step), dropout by (seed, step, rank) and batches by (seed, epoch), so a resumed
+run (weights, optimizer and data position restored) ends with the same weights as an
+uninterrupted one. Under `torchrun` the ranks share out each global batch (see distributed.py).
+The configuration (`TrainConfig`) and what a resume may change live in config.py, the
+architectures and learning rate of each step in schedule.py.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from mos_search.errors import CheckpointError
+from mos_search.files import append_jsonl, write_json_atomic
+from mos_search.interrupt import GracefulStop
+from mos_search.models.build import build_model, spec_space, standalone_spec, supernet_spec
+from mos_search.models.checkpoint import (
+    OPTIMIZER_FILE,
+    load_tensors,
+    load_weights,
+    read_state,
+    resolve_checkpoint,
+    restore_optimizer,
+    save_checkpoint,
+)
+from mos_search.models.supernet import ElasticModel, SupernetConfig
+from mos_search.space import SearchSpace, load_space, space_from_dict
+from mos_search.training.config import RESUMABLE_CHANGES, TrainConfig, resumed_config
+from mos_search.training.distributed import (
+    all_reduce_gradients,
+    all_reduce_sum,
+    any_rank,
+    barrier,
+    init_distributed,
+    shutdown,
+    use_bf16,
+)
+from mos_search.training.schedule import ArchSampler, inverse_sqrt_lr
+from mos_search.training.tasks import make_task
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+
+def model_spec(config: TrainConfig, space: SearchSpace, vocab_size: int) -> dict[str, Any]:
+    """Description of the model a training config builds."""
+    if config.arch is not None:
+        arch = space.arch_from_dict(config.arch)
+        return standalone_spec(space, arch, vocab_size, config.dropout)
+    return supernet_spec(
+        SupernetConfig(
+            space=space,
+            vocab_size=vocab_size,
+            mode=config.mode,
+            experts=config.experts,
+            mos_attention=config.mos_attention,
+            dropout=config.dropout,
+            scale_dropout=config.scale_dropout,
+        )
+    )
+
+
+@dataclass
+class TrainResult:
+    """Where a run ended."""
+
+    run_dir: Path
+    step: int
+    checkpoint: Path
+    interrupted: bool
+    last_loss: float | None
+
+
+class Trainer:
+    """One training run: builds or resumes the model, then runs steps until a budget is spent."""
+
+    def __init__(self, config: TrainConfig, resume: bool = False) -> None:
+        self.run_dir = Path(config.out)
+        state: dict[str, Any] = {}
+        if resume:
+            state = read_state(self.run_dir)
+            changes = {k: getattr(config, k) for k in RESUMABLE_CHANGES}
+            config = resumed_config(self.run_dir, **changes)
+        elif (self.run_dir / "checkpoints").exists():
+            raise CheckpointError(
+                f"{self.run_dir} already holds a run; pass --resume to continue "
+                "it or choose another --out"
+            )
+        self.config = config
+        self.dist = init_distributed(config.device)
+        self.bf16 = use_bf16(config.precision, self.dist.device)
+        torch.set_num_threads(config.threads)
+        torch.manual_seed(config.seed)
+        initial = None
+        if config.init_from is not None and not state:
+            from mos_search.models.build import load_model
+
+            initial = load_model(config.init_from)
+        if state:
+            space = space_from_dict(spec_space(state["model"]), "checkpoint")
+        else:
+            space = initial.space if initial is not None else load_space(config.space)
+        self.task = make_task(space.task, config)
+        self.spec = state.get("model") or model_spec(config, space, self.task.vocab_size)
+        self.model = build_model(self.spec).train().to(self.dist.device)
+        if initial is not None:  # fine-tuning: the sub-network's inherited weights
+            if initial.vocab_size != self.task.vocab_size:
+                raise CheckpointError(
+                    f"{config.init_from} has a {initial.vocab_size}-token vocabulary; "
+                    f"{config.data} has {self.task.vocab_size}"
+                )
+            inherited = initial.sub_network(space.arch_from_dict(config.arch))
+            self.model.load_state_dict(inherited.state_dict())  # copies onto the device
+        if isinstance(self.model, ElasticModel):
+            self.space, fixed = self.model.config.space, None
+        else:
+            self.space, fixed = space_from_dict(self.spec["space"], "checkpoint"), self.model.arch
+        self.sampler = ArchSampler(
+            self.space, config.sampling, config.random_archs, config.seed, fixed
+        )
+        self.optimizer = torch.optim.Adam(
+            self.model.parameters(),
+            lr=config.lr,
+            betas=(0.9, 0.98),
+            eps=1e-8,
+            weight_decay=config.weight_decay,
+        )
+        self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
+        self.elapsed, self.tokens_seen = 0.0, 0
+        self.corpus_digest = self.task.digest
+        self._epoch_batches: tuple[int, list[list[int]]] | None = None
+        self._saved_step: int | None = None
+        self._saved_elapsed: float | None = None
+        self._stop = GracefulStop()  # a fresh one for each `run`
+        self._window_tokens, self._window_time = 0, 0.0  # throughput since the last log line
+        self._last_loss: float | None = None
+        if state:
+            self._restore(state)
+            self._saved_step, self._saved_elapsed = self.step, self.elapsed
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.dist.world > 1 and self.dist.is_main and not state:
+            print(f"data-parallel training on {self.dist.world} ranks ({self.dist.device.type})")
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        load_weights(self.model, self.run_dir)
+        tensors = load_tensors(self.run_dir, OPTIMIZER_FILE)
+        restore_optimizer(self.optimizer, tensors, state["optimizer"])
+        self.step, self.epoch = state["step"], state["epoch"]
+        self.batch_in_epoch, self.elapsed = state["batch_in_epoch"], state["elapsed_seconds"]
+        self.tokens_seen = state["tokens_seen"]
+        if state.get("corpus_digest") != self.corpus_digest:
+            raise CheckpointError(f"{self.config.data} is not the corpus this run was trained on")
+
+    # ------------------------------------------------------------------ steps
+    def _next_batch(self) -> tuple[list[int], int]:
+        """Example indices of the next batch and the epoch they belong to."""
+        if self._epoch_batches is None or self._epoch_batches[0] != self.epoch:
+            self._epoch_batches = (self.epoch, self.task.batches(self.epoch))
+        batches = self._epoch_batches[1]
+        if self.batch_in_epoch >= len(batches):
+            self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+            return self._next_batch()
+        indices = batches[self.batch_in_epoch]
+        self.batch_in_epoch += 1
+        return indices, self.epoch
+
+    def train_step(self) -> tuple[float, float, int]:
+        """One optimizer step; returns (loss per token, nll per token, target tokens).
+
+        Losses are sums over tokens; the gradient is divided by the global token count after
+        the ranks' gradients are summed, so any number of ranks gives the one-process update.
+        Dropout is seeded by (seed, step, rank): a resumed run repeats an uninterrupted one on
+        the same number of ranks (and on any number when dropout is 0).
+        """
+        cfg = self.config
+        indices, epoch = self._next_batch()
+        shard = self.dist.shard(indices)
+        archs = self.sampler.archs(self.step)
+        torch.manual_seed(cfg.seed * 1_000_003 + self.step * 8_191 + self.dist.rank)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss_total = nll_total = 0.0
+        ntokens = 0
+        batch = self.task.batch(shard, epoch, self.dist.device) if shard else None
+        for arch in archs:
+            if batch is None:  # fewer examples than ranks: this rank adds zero gradients
+                break
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.bf16):
+                loss, nll, ntokens = self.task.loss(self.model, arch, batch)
+            (loss / len(archs)).backward()
+            loss_total, nll_total = loss_total + loss.item(), nll_total + nll.item()
+        all_reduce_gradients(self.model, self.dist)
+        ntokens, loss_total, nll_total = all_reduce_sum([ntokens, loss_total, nll_total], self.dist)
+        ntokens = int(ntokens)
+        for p in self.model.parameters():
+            if p.grad is not None:
+                p.grad.div_(max(ntokens, 1))
+        if cfg.clip_norm > 0:
+            nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_norm)
+        lr = inverse_sqrt_lr(self.step + 1, cfg.lr, cfg.warmup)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.step()
+        self.step += 1
+        self.tokens_seen += ntokens
+        denominator = ntokens * len(archs)
+        return loss_total / denominator, nll_total / denominator, ntokens
+
+    def validate(self) -> dict[str, float]:
+        """Validation NLL per token of the largest and smallest archs (or the standalone one);
+        computed by rank 0 only (the others return nothing)."""
+        if not self.dist.is_main:
+            return {}
+        self.model.eval()
+        archs = (
+            self.sampler.archs(0)[:1]
+            if self.sampler.fixed
+            else [self.space.largest(), self.space.smallest()]
+        )
+        names = ["arch"] if self.sampler.fixed else ["largest", "smallest"]
+        out = {
+            f"valid_nll_{name}": self.task.valid_nll(self.model, arch)
+            for name, arch in zip(names, archs)
+        }
+        self.model.train()
+        return out
+
+    def save(self) -> None:
+        """Checkpoint the current step (rank 0 writes; every rank waits for it)."""
+        self._saved_step, self._saved_elapsed = self.step, self.elapsed
+        if not self.dist.is_main:
+            barrier(self.dist)
+            return
+        state = {
+            "model": self.spec,
+            "train_config": self.config.to_dict(),
+            "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "elapsed_seconds": self.elapsed,
+            "tokens_seen": self.tokens_seen,
+            "corpus_digest": self.corpus_digest,
+            "world_size": self.dist.world,
+        }
+        save_checkpoint(
+            self.run_dir, self.step, self.model, state, self.optimizer, self.config.keep
+        )
+        barrier(self.dist)
+
+    def _log(self, record: dict[str, Any]) -> None:
+        """Append a metrics line stamped with step, epoch and elapsed seconds (rank 0 only)."""
+        if not self.dist.is_main:
+            return
+        stamped = {
+            "step": self.step,
+            "epoch": self.epoch,
+            "elapsed_s": round(self.elapsed, 1),
+            **record,
+        }
+        append_jsonl(self.run_dir / "metrics.jsonl", stamped)
+
+    def _budget_left(self) -> bool:
+        cfg = self.config
+        if self.step >= cfg.max_steps:
+            return False
+        return cfg.minutes is None or self.elapsed < cfg.minutes * 60
+
+    def request_stop(self) -> None:
+        """Stop after the step in progress (what the first Ctrl-C does)."""
+        self._stop.request()
+
+    def run(self, progress: bool = True) -> TrainResult:
+        """Train until `max_steps` or `minutes`.
+
+        The first Ctrl-C lets the step in progress finish, then saves it (so a resumed run is
+        exactly an uninterrupted one); a second one stops at once and keeps the last checkpoint.
+        """
+        if self.dist.is_main:
+            write_json_atomic(self.run_dir / "train_config.json", self.config.to_dict())
+        self._stop, self._last_loss = GracefulStop(), None
+        self._window_tokens, self._window_time = 0, 0.0
+        try:
+            with self._stop, _progress_bar(progress and self.dist.is_main) as bar:
+                task = bar.add_task(
+                    "train", total=self.config.max_steps, completed=self.step, status=""
+                )
+                clock = time.perf_counter()
+                while not any_rank(not self._budget_left() or self._stop.requested, self.dist):
+                    status, clock = self._step_and_record(clock)
+                    bar.update(task, completed=self.step, status=status)
+        except KeyboardInterrupt:  # no collective calls: the other ranks stop on their own signal
+            shutdown(self.dist)
+            checkpoint = resolve_checkpoint(self.run_dir)
+            return TrainResult(self.run_dir, self.step, checkpoint, True, self._last_loss)
+        return self._finish()
+
+    def _step_and_record(self, clock: float) -> tuple[str, float]:
+        """One step and its bookkeeping: the budget clock, metrics, validation and checkpoint.
+
+        `clock` is when the time the budget counts last advanced; returns the progress-bar
+        status and the new `clock`. The budget is wall-clock, validation and saving included.
+        """
+        cfg = self.config
+        started = time.perf_counter()
+        loss, nll, ntokens = self.train_step()
+        now = time.perf_counter()
+        spent = now - started
+        self.elapsed, clock = self.elapsed + now - clock, now
+        self._window_tokens, self._window_time = (
+            self._window_tokens + ntokens,
+            self._window_time + spent,
+        )
+        self._last_loss = loss
+        record: dict[str, Any] = {}
+        if self.step % cfg.log_every == 0:
+            record = {
+                "loss": round(loss, 4),
+                "nll": round(nll, 4),
+                "lr": inverse_sqrt_lr(self.step, cfg.lr, cfg.warmup),
+                "tokens_per_s": round(self._window_tokens / max(self._window_time, 1e-9)),
+            }
+            self._window_tokens, self._window_time = 0, 0.0
+        if cfg.valid_every and self.step % cfg.valid_every == 0:
+            record.update(self.validate())
+        if self.step % cfg.save_every == 0:
+            self.save()
+        now = time.perf_counter()
+        self.elapsed, clock = self.elapsed + now - clock, now
+        if record:
+            self._log(record)
+        return f"loss {loss:.3f}  {ntokens / spent:,.0f} tok/s", clock
+
+    def _finish(self) -> TrainResult:
+        """After the loop: save what is not saved yet, validate (unless stopped early), close."""
+        if self._saved_step != self.step or self._saved_elapsed != self.elapsed:
+            self.save()  # also when only the clock moved: the budget check reads it
+        if not self._stop.requested:
+            self._log({"final": True, **self.validate()})
+        barrier(self.dist)
+        shutdown(self.dist)
+        checkpoint = resolve_checkpoint(self.run_dir)
+        interrupted = self._stop.requested
+        return TrainResult(self.run_dir, self.step, checkpoint, interrupted, self._last_loss)
+
+
+def _progress_bar(enabled: bool) -> Progress:
+    """The training progress bar: step of total, last loss and throughput, time remaining."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = [
+        TextColumn("train"),
+        BarColumn(),
+        TextColumn("step {task.completed}/{task.total}"),
+        TextColumn("{task.fields[status]}"),
+        TimeRemainingColumn(),
+    ]
+    return Progress(*columns, disable=not enabled, transient=False)
+
+
+def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> TrainResult:
+    """Train (or resume) a supernet or standalone model as `config` says."""
+    return Trainer(config, resume).run(progress)
