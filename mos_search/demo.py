@@ -73,7 +73,8 @@ class Demo:
         self.config, self.echo = config, echo
         self.root = root = Path(config.out)
         self.data, self.supernet = root / "data", root / "supernet"
-        self.dataset = root / "profile" / DEVICE / "latency.jsonl"
+        profiles = root / "devices" if (root / "devices").is_dir() else root / "profile"  # 0.1
+        self.dataset = profiles / DEVICE / "latency.jsonl"
         self.predictor = self.dataset.with_name("predictor.json")
         self.search, self.model = root / "search", root / "model"
 

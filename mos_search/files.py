@@ -1,4 +1,4 @@
-"""Small file helpers: content digests and crash-safe writes.
+"""Small file helpers: reading with one clear error, content digests and crash-safe writes.
 
 An atomic write goes to `.NAME.tmp` in the target's folder, is flushed and fsynced, then renamed
 over the target (`os.replace`): a crash at any moment leaves either the old file or the new one,
@@ -14,6 +14,8 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from mos_search.errors import MosSearchError
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
@@ -54,3 +56,20 @@ def sha256_file(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def read_text(path: str | Path) -> str:
+    """The UTF-8 text of `path`; a MosSearchError naming the file when it cannot be read."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except OSError as exc:
+        raise MosSearchError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def read_json(path: str | Path) -> Any:
+    """The JSON value in `path`; a MosSearchError naming the file when it is not JSON."""
+    try:
+        return json.loads(read_text(path))
+    except json.JSONDecodeError as exc:
+        raise MosSearchError(f"{path} is not valid JSON: {exc}") from None

@@ -57,4 +57,9 @@ def dataclass_from_dict(
     ]
     check_keys(data, names, what, required, noun, error)
     convert = convert or {}
-    return cls(**{k: convert[k](v) if k in convert else v for k, v in data.items()})
+    try:
+        return cls(**{k: convert[k](v) if k in convert else v for k, v in data.items()})
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, error):
+            raise
+        raise error(f"{what}: {exc}") from None

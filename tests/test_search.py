@@ -7,6 +7,7 @@ import math
 import random
 import shutil
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -40,6 +41,7 @@ def tiny_predictor(space=SPACE, vocab: int = VOCAB) -> LatencyPredictor:
     return LatencyPredictor.fit(features, latency, list(space.feature_names), (16,), 0, meta)
 
 
+ROOT = Path(__file__).resolve().parents[1]
 PREDICTOR = tiny_predictor()
 
 
@@ -434,8 +436,29 @@ def test_search_settings_round_trip_and_refuse_old_runs():
     assert more.resume_changes(config) == []  # generations and workers may change
     other = search_config(checkpoint="run", max_latency_ms=["70"])
     assert other.resume_changes(config) == ["budgets"]
-    old = {"algorithm": "nsga2", "metric": "loss", "extra": {"task": "mt"}}
-    with pytest.raises(ConfigError, match=r"format 1 .* start a new run"):
-        SearchConfig.from_dict(old)
     with pytest.raises(ConfigError, match="unknown"):
         SearchConfig.from_dict({**config.to_dict(), "dropout": 0.3})
+    damaged = {**config.to_dict(), "budgets": [{"metric": "latency", "limit": 80.0}]}
+    with pytest.raises(ConfigError, match="budget: missing key"):
+        SearchConfig.from_dict(damaged)
+    with pytest.raises(ConfigError, match=r"oracle settings: missing key.*checkpoint"):
+        SearchConfig.from_dict({**config.to_dict(), "oracle": {"data": None}})
+
+
+@pytest.mark.parametrize("name", ["search-cpu-small", "search-bert"])
+def test_settings_of_mos_search_0_1_runs_are_read(name):
+    """search.json as mos-search 0.1 wrote it (kept in bench/results): untyped `extra`, MiB
+    under `max_latency_ms` for BERT."""
+    old = json.loads((ROOT / "bench" / "results" / name / "search.json").read_text())
+    config = SearchConfig.from_dict(old)
+    assert (
+        config.oracle.checkpoint == old["extra"]["checkpoint"] and config.quality == old["metric"]
+    )
+    assert config.task == old["extra"]["task"] and config.oracle.limit == old["extra"]["limit"]
+    if name == "search-bert":
+        assert config.devices == () and config.costs[0].unit == "MiB"
+        old["max_latency_ms"] = {"params-fp32": 12.0}  # a BERT budget: MiB under the cost's name
+        assert SearchConfig.from_dict(old).budgets == (Budget.memory_mib(12.0),)
+    else:
+        ((device, limit),) = old["max_latency_ms"].items()
+        assert config.budgets == (Budget.latency_ms(limit, device),)

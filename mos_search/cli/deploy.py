@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from mos_search.cli.inputs import read_arch, read_text
+from mos_search.files import read_text
 
 
 @click.command("export")
@@ -51,9 +51,17 @@ def export_command(
     from mos_search.deploy.package import card_summary, export_checkpoint
     from mos_search.search.pick import chosen_arch
 
-    arch = chosen_arch(read_arch(arch_file), from_search, pick)
+    arch = chosen_arch(arch_file, from_search, pick)
     card = export_checkpoint(
-        ckpt, arch, out, data, devices, test_limit, beam, quantize, echo=click.echo
+        ckpt,
+        arch,
+        out,
+        data=data,
+        devices=devices,
+        test_limit=test_limit,
+        beam=beam,
+        quantize=quantize,
+        echo=click.echo,
     )
     click.echo(card_summary(card, out))
 
@@ -98,19 +106,19 @@ def finetune_command(
     from mos_search.deploy.finetune import finetune
     from mos_search.search.pick import chosen_arch
 
-    arch = chosen_arch(read_arch(arch_file), from_search, pick)
+    arch = chosen_arch(arch_file, from_search, pick)
     finetune(
         ckpt,
         arch,
         out,
-        data,
-        minutes,
-        lr,
-        max_tokens,
-        threads,
-        test_limit,
-        beam,
-        resume,
+        data=data,
+        minutes=minutes,
+        lr=lr,
+        max_tokens=max_tokens,
+        threads=threads,
+        test_limit=test_limit,
+        beam=beam,
+        resume=resume,
         echo=click.echo,
     )
 

@@ -6,8 +6,8 @@ import sys
 
 import click
 
-from mos_search.cli.inputs import read_arch, read_text
 from mos_search.constants import METRICS, MODES, SAMPLINGS
+from mos_search.files import read_json, read_text
 
 
 @click.command("train")
@@ -92,7 +92,7 @@ def train_command(arch_file: str | None, resume: bool, **options) -> None:
         given.pop("out", None)
         config = resumed_config(options["out"], **given)
     else:
-        config = TrainConfig(arch=read_arch(arch_file), **options)
+        config = TrainConfig(arch=read_json(arch_file) if arch_file else None, **options)
     result = train(config, resume=resume)
     state = "interrupted" if result.interrupted else "done"
     click.echo(f"{state} at step {result.step}; checkpoint {result.checkpoint}")
@@ -160,13 +160,13 @@ def score_command(
     click.echo(
         score_report(
             ckpt,
-            data,
-            read_text(arch_file) if arch_file else None,
-            list(preset_arch),
-            list(metric) or None,
-            split,
-            limit,
-            beam,
-            threads,
+            data=data,
+            arch_json=read_text(arch_file) if arch_file else None,
+            presets=list(preset_arch),
+            metrics=list(metric) or None,
+            split=split,
+            limit=limit,
+            beam=beam,
+            threads=threads,
         )
     )

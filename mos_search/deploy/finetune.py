@@ -20,6 +20,7 @@ def finetune(
     checkpoint: str,
     arch_dict: dict[str, Any],
     out: str | Path,
+    *,
     data: str | None = None,
     minutes: float = 5.0,
     lr: float = 3e-4,

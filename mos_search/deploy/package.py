@@ -188,7 +188,7 @@ def export_model(
     if quantize == "int8":
         echo("quantizing to int8 (dynamic) and re-scoring")
         card["int8"] = _int8_section(
-            out, sources, oracle.data.references, beam, bleu["onnxruntime"], latency, past_shapes
+            out, sources, oracle.data.references, beam, bleu["onnxruntime"], latency, shapes
         )
     card["files"] = {
         n: sha256_file(out / n)
@@ -230,15 +230,17 @@ def _int8_section(
     beam: int,
     fp32_bleu: float,
     latency: dict[str, dict],
-    past_shapes: list,
+    shapes: Any,
 ) -> dict[str, Any]:
     """Quantize to `out/int8/`, re-score and re-measure; the card's `int8` entry."""
     from mos_search.deploy.translate import OnnxTranslator
 
     int8_dir = quantize_int8(out)
     int8_bleu = _onnx_bleu(OnnxTranslator(int8_dir), sources, references, beam)["onnxruntime"]
-    vocab = OnnxTranslator(int8_dir).tokenizer.vocab_size  # the fp32 model's: same tokenizer
-    int8_latency = {d: measure_latency_ms(d, int8_dir, past_shapes, vocab) for d in latency}
+    past_shapes = list(zip(shapes.self_heads, shapes.self_head_dims))
+    int8_latency = {
+        d: measure_latency_ms(d, int8_dir, past_shapes, shapes.vocab_size) for d in latency
+    }
     return {
         "bleu_onnxruntime": int8_bleu,
         "bleu_change": int8_bleu - fp32_bleu,
@@ -329,6 +331,7 @@ def export_checkpoint(
     checkpoint: str,
     arch_dict: dict[str, Any],
     out: str | Path,
+    *,
     data: str | None = None,
     devices: tuple[str, ...] = ("onnxruntime-cpu",),
     test_limit: int | None = 300,

@@ -1,8 +1,9 @@
 """Translate with an exported model folder using ONNX Runtime, SentencePiece and numpy only.
 
 Nothing here imports torch: a deployment environment needs `onnxruntime`, `sentencepiece` and
-`numpy`. The decoding algorithm is the one the PyTorch oracle uses (`beam.py`); only the stepper
-differs: it runs `encoder.onnx` once and `decoder_step.onnx` once per token, carrying the caches.
+`numpy`. The decoding algorithm is the one the PyTorch oracle uses (`mos_search/oracle/beam.py`);
+only the stepper differs: it runs `encoder.onnx` once and `decoder_step.onnx` once per token,
+carrying the caches.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ MODEL_FILES = ("encoder.onnx", "decoder_step.onnx", "spm.model")
 
 
 class OnnxStepper:
-    """A stepper over the two exported graphs (see `export.py` for their contract)."""
+    """A stepper over the two exported graphs (their contract: `mos_search/models/onnx.py`)."""
 
     def __init__(self, encoder: Any, decoder: Any) -> None:
         self.encoder, self.decoder = encoder, decoder

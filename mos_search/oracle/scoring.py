@@ -233,14 +233,15 @@ def parse_archs(text: str, space: SearchSpace) -> list[ArchBase]:
 
 def score_report(
     checkpoint: str,
-    data: str | None,
-    arch_json: str | None,
-    presets: list[str],
-    metrics: list[str] | None,
-    split: str,
-    limit: int | None,
-    beam: int,
-    threads: int,
+    *,
+    data: str | None = None,
+    arch_json: str | None = None,
+    presets: tuple[str, ...] | list[str] = (),
+    metrics: list[str] | None = None,
+    split: str = "valid",
+    limit: int | None = None,
+    beam: int = 5,
+    threads: int = 1,
 ) -> str:
     """Score the requested architectures; a table, then the sacreBLEU signature."""
     oracle = Oracle(checkpoint, data, split, limit, threads=threads)

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from mos_search.errors import ConfigError
-from mos_search.settings import check_keys
+from mos_search.settings import dataclass_from_dict
 
 FORMAT = 2  # of search.json; 1 (no "format") kept the oracle settings in an untyped "extra"
 
@@ -122,10 +122,20 @@ class Budget:
         """The `mos-search search` option that sets this budget."""
         return BUDGET_FLAGS[self.metric]
 
+    def value(self, costs: dict[str, float], params: int) -> float:
+        """The limited quantity of an architecture, from its costs and parameter count."""
+        return params if self.cost_key is None else costs[self.cost_key]
+
+    def format(self, value: float) -> str:
+        """A value in this budget's unit: `81.20 ms`, `12.50 MiB`, `5,000,000 parameters`."""
+        if self.unit == "count":
+            return f"{int(value):,} parameters"
+        return f"{value:.2f} {self.unit}"
+
     def describe(self) -> str:
-        """E.g. `80 ms on onnxruntime-cpu`, `12 MiB`, `5,000,000 parameters`."""
-        if self.metric == "params":
-            return f"{int(self.limit):,} parameters"
+        """The budget itself: `80 ms on onnxruntime-cpu`, `12 MiB`, `5,000,000 parameters`."""
+        if self.unit == "count":
+            return self.format(self.limit)
         where = f" on {self.device}" if self.device else ""
         return f"{self.limit:g} {self.unit}{where}"
 
@@ -136,8 +146,7 @@ class Budget:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Budget:
         """Inverse of `to_dict`."""
-        check_keys(data, ("metric", "unit", "limit", "device"), "budget")
-        return cls(**data)
+        return dataclass_from_dict(cls, data, "budget")
 
 
 @dataclass(frozen=True)
@@ -168,8 +177,8 @@ class VerifySettings:
     max_archs: int = 8
 
 
-# settings a resumed run may change: how long it goes on, and how many scoring processes
-RESUMABLE_CHANGES = ("generations", "oracle.workers")
+# settings a resumed run may change (how long it goes on, how many scoring processes): key -> flag
+RESUMABLE_CHANGES = {"generations": "--generations", "oracle.workers": "--workers"}
 
 
 @dataclass(frozen=True)
@@ -239,24 +248,26 @@ class SearchConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SearchConfig:
-        """Inverse of `to_dict`; unknown keys and runs of an older format are errors."""
-        if data.get("format") != FORMAT:
-            raise ConfigError(
-                f"search settings of format {data.get('format', 1)} (an older mos-search); this "
-                f"version reads format {FORMAT}: start a new run"
-            )
-        check_keys(data, [f for f in cls.__dataclass_fields__], "search settings")
+        """Inverse of `to_dict` (settings of format 1 are read too); unknown keys are errors."""
+        if isinstance(data, dict) and data.get("format", 1) == 1:
+            data = _from_format_1(data)
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise ConfigError(f"search settings: expected format {FORMAT}")
         oracle = data.get("oracle")
-        if oracle is not None:
-            check_keys(oracle, list(OracleSettings.__dataclass_fields__), "oracle settings")
-        return cls(
-            **{
-                **data,
-                "devices": tuple(data.get("devices", ())),
-                "predictors": tuple(data.get("predictors", ())),
-                "budgets": tuple(Budget.from_dict(b) for b in data.get("budgets", ())),
-                "oracle": None if oracle is None else OracleSettings(**oracle),
-            }
+        return dataclass_from_dict(
+            cls,
+            data,
+            "search settings",
+            convert={
+                "devices": tuple,
+                "predictors": tuple,
+                "budgets": lambda items: tuple(Budget.from_dict(b) for b in items),
+                "oracle": lambda _: (
+                    None
+                    if oracle is None
+                    else dataclass_from_dict(OracleSettings, oracle, "oracle settings")
+                ),
+            },
         )
 
     def resume_changes(self, saved: SearchConfig) -> list[str]:
@@ -266,6 +277,35 @@ class SearchConfig:
         return sorted(
             k for k in keys if mine.get(k) != theirs.get(k) and k not in RESUMABLE_CHANGES
         )
+
+
+def _from_format_1(data: dict[str, Any]) -> dict[str, Any]:
+    """Settings written before format 2 (mos-search 0.1 runs): the oracle settings in an untyped
+    `extra`, budgets as `max_latency_ms` per device (MiB under "params-fp32" for BERT)."""
+    old = dict(data)
+    extra = dict(old.pop("extra", {}) or {})
+    task = extra.pop("task", "mt")
+    budgets = [
+        Budget.memory_mib(limit) if key == MEMORY_COST else Budget.latency_ms(limit, key)
+        for key, limit in (old.pop("max_latency_ms", {}) or {}).items()
+    ]
+    if old.get("max_params") is not None:
+        budgets.append(Budget.params(old["max_params"]))
+    old.pop("max_params", None)
+    checkpoint = extra.pop("checkpoint", None)
+    oracle_keys = ("data", "limit", "beam", "threads", "workers")
+    oracle = {k: extra[k] for k in oracle_keys if k in extra}
+    quality = old.pop("metric", "loss")
+    return {
+        **old,
+        "format": FORMAT,
+        "task": task,
+        "quality": quality,
+        "devices": [] if task == "bert" else old.get("devices", []),
+        "predictors": extra.get("predictors", []),
+        "budgets": [b.to_dict() for b in budgets],
+        "oracle": None if checkpoint is None else {"checkpoint": checkpoint, **oracle},
+    }
 
 
 def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

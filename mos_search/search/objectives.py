@@ -1,8 +1,8 @@
 """Objectives of a search: oracle quality against predicted latency (translation) or memory (BERT).
 
-`translation_evaluator` wires a trained supernet (the oracle) and per-device latency predictors
-into an `ArchEvaluator`; `bert_evaluator` wires a masked-LM supernet's perplexity and the exact
-parameter memory of each encoder. `search_task` is the whole `mos-search search` command:
+`search_evaluator` wires a trained supernet (the oracle) and the cost objectives of the settings
+into an `ArchEvaluator`: per-device latency predictors (translation), or the exact parameter
+memory of each encoder (BERT). `search_task` is the whole `mos-search search` command:
 search, then verification of the front, then the report.
 """
 
@@ -30,7 +30,10 @@ def load_predictors(config: SearchConfig, space: SearchSpace, vocab_size: int) -
     for i, device in enumerate(config.devices):
         path = predictor_path(device, config.predictors[i] if config.predictors else None)
         if not path.is_file():
-            raise PredictorError(f"no latency predictor for {device} at {path}")
+            raise PredictorError(
+                f"no latency predictor for {device} at {path}: run `mos-search profile --device "
+                f"{device}` and `mos-search predictor train`, then give --predictor"
+            )
         predictor = LatencyPredictor.load(path, list(space.feature_names), space.name)
         measured_vocab = predictor.meta.get("vocab_size")
         if measured_vocab is not None and measured_vocab != vocab_size:

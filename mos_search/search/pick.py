@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from mos_search.errors import ConfigError
+from mos_search.files import read_json
 from mos_search.search.config import QUALITY_SIGN, SearchConfig
 
 
@@ -43,9 +44,14 @@ def pick_from_search(run_dir: str | Path, pick: str) -> dict[str, Any]:
     return min(front, key=lambda p: sign * p[metric])["arch"]
 
 
-def chosen_arch(arch: dict[str, Any] | None, from_search: str | None, pick: str) -> dict[str, Any]:
-    """The architecture given (`--arch FILE`) or picked from a search run (`--from-search DIR
-    --pick`): exactly one of the two."""
-    if (arch is None) == (from_search is None):
+def chosen_arch(arch_file: str | None, from_search: str | None, pick: str) -> dict[str, Any]:
+    """The architecture in `--arch FILE` (one JSON object) or picked from a search run
+    (`--from-search DIR --pick`): exactly one of the two."""
+    if (arch_file is None) == (from_search is None):
         raise ConfigError("give exactly one of --arch FILE and --from-search DIR")
-    return pick_from_search(from_search, pick) if from_search else arch
+    if from_search is not None:
+        return pick_from_search(from_search, pick)
+    arch = read_json(arch_file)
+    if not isinstance(arch, dict):
+        raise ConfigError(f"{arch_file}: expected one architecture (a JSON object)")
+    return arch

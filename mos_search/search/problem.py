@@ -52,6 +52,14 @@ class Evaluation:
         """JSON-ready form."""
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Evaluation:
+        """Inverse of `to_dict` (runs of mos-search 0.1 logged the costs as `latency_ms`)."""
+        if "latency_ms" in data and "costs" not in data:
+            data = {**data, "costs": data["latency_ms"]}
+            del data["latency_ms"]
+        return cls(**data)
+
 
 class ArchEvaluator:
     """Scores architectures once each: quality from an oracle, costs from predictors or counts."""
@@ -90,7 +98,7 @@ class ArchEvaluator:
         if self.log_path and self.log_path.exists():
             for line in self.log_path.read_text().splitlines():
                 try:
-                    self._earlier.append(Evaluation(**json.loads(line)))
+                    self._earlier.append(Evaluation.from_dict(json.loads(line)))
                 except (json.JSONDecodeError, TypeError):
                     break  # a line cut short by a crash: scores from there on are redone
         self._earlier_by_key = {self._key(e.arch): e for e in self._earlier}
@@ -135,9 +143,7 @@ class ArchEvaluator:
         """The costs, parameter count, and one violation per budget (<= 0: met)."""
         costs = {key: float(cost(arch)) for key, cost in self._costs.items()}
         params = int(self._params(arch))
-        violations = [
-            (params if b.cost_key is None else costs[b.cost_key]) - b.limit for b in self.budgets
-        ]
+        violations = [b.value(costs, params) - b.limit for b in self.budgets]
         return costs, params, violations
 
     def feasible(self, arch: ArchBase) -> bool:

@@ -16,6 +16,7 @@ from typing import Any
 from mos_search.errors import ConfigError
 from mos_search.files import write_json_atomic, write_text_atomic
 from mos_search.search.config import MEMORY_COST, SearchConfig
+from mos_search.search.problem import Evaluation
 
 METRIC_LABELS = {
     "loss": "validation loss (nats/token, lower is better)",
@@ -41,13 +42,23 @@ def load_run(run: str | Path) -> dict[str, Any]:
     evaluations = []
     for line in (run / "evaluations.jsonl").read_text().splitlines():
         try:
-            evaluations.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
+            evaluations.append(Evaluation.from_dict(json.loads(line)).to_dict())
+        except (json.JSONDecodeError, TypeError):
+            break  # a line cut short by a crash
+    data["front"] = [_with_costs(point) for point in data["front"]]
     data["scored"] = [e for e in evaluations if e["quality"] is not None and _feasible(e)]
     data["config"] = SearchConfig.from_dict(data["search"])
     data["name"] = f"{data['config'].algorithm} ({run.name})"
     return data
+
+
+def _with_costs(point: dict[str, Any]) -> dict[str, Any]:
+    """A front record with its costs under `costs` (mos-search 0.1 used the cost's own name)."""
+    for old in ("predicted_latency_ms", "memory_mib"):
+        if "costs" not in point and old in point:
+            point = {**point, "costs": point[old]}
+            del point[old]
+    return point
 
 
 def _feasible(evaluation: dict) -> bool:

@@ -112,7 +112,7 @@ def open_run(out: str | Path, config: SearchConfig, resume: bool) -> tuple[Path,
         if changed:
             raise ConfigError(
                 f"--resume: settings differ from the saved run in {', '.join(changed)}; "
-                f"only {', '.join(RESUMABLE_CHANGES)} may change"
+                f"only {', '.join(RESUMABLE_CHANGES.values())} may change"
             )
         write_json_atomic(settings_path, config.to_dict())
         return out, state
@@ -202,20 +202,17 @@ def _check_budget_reachable(evaluator: ArchEvaluator) -> None:
     costs, params, violations = evaluator.constraints(smallest)
     if all(v <= 0 for v in violations):
         return
-    parts = []
-    for budget, violation in zip(evaluator.budgets, violations):
-        if violation > 0:
-            value = params if budget.cost_key is None else costs[budget.cost_key]
-            parts.append(
-                f"{budget.name}: smallest {_value(value, budget)} > budget {budget.describe()}"
-            )
+    parts = [
+        f"{b.name}: smallest {_estimate(b)}{b.format(b.value(costs, params))} > budget "
+        f"{b.describe()}"
+        for b, violation in zip(evaluator.budgets, violations)
+        if violation > 0
+    ]
     raise ConfigError(
         "budget cannot be met by any architecture of the space (" + "; ".join(parts) + ")"
     )
 
 
-def _value(value: float, budget: Budget) -> str:
-    if budget.metric == "params":
-        return f"{int(value):,}"
-    predicted = "predicted " if budget.metric == "latency" else ""
-    return f"{predicted}{value:.2f} {budget.unit}"
+def _estimate(budget: Budget) -> str:
+    """How a cost is known: latency is predicted, memory and parameters are exact."""
+    return "predicted " if budget.metric == "latency" else ""

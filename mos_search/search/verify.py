@@ -69,7 +69,7 @@ def verify_front(
     out = []
     for record, arch in zip(chosen, archs):
         result = oracle.bleu(arch, beam)
-        row = dict(record)
+        row = {k: v for k, v in record.items() if k != "costs"}  # kept as predicted_latency_ms
         row.update(test_bleu=result.score, bleu_signature=result.signature, beam=beam)
         row["predicted_latency_ms"] = {device: record["costs"][device] for device in drift}
         row["measured_latency_ms"], row["measured_scaled_ms"], row["latency_error_pct"] = {}, {}, {}
