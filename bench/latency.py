@@ -1,9 +1,10 @@
 """ONNX Runtime vs eager PyTorch on the CPU, and the repeatability of the measurements.
 
 For the same sub-networks of one space, in one run:
-1. every architecture's HAT workload on `onnxruntime-cpu` and on `torch-cpu`, interleaved per
-   architecture: the ratio torch / ORT;
-2. repeatability: the ORT pass is measured again after the torch pass (minutes later), with the
+1. every architecture's HAT workload on `onnxruntime-cpu` and on `torch-cpu`, alternated run by
+   run with the reference workload (`latency.protocol.measure_pair`; the ORT profile's warm-ups
+   and repeats): the ratio torch / ORT as the median of the paired ratios, with its interval;
+2. repeatability: an ORT pass before and one after the paired pass (minutes apart), with the
    interleaved reference workload; the median relative difference between the two passes, raw and
    drift-corrected (every time brought to one typical reference speed, proportionally and with the
    elasticity fitted on the profiling dataset).
@@ -25,7 +26,7 @@ from pathlib import Path
 sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 from devices import load_profile, open_device  # noqa: E402
-from latency.protocol import measure  # noqa: E402
+from latency.protocol import PairMeasurement, measure, measure_pair  # noqa: E402
 from latency.workloads import workload_for  # noqa: E402
 from mos_search.costs.predictors import shipped_path  # noqa: E402
 from mos_search.costs.profiling import ArchModels, sample_archs, translation_bundle  # noqa: E402
@@ -47,6 +48,33 @@ def ort_pass(archs, models, profile, reference, work: Path) -> list[tuple[float,
     return out
 
 
+def paired_pass(archs, models, ort_profile, torch_profile, reference, work: Path) -> list:
+    """torch-cpu against onnxruntime-cpu, alternated run by run per arch, with the reference."""
+    ort, torch_device, ref_device = (
+        open_device(p) for p in (ort_profile, torch_profile, ort_profile)
+    )
+    ref_device.load(reference)
+    ref_work = workload_for(ref_device, reference, ort_profile)
+    out: list[PairMeasurement] = []
+    for i, arch in enumerate(archs):
+        model = models.model(arch)
+        ort_bundle = translation_bundle(model, "onnx", work / f"p{i}")
+        torch_bundle = translation_bundle(model, "torch", work / f"p{i}")
+        ort.load(ort_bundle)
+        torch_device.load(torch_bundle)
+        out.append(
+            measure_pair(
+                ort,
+                workload_for(ort, ort_bundle, ort_profile),
+                torch_device,
+                workload_for(torch_device, torch_bundle, torch_profile),
+                ort_profile,
+                (ref_device, ref_work),
+            )
+        )
+    return out
+
+
 def summarize(result: dict, elasticity: float, vocab_size: int, space) -> dict:
     """Print the table; the ratio and the repeatability, raw and drift-corrected.
 
@@ -54,6 +82,9 @@ def summarize(result: dict, elasticity: float, vocab_size: int, space) -> dict:
     proportionally (elasticity 1) and with the elasticity fitted on the profiling dataset.
     """
     first, second, torch_times = result["ort_pass1"], result["ort_pass2"], result["torch"]
+    # paired ratios (this version); older results hold torch and ORT timed at different moments
+    paired = result.get("torch_over_ort") or [t / a for t, (a, _) in zip(torch_times, first)]
+    ort_paired = result.get("ort_paired") or [a for a, _ in first]
     archs = [space.arch_from_dict(a) for a in result["archs"]]
     typical = statistics.median([r for _, r in first] + [r for _, r in second])
 
@@ -62,8 +93,8 @@ def summarize(result: dict, elasticity: float, vocab_size: int, space) -> dict:
 
     raw_diff, proportional_diff, fitted_diff, ratios = [], [], [], []
     print(
-        f"{'arch':>4}{'params M':>10}{'ORT ms':>9}{'torch ms':>10}{'torch/ORT':>10}"
-        f"{'pass-2 ms':>10}{'raw diff':>10}{'prop diff':>10}{'fit diff':>10}"
+        f"{'arch':>4}{'params M':>10}{'ORT ms':>9}{'pass-2 ms':>10}{'raw diff':>10}"
+        f"{'prop diff':>10}{'fit diff':>10} | paired:{'ORT ms':>8}{'torch ms':>10}{'torch/ORT':>10}"
     )
     for i, arch in enumerate(archs):
         (a, ra), (b, rb) = first[i], second[i]
@@ -71,12 +102,12 @@ def summarize(result: dict, elasticity: float, vocab_size: int, space) -> dict:
         for power, out in ((1.0, proportional_diff), (elasticity, fitted_diff)):
             ca, cb = corrected(a, ra, power), corrected(b, rb, power)
             out.append(abs(cb - ca) / ca)
-        ratios.append(torch_times[i] / a)
+        ratios.append(paired[i])
         params = count_parameters(arch, vocab_size, space.qkv_dim) / 1e6
         print(
-            f"{i:>4}{params:>10.2f}{a * 1000:>9.1f}{torch_times[i] * 1000:>10.1f}"
-            f"{ratios[-1]:>10.2f}{b * 1000:>10.1f}{raw_diff[-1] * 100:>9.1f}%"
-            f"{proportional_diff[-1] * 100:>9.1f}%{fitted_diff[-1] * 100:>9.1f}%"
+            f"{i:>4}{params:>10.2f}{a * 1000:>9.1f}{b * 1000:>10.1f}{raw_diff[-1] * 100:>9.1f}%"
+            f"{proportional_diff[-1] * 100:>9.1f}%{fitted_diff[-1] * 100:>9.1f}% |        "
+            f"{ort_paired[i] * 1000:>8.1f}{torch_times[i] * 1000:>10.1f}{ratios[-1]:>10.2f}"
         )
     summary = {
         "median_torch_over_ort": statistics.median(ratios),
@@ -134,23 +165,18 @@ def main() -> None:
         work = Path(tmp)
         reference = translation_bundle(models.model(space.smallest()), "onnx", work / "ref")
         first = ort_pass(archs, models, ort_profile, reference, work)
-        torch_device = open_device(torch_profile)
-        torch_times = []
-        for arch in archs:
-            bundle = translation_bundle(models.model(arch), "torch", work)
-            torch_device.load(bundle)
-            torch_times.append(
-                measure(
-                    torch_device, workload_for(torch_device, bundle, torch_profile), torch_profile
-                ).seconds
-            )
+        pairs = paired_pass(archs, models, ort_profile, torch_profile, reference, work)
         second = ort_pass(archs, models, ort_profile, reference, work)
     result = {
         "args": vars(args),
         "archs": [a.to_dict() for a in archs],
         "ort_pass1": first,
         "ort_pass2": second,
-        "torch": torch_times,
+        "torch": [p.b.seconds for p in pairs],
+        "ort_paired": [p.a.seconds for p in pairs],
+        "torch_over_ort": [p.ratio for p in pairs],
+        "torch_over_ort_interval": [[p.ratio_low, p.ratio_high] for p in pairs],
+        "torch_over_ort_coverage": [p.ratio_coverage for p in pairs],
     }
     result.update(summarize(result, elasticity, args.vocab_size, space))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

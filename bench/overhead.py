@@ -1,11 +1,13 @@
 """Training-step cost of MoS (layer-/neuron-wise) against plain weight sharing, same archs, one run.
 
-Times forward + backward of one batch for the same sampled architectures in the three modes,
-interleaved (arch by arch, mode by mode, repeat by repeat, the mode order rotated every repeat)
-so machine drift and the cost of switching shapes hit every mode alike.
-Prints a table and the ratios layer/shared and neuron/shared; writes JSON.
+One timed run of a mode is a sweep: forward + backward of one batch for each sampled architecture
+in turn (so every step pays the switch to a new shape, as in training). The three modes alternate
+run by run (shared, layer, neuron, shared, ...; warm-ups likewise) through the measuring protocol
+(`latency.protocol.measure_interleaved`), so drift hits every mode alike; each ratio layer/shared
+and neuron/shared is the median of the per-round ratios, with its order-statistic interval.
+Prints a table; writes JSON.
 
-    python bench/overhead.py --archs 6 --repeats 5 --tokens 4096
+    python bench/overhead.py --archs 6 --repeats 9 --tokens 4096
 """
 
 from __future__ import annotations
@@ -14,25 +16,32 @@ import argparse
 import json
 import platform
 import random
-import statistics
-import time
+import sys
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
+# bench/latency.py shares its name with the `latency` package: keep this folder from shadowing it.
+sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
-from mos_search import Supernet, SupernetConfig, load_space
-from mos_search.constants import MODES
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from devices import DeviceProfile, open_device  # noqa: E402
+from latency.protocol import measure_interleaved, paired_ratio  # noqa: E402
+from mos_search import Supernet, SupernetConfig, load_space  # noqa: E402
+from mos_search.constants import MODES  # noqa: E402
 
 
-def step(net: Supernet, arch, src: torch.Tensor, prev: torch.Tensor, target: torch.Tensor) -> float:
-    """Seconds for one forward + backward pass."""
-    net.zero_grad(set_to_none=True)
-    start = time.perf_counter()
-    logits = net(src, prev, arch)
-    loss = F.cross_entropy(logits.flatten(0, 1), target.flatten(), label_smoothing=0.1)
-    loss.backward()
-    return time.perf_counter() - start
+def sweep(net: Supernet, archs: list, src: torch.Tensor, prev: torch.Tensor, target: torch.Tensor):
+    """A callable running one forward + backward pass for each architecture in turn."""
+
+    def run() -> None:
+        for arch in archs:
+            net.zero_grad(set_to_none=True)
+            logits = net(src, prev, arch)
+            loss = F.cross_entropy(logits.flatten(0, 1), target.flatten(), label_smoothing=0.1)
+            loss.backward()
+
+    return run
 
 
 def main() -> None:
@@ -61,41 +70,33 @@ def main() -> None:
     tgt = torch.randint(4, args.vocab, (batch, args.length + 1), generator=g)
     prev, target = tgt[:, :-1], tgt[:, 1:]
 
-    for mode in MODES:  # warm-up: allocator, skeleton cache
-        step(nets[mode], archs[0], src, prev, target)
-    times = {mode: [[] for _ in archs] for mode in MODES}
-    for r in range(args.repeats):
-        order = MODES[r % 3 :] + MODES[: r % 3]  # each mode runs first after an arch switch
-        for i, arch in enumerate(archs):
-            for mode in order:
-                times[mode][i].append(step(nets[mode], arch, src, prev, target))
+    # the protocol's settings for this comparison (the clock of a CPU device; nothing is loaded)
+    profile = DeviceProfile(
+        name="overhead",
+        backend="torch-cpu",
+        threads=args.threads,
+        warmups=1,
+        repeats=args.repeats,
+        retries=0,
+    )
+    clock = open_device(profile)
+    runs = [(clock, sweep(nets[mode], archs, src, prev, target)) for mode in MODES]
+    measured = dict(zip(MODES, measure_interleaved(runs, profile)))
+    ratios = {m: paired_ratio(measured["shared"], measured[m], profile.confidence) for m in MODES}
 
-    medians = {mode: [statistics.median(t) for t in times[mode]] for mode in MODES}
-    totals = {mode: sum(medians[mode]) for mode in MODES}
     print(
         f"{batch} x {args.length} tokens, vocab {args.vocab}, {args.threads} thread(s), "
-        f"median of {args.repeats} repeats per arch (ms)"
+        f"{len(archs)} archs per sweep, {args.repeats} sweeps per mode, modes alternated"
     )
     print(
-        f"{'arch':<10}" + "".join(f"{m:>10}" for m in MODES) + f"{'layer/sh':>10}{'neuron/sh':>10}"
+        f"{'mode':<8}{'sweep s':>9}{'low':>8}{'high':>8}{'/shared':>9}{'interval':>16}{'flag':>6}"
     )
-    for i in range(len(archs)):
-        row = [medians[m][i] * 1000 for m in MODES]
-        label = ["largest", "smallest"][i] if i < 2 else f"sample{i - 1}"
+    for mode in MODES:
+        m, r = measured[mode], ratios[mode]
         print(
-            f"{label:<10}"
-            + "".join(f"{v:>10.1f}" for v in row)
-            + f"{row[1] / row[0]:>10.3f}{row[2] / row[0]:>10.3f}"
+            f"{mode:<8}{m.seconds:>9.2f}{m.low_seconds:>8.2f}{m.high_seconds:>8.2f}"
+            f"{r.ratio:>9.3f}{f'[{r.ratio_low:.3f}, {r.ratio_high:.3f}]':>16}{m.flagged!s:>6}"
         )
-    ratio_layer, ratio_neuron = (
-        totals["layer"] / totals["shared"],
-        totals["neuron"] / totals["shared"],
-    )
-    print(
-        f"{'total':<10}"
-        + "".join(f"{totals[m] * 1000:>10.1f}" for m in MODES)
-        + f"{ratio_layer:>10.3f}{ratio_neuron:>10.3f}"
-    )
     params = {m: sum(p.numel() for p in nets[m].parameters()) for m in MODES}
     print("supernet parameters: " + ", ".join(f"{m} {params[m] / 1e6:.2f} M" for m in MODES))
 
@@ -107,10 +108,11 @@ def main() -> None:
         "threads": args.threads,
         "repeats": args.repeats,
         "archs": [a.to_dict() for a in archs],
-        "median_seconds": medians,
-        "total_seconds": totals,
-        "ratio_layer_shared": ratio_layer,
-        "ratio_neuron_shared": ratio_neuron,
+        "sweep": {mode: measured[mode].to_dict() for mode in MODES},
+        "ratio_layer_shared": ratios["layer"].ratio,
+        "ratio_neuron_shared": ratios["neuron"].ratio,
+        "ratio_interval": {m: [ratios[m].ratio_low, ratios[m].ratio_high] for m in MODES},
+        "ratio_coverage": ratios["layer"].ratio_coverage,
         "supernet_parameters": params,
         "machine": {"cpu": platform.processor() or platform.machine(), "torch": torch.__version__},
     }

@@ -37,6 +37,7 @@ class DeviceProfile:
     trim: float = 0.1
     max_spread: float = 0.10
     retries: int = 2
+    confidence: float = 0.95  # of the interval around every measured statistic (latency.protocol)
     options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -66,14 +67,21 @@ class DeviceProfile:
             raise ProfileError(f"{self.name}: trim must be in [0, 0.5), found {self.trim}")
         if not self.max_spread > 0:
             raise ProfileError(f"{self.name}: max_spread must be positive, found {self.max_spread}")
+        if not 0 < self.confidence < 1:
+            raise ProfileError(
+                f"{self.name}: confidence must be in (0, 1), e.g. 0.95, found {self.confidence}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return asdict(self)
 
     def digest(self) -> str:
-        """Short digest of every setting: records measured under other settings differ."""
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+        """Short digest of every setting that changes what is timed: records measured under other
+        settings differ. `confidence` is left out: it only changes the interval computed from the
+        recorded samples, so datasets measured before it existed keep their digest."""
+        settings = {k: v for k, v in self.to_dict().items() if k != "confidence"}
+        return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def profile_names() -> list[str]:

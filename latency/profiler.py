@@ -1,4 +1,9 @@
-"""Profiling: measure many architectures on one device and append one record per architecture.
+"""Profiling: measure many architectures on one device and append one record per architecture
+(per architecture and pass when measuring in passes, as verification does).
+
+Every record holds the protocol's statistic (`latency_ms`) with its confidence interval
+(`low_ms`, `high_ms`, `interval_coverage`: see `latency.protocol`), the spread and flag, the
+samples and the interleaved reference (`reference_ms`).
 
 Knows nothing of MoS: the caller hands over architectures as dicts and functions that turn one
 into a model bundle, a feature vector and a parameter count.
@@ -13,8 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from devices import Device, DeviceProfile, ModelBundle
-from latency.dataset import append_record, arch_key, environment, measured_keys
-from latency.protocol import measure
+from latency.dataset import append_record, arch_key, environment, measured_keys, read_records
+from latency.protocol import Measurement, measure
 from latency.workloads import workload_for
 
 if TYPE_CHECKING:
@@ -54,6 +59,42 @@ def _progress_bar(profile_name: str, enabled: bool) -> Progress:
     return Progress(*columns, disable=not enabled)
 
 
+def measurement_fields(result: Measurement) -> dict[str, Any]:
+    """A measurement's fields of a dataset record, in milliseconds."""
+    return {
+        "latency_ms": result.seconds * 1000,
+        "low_ms": result.low_seconds * 1000,
+        "high_ms": result.high_seconds * 1000,
+        "interval_coverage": result.coverage,
+        "spread": result.spread,
+        "flagged": result.flagged,
+        "attempts": result.attempts,
+        "samples_ms": [s * 1000 for s in result.samples],
+        "reference_ms": (
+            None if result.reference_seconds is None else result.reference_seconds * 1000
+        ),
+    }
+
+
+def _todo(
+    archs: list[dict[str, Any]], dataset: Path, digest: str, passes: int | None
+) -> list[tuple[int | None, dict[str, Any]]]:
+    """(pass, arch) still to measure, pass after pass; pass None: plain profiling (once each).
+
+    With passes, a record's `pass` says which (records written before passes existed count as
+    pass 0), so an interrupted verification resumes at the first (arch, pass) not recorded.
+    """
+    if passes is None:
+        done = measured_keys(dataset, digest)
+        return [(None, a) for a in archs if arch_key(a) not in done]
+    recorded = {
+        (arch_key(r["arch"]), r.get("pass", 0))
+        for r in read_records(dataset)
+        if r.get("profile_digest") == digest and r.get("arch") is not None
+    }
+    return [(p, a) for p in range(passes) for a in archs if (arch_key(a), p) not in recorded]
+
+
 def profile_archs(
     archs: list[dict[str, Any]],
     make_bundle: Callable[[dict], ModelBundle],
@@ -64,13 +105,18 @@ def profile_archs(
     dataset: str | Path,
     reference: ModelBundle | None = None,
     progress: bool = True,
+    passes: int | None = None,
 ) -> ProfileRun:
-    """Measure every architecture not yet in `dataset`; Ctrl-C stops after the last record."""
+    """Measure every architecture not yet in `dataset`; Ctrl-C stops after the last record.
+
+    With `passes`, every architecture is measured once per pass, pass after pass (all archs in
+    pass 0, then all in pass 1, ...), so a pass is minutes from the next rather than back to
+    back; each record carries its `pass`.
+    """
     dataset = Path(dataset)
-    done = measured_keys(dataset, profile.digest())
-    todo = [a for a in archs if arch_key(a) not in done]
+    todo = _todo(archs, dataset, profile.digest(), passes)
     env = environment()
-    ref_device = None
+    ref_pair = None
     if reference is not None:
         ref_device = type(device)(profile)
         ref_device.load(reference)
@@ -80,30 +126,16 @@ def profile_archs(
     try:
         with _progress_bar(profile.name, progress) as bar:
             task = bar.add_task("profile", total=len(todo), status="")
-            for arch in todo:
+            for pass_index, arch in todo:
                 bundle = make_bundle(arch)
                 device.load(bundle)
-                result = measure(
-                    device,
-                    workload_for(device, bundle, profile),
-                    profile,
-                    ref_pair if ref_device is not None else None,
-                )
+                result = measure(device, workload_for(device, bundle, profile), profile, ref_pair)
                 record = {
                     "arch": arch,
                     "features": features(arch),
                     "params": (count := params(arch)),
                     "param_bytes_fp32": 4 * count,
-                    "latency_ms": result.seconds * 1000,
-                    "spread": result.spread,
-                    "flagged": result.flagged,
-                    "attempts": result.attempts,
-                    "samples_ms": [s * 1000 for s in result.samples],
-                    "reference_ms": (
-                        None
-                        if result.reference_seconds is None
-                        else result.reference_seconds * 1000
-                    ),
+                    **measurement_fields(result),
                     "device": profile.backend,
                     "profile": profile.name,
                     "profile_digest": profile.digest(),
@@ -111,14 +143,18 @@ def profile_archs(
                     "env": env,
                     "time": time.time(),
                 }
+                if pass_index is not None:
+                    record["pass"] = pass_index
                 append_record(dataset, record)
                 measured += 1
                 flagged += result.flagged
-                bar.update(task, advance=1, status=f"{record['latency_ms']:.1f} ms")
+                at = "" if pass_index is None else f"pass {pass_index + 1}/{passes}: "
+                bar.update(task, advance=1, status=f"{at}{record['latency_ms']:.1f} ms")
     except KeyboardInterrupt:
         interrupted = True
     finally:
         device.close()
-        if ref_device is not None:
-            ref_device.close()
-    return ProfileRun(measured, len(archs) - len(todo), flagged, interrupted, dataset)
+        if ref_pair is not None:
+            ref_pair[0].close()
+    planned = len(archs) * (1 if passes is None else passes)
+    return ProfileRun(measured, planned - len(todo), flagged, interrupted, dataset)

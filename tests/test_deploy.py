@@ -187,10 +187,16 @@ def test_demo_runs_every_stage_and_resumes(tiny_corpus, tmp_path):
         test_limit=8,
         verify_max=2,
         translate_sentences=2,
+        budget_quantile=0.9,  # 12 profiled archs: a predictor of wide intervals
+        latency_confidence=0.5,
     )
     lines: list[str] = []
     summary = run_demo(config, echo=lines.append)
     assert summary["model"]["latency_ms"] > 0 and summary["model"]["test_sentences"] == 8
+    assert (
+        summary["model"]["meets_budget"]
+        and summary["model"]["low_ms"] <= summary["model"]["high_ms"]
+    )
     for path in ("search/report/index.html", "model/card.json", "translations.txt"):
         assert (root / path).exists(), path
     assert "[corpus] already done, skipped" in lines
@@ -198,3 +204,21 @@ def test_demo_runs_every_stage_and_resumes(tiny_corpus, tmp_path):
     run_demo(config, echo=again.append)
     skipped = [line for line in again if line.endswith("already done, skipped")]
     assert len(skipped) == 6  # every stage but the translations
+
+
+def test_card_latency_has_passes_interval_reference_and_a_paired_int8_speedup(exported):
+    card = json.loads((exported / "card.json").read_text())
+    entry = card["latency"]["onnxruntime-cpu"]
+    assert entry["profile"] == "onnxruntime-cpu" and entry["passes"] == 3
+    assert len(entry["passes_ms"]) == 3 and entry["interval_of"] == "pass medians"
+    assert (entry["low_ms"], entry["high_ms"]) == (min(entry["passes_ms"]), max(entry["passes_ms"]))
+    assert entry["low_ms"] <= entry["latency_ms"] <= entry["high_ms"]
+    assert entry["interval_coverage"] == 0.75 and entry["reference_ms"] > 0
+    assert isinstance(entry["flagged"], bool) and entry["spread"] >= 0
+    int8 = card["int8"]
+    low, high = int8["speedup_interval"]["onnxruntime-cpu"]
+    assert low <= int8["speedup"]["onnxruntime-cpu"] <= high
+    for side in (int8["latency"], int8["fp32_latency_paired"]):
+        one = side["onnxruntime-cpu"]
+        assert one["passes"] == 1 and one["interval_of"] == "repeats" and one["reference_ms"] > 0
+        assert one["low_ms"] <= one["latency_ms"] <= one["high_ms"]

@@ -236,3 +236,341 @@ def test_cli_profile_and_predictor(tmp_path):
         ],
     )
     assert result.exit_code == 2 and "trained for space 'tiny', not 'cpu-small'" in result.output
+
+
+def _write_dataset_lines(path, lines: list[str], end: str = "\n") -> None:
+    path.write_text("\n".join(lines) + end)
+
+
+def _dataset_record(features, latency_ms=10.0, **extra) -> str:
+    return json.dumps({"features": features, "latency_ms": latency_ms, **extra})
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ('{"features": [1.0, 2.0], "latency', "not JSON"),
+        ("[1.0, 2.0]", "expected a JSON object, found list"),
+        ('{"latency_ms": 3.0}', "no 'features'"),
+        ('{"features": [1.0, "x"], "latency_ms": 3.0}', "'features' must be a list of finite"),
+        ('{"features": [1.0, 2.0]}', "no 'latency_ms'"),
+        ('{"features": [1.0, 2.0], "latency_ms": -1.0}', "'latency_ms' must be a positive"),
+        ('{"features": [1.0, 2.0], "latency_ms": NaN}', "'latency_ms' must be a positive"),
+        ('{"features": [1.0, 2.0], "latency_ms": 3.0, "reference_ms": 0}', "'reference_ms' must"),
+        ('{"features": [1.0, 2.0], "latency_ms": 3.0, "arch": [1]}', "'arch' must be a JSON obj"),
+    ],
+)
+def test_dataset_bad_middle_line_raises_with_its_line_number(tmp_path, bad, message):
+    from latency.dataset import DatasetError
+
+    dataset = tmp_path / "lat.jsonl"
+    good = _dataset_record([1.0, 2.0])
+    _write_dataset_lines(dataset, [good, "", good, bad, good])
+    with pytest.raises(DatasetError, match=rf"lat\.jsonl:4: {message}") as caught:
+        read_records(dataset)
+    assert caught.value.line == 4 and isinstance(caught.value, ValueError)
+
+
+def test_dataset_torn_last_line_is_skipped_and_the_next_append_does_not_glue(tmp_path):
+    import warnings
+
+    from latency.dataset import append_record
+
+    dataset = tmp_path / "lat.jsonl"
+    _write_dataset_lines(
+        dataset, [_dataset_record([1.0]), _dataset_record([2.0]), '{"features": [3.0], "lat'], ""
+    )
+    with pytest.warns(UserWarning, match=r"lat\.jsonl:3: skipped a torn last line"):
+        assert [r["features"] for r in read_records(dataset)] == [[1.0], [2.0]]
+    with pytest.warns(UserWarning, match="truncated a torn last line"):
+        append_record(dataset, {"features": [4.0], "latency_ms": 4.0})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert [r["features"] for r in read_records(dataset)] == [[1.0], [2.0], [4.0]]
+        # a complete last line that only lacks its newline is kept, then terminated
+        dataset.write_text(dataset.read_text() + _dataset_record([5.0]))
+        append_record(dataset, {"features": [6.0], "latency_ms": 6.0})
+        assert [r["features"][0] for r in read_records(dataset)] == [1.0, 2.0, 4.0, 5.0, 6.0]
+    assert dataset.read_text().endswith("\n")
+
+
+def test_dataset_features_only_records_load_deduplicate_and_drift_correct(tmp_path):
+    from latency.dataset import append_record, measured_keys, record_key
+
+    dataset = tmp_path / "exported.jsonl"
+    for features, latency, reference in [
+        ([1, 2], 10.0, 20.0),
+        ([1.0, 2.0], 12.0, 24.0),  # the same architecture again, floats this time
+        ([3.0, 1.0], 30.0, None),
+    ]:
+        record = {"features": features, "latency_ms": latency, "profile_digest": "p"}
+        if reference is not None:
+            record["reference_ms"] = reference
+        append_record(dataset, record)
+    records = read_records(dataset, feature_names=["a", "b"])
+    assert len(records) == 3 and not any("arch" in r for r in records)
+    assert record_key(records[0]) == record_key(records[1]) != record_key(records[2])
+    assert len(measured_keys(dataset, "p")) == 2 and measured_keys(dataset, "other") == set()
+    assert record_key({"arch": {"layers": 2}, "features": [1.0]}) == '{"layers":2}'
+    corrected = drift_corrected_ms(records, typical_ms=20.0)
+    assert corrected == pytest.approx([10.0, 10.0, 30.0])  # no reference: left raw
+    assert fit_drift_elasticity(records) == 1.0  # too few records to fit
+    assert fit_drift_elasticity([records[2]]) == 1.0  # none has a reference
+
+
+def test_dataset_repeated_measurements_recover_a_known_elasticity():
+    from latency.dataset import fit_drift_elasticity_repeated
+
+    rng = np.random.default_rng(3)
+    records = []
+    for i in range(30):
+        base = rng.uniform(5, 50)
+        arch = {"layers": i} if i % 2 else None  # half of them features-only
+        for _ in range(3):  # three passes on a drifting machine
+            reference = rng.uniform(20, 45)
+            record = {
+                "features": [float(i), base],
+                "latency_ms": base * reference**0.6 * rng.lognormal(0, 0.01),
+                "reference_ms": reference,
+            }
+            if arch is not None:
+                record["arch"] = arch
+            records.append(record)
+    assert fit_drift_elasticity_repeated(records) == pytest.approx(0.6, abs=0.03)
+    assert fit_drift_elasticity_repeated(records[:12]) is None  # 4 repeated archs: too few
+    single = [r for i, r in enumerate(records) if i % 3 == 0]  # one measurement per arch
+    assert fit_drift_elasticity_repeated(single) is None
+    steady = [{**r, "reference_ms": 30.0} for r in records]  # the reference never moved
+    assert fit_drift_elasticity_repeated(steady) is None
+
+
+def test_dataset_wrong_feature_count_raises(tmp_path):
+    from latency.dataset import DatasetError
+
+    dataset = tmp_path / "lat.jsonl"
+    _write_dataset_lines(dataset, [_dataset_record([1.0, 2.0, 3.0]), _dataset_record([1.0, 2.0])])
+    with pytest.raises(DatasetError, match=r"lat\.jsonl:1: expected 2 features .*schema.*found 3"):
+        read_records(dataset, feature_names=["a", "b"])
+    with pytest.raises(DatasetError, match=r"lat\.jsonl:2: expected 3 features \(as line 1\)"):
+        read_records(dataset)
+    assert len(read_records(dataset.with_name("missing.jsonl"), ["a"])) == 0
+
+
+# ------------------------------------------------------------------ intervals and paired runs
+
+
+def test_median_interval_ranks_match_the_binomial():
+    from scipy.stats import binom
+
+    from latency.protocol import median_coverage, median_interval
+
+    samples = [float(x) for x in range(1, 21)]  # x(i) = i
+    interval = median_interval(samples, 0.95)
+    assert (interval.low, interval.high) == (6.0, 15.0)  # [x(6), x(15)] for n = 20
+    assert interval.coverage == pytest.approx(1 - 2 * binom.cdf(5, 20, 0.5))
+    assert median_coverage(20, 7) < 0.95 <= median_coverage(20, 6)
+    assert median_interval(samples[:10], 0.95).coverage == pytest.approx(1 - 2 * 11 / 1024)
+    few = median_interval([3.0, 1.0, 2.0], 0.95)  # too few for 0.95: [min, max] at 75%
+    assert (few.low, few.high, few.coverage) == (1.0, 3.0, pytest.approx(0.75))
+    with pytest.raises(ValueError, match=r"confidence: expected a value in \(0, 1\)"):
+        median_interval(samples, 1.0)
+
+
+def test_median_interval_contains_the_median_and_narrows_with_more_samples():
+    from statistics import median
+
+    from latency.protocol import median_interval
+
+    rng = np.random.default_rng(3)
+    widths = []
+    for n in (10, 40, 160, 640):
+        samples = list(rng.lognormal(0.0, 0.3, size=n))
+        interval = median_interval(samples, 0.95)
+        assert interval.low <= median(samples) <= interval.high
+        widths.append(interval.high - interval.low)
+    assert widths == sorted(widths, reverse=True) and widths[-1] < widths[0] / 3
+
+
+def test_median_interval_covers_the_true_median_at_its_nominal_rate():
+    """2,000 sets of 20 lognormal repeats: coverage of the true median (1.0) near 95%."""
+    from latency.protocol import median_interval
+
+    rng = np.random.default_rng(0)
+    sets = rng.lognormal(0.0, 0.5, size=(2000, 20))
+    covered = [(i := median_interval(list(s), 0.95)).low <= 1.0 <= i.high for s in sets]
+    assert abs(np.mean(covered) - 0.95) < 0.03
+    assert abs(np.mean(covered) - median_interval(list(sets[0]), 0.95).coverage) < 0.02
+
+
+def test_bootstrap_interval_of_the_trimmed_mean():
+    """Reproducible (fixed seed), contains the statistic, and near-nominal coverage."""
+    from scipy import stats
+
+    from latency.protocol import bootstrap_trimmed_mean_interval
+
+    rng = np.random.default_rng(1)
+    sets = rng.lognormal(0.0, 0.5, size=(400, 20))
+    first = bootstrap_trimmed_mean_interval(list(sets[0]), 0.1, 0.95)
+    assert first == bootstrap_trimmed_mean_interval(list(sets[0]), 0.1, 0.95)
+    assert first.low <= trimmed_mean(list(sets[0]), 0.1) <= first.high
+    dist = stats.lognorm(0.5)
+    q10, q90 = dist.ppf([0.1, 0.9])
+    truth = dist.expect(lambda x: x, lb=q10, ub=q90, conditional=True)
+    covered = [
+        (i := bootstrap_trimmed_mean_interval(list(s), 0.1, 0.95)).low <= truth <= i.high
+        for s in sets
+    ]
+    assert abs(np.mean(covered) - 0.95) < 0.05
+
+
+def test_measurement_carries_the_interval_of_its_statistic():
+    profile = load_profile("onnxruntime-cpu").__class__(
+        name="t", backend="fake", warmups=0, repeats=10, retries=0, max_spread=10.0
+    )
+    times = [1.0, 1.1, 0.9, 1.05, 0.95, 1.2, 0.8, 1.02, 0.98, 1.5]
+    result = measure(FakeDevice(profile, times), lambda: None, profile)
+    ordered = sorted(times)
+    assert (result.low_seconds, result.high_seconds) == (ordered[1], ordered[8])
+    assert result.low_seconds <= result.seconds <= result.high_seconds
+    assert result.coverage == pytest.approx(1 - 2 * 11 / 1024)
+    trimmed = profile.__class__(**{**profile.to_dict(), "statistic": "trimmed_mean"})
+    result = measure(FakeDevice(trimmed, times), lambda: None, trimmed)
+    assert result.low_seconds <= result.seconds <= result.high_seconds
+    assert result.coverage == 0.95
+
+
+class LoggingDevice(FakeDevice):
+    """Scripted times that also log which device ran, in order."""
+
+    def __init__(self, profile, label, times, log):
+        super().__init__(profile, times)
+        self.label, self.log = label, log
+
+    def time(self, work):
+        self.log.append(self.label)
+        return super().time(work)
+
+
+def test_measure_pair_alternates_run_by_run_and_pairs_the_ratio():
+    from latency.protocol import measure_pair
+
+    profile = load_profile("onnxruntime-cpu").__class__(
+        name="t", backend="fake", warmups=2, repeats=5, retries=0, max_spread=10.0
+    )
+    log: list[str] = []
+    a = LoggingDevice(profile, "a", [1.0, 2.0, 1.0, 1.0, 4.0], log)
+    b = LoggingDevice(profile, "b", [2.0, 4.2, 1.9, 2.1, 8.0], log)
+    ref = LoggingDevice(profile, "r", [0.5] * 5, log)
+    warm: list[str] = []
+    pair = measure_pair(
+        a,
+        lambda: warm.append("a"),
+        b,
+        lambda: warm.append("b"),
+        profile,
+        (ref, lambda: warm.append("r")),
+    )
+    assert warm[:6] == ["a", "b", "r"] * 2  # warm-ups alternate too
+    assert log == ["a", "b", "r"] * 5
+    assert pair.ratios == pytest.approx([2.0, 2.1, 1.9, 2.1, 2.0])
+    assert pair.ratio == pytest.approx(2.0)  # median of paired ratios, not 2.1 / 1.0
+    assert pair.ratio_low <= pair.ratio <= pair.ratio_high
+    assert pair.a.reference_seconds == pair.b.reference_seconds == 0.5
+    assert (pair.a.seconds, pair.b.seconds) == (1.0, 2.1)
+
+
+def test_profile_confidence_is_checked_and_leaves_the_digest_alone():
+    from devices import ProfileError
+
+    profile = load_profile("onnxruntime-cpu")
+    assert profile.confidence == 0.95
+    other = profile.__class__(**{**profile.to_dict(), "confidence": 0.8})
+    assert other.digest() == profile.digest()  # same runs timed: recorded datasets stay valid
+    for bad in (0.0, 1.0, 1.5):
+        with pytest.raises(ProfileError, match=r"confidence must be in \(0, 1\)"):
+            profile.__class__(**{**profile.to_dict(), "confidence": bad})
+
+
+def test_profiling_records_intervals_and_passes_resume(tmp_path):
+    from mos_search.costs.profiling import measure_archs
+
+    fast = tmp_path / "fast.toml"
+    fast.write_text(
+        'backend = "onnxruntime-cpu"\nwarmups = 0\nrepeats = 3\ndecoder_steps = 2\nretries = 0\n'
+    )
+    profile = load_profile(fast)
+    models = ArchModels(load_space(TINY_SPACE), vocab_size=40)
+    archs = sample_archs(models.space, 2, seed=0)
+    dataset = tmp_path / "measured.jsonl"
+    run = measure_archs(profile, archs, models, dataset, progress=False, passes=2)
+    assert (run.measured, run.skipped) == (4, 0)
+    records = read_records(dataset)
+    assert [r["pass"] for r in records] == [0, 0, 1, 1]  # pass after pass, not arch by arch
+    for r in records:
+        assert r["low_ms"] <= r["latency_ms"] <= r["high_ms"] and r["reference_ms"] > 0
+        assert r["interval_coverage"] == pytest.approx(0.75)  # 3 repeats: [min, max]
+    again = measure_archs(profile, archs, models, dataset, progress=False, passes=3)
+    assert (again.measured, again.skipped) == (2, 4)
+    assert [r["pass"] for r in read_records(dataset)] == [0, 0, 1, 1, 2, 2]
+
+
+# ------------------------------------------------------------------ predictor intervals
+
+
+def noisy_latency(n: int, seed: int, noise: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+    x, y = synthetic_latency(n, seed)
+    return x, y * np.exp(np.random.default_rng(seed + 100).normal(0, noise, n))
+
+
+def test_predictor_intervals_are_calibrated_on_held_out_archs():
+    """Conformal out-of-bag intervals hold about their nominal share of new measurements."""
+    names = list(load_space("cpu-small").feature_names)
+    x, y = noisy_latency(400, 0)
+    predictor = LatencyPredictor.fit(x, y, names, members=8)
+    x_new, y_new = noisy_latency(1000, 1)
+    for level in (0.8, 0.95):
+        low, high = predictor.interval_ms(x_new, level)
+        inside = np.mean((low <= y_new) & (y_new <= high))
+        assert abs(inside - level) < 0.05, (level, inside)
+    upper = predictor.upper_ms(x_new, 0.9)
+    assert abs(np.mean(y_new <= upper) - 0.9) < 0.05
+    assert np.all(upper < predictor.interval_ms(x_new, 0.99)[1])
+    acc = accuracy(predictor.predict_ms(x_new), y_new, {0.8: predictor.interval_ms(x_new, 0.8)})
+    assert 75 <= acc.coverage_80 <= 85 and np.isnan(acc.coverage_95)
+
+
+def test_predictor_files_need_no_pickle_and_are_checked(tmp_path):
+    names = list(load_space("cpu-small").feature_names)
+    x, y = noisy_latency(60, 2)
+    predictor = LatencyPredictor.fit(x, y, names, members=3, meta={"space": "cpu-small"})
+    path = tmp_path / "p.json"
+    arrays = predictor.save(path)
+    assert arrays == tmp_path / "p.npz" and path.stat().st_size < 2000
+    loaded = LatencyPredictor.load(path)
+    assert np.array_equal(loaded.predict_ms(x), predictor.predict_ms(x))
+    assert np.array_equal(loaded.upper_ms(x, 0.9), predictor.upper_ms(x, 0.9))
+    with np.load(arrays, allow_pickle=False) as data:  # plain arrays only
+        assert all(data[name].dtype != object for name in data.files)
+    arrays.write_bytes(arrays.read_bytes()[:-10] + b"0123456789")
+    with pytest.raises(PredictorError, match="does not match its header"):
+        LatencyPredictor.load(path)
+    path.write_text('{"format": "mos-search-latency-mlp/1"}')
+    with pytest.raises(PredictorError, match="retrain it"):
+        LatencyPredictor.load(path)
+
+
+def test_transfer_maps_a_predictor_to_a_related_device():
+    """A device 1.7x slower with a fixed overhead: 30 measurements and the source predictor
+    predict it better than a predictor fitted on those 30 alone."""
+    names = list(load_space("cpu-small").feature_names)
+    x, y = noisy_latency(400, 3, noise=0.02)
+    source = LatencyPredictor.fit(x, y, names, members=4)
+    x_new, y_new = noisy_latency(300, 4, noise=0.02)
+    y_target = 1.7 * y_new**0.95 + 5.0
+    transferred = LatencyPredictor.transfer(source, x_new[:30], y_target[:30])
+    scratch = LatencyPredictor.fit(x_new[:30], y_target[:30], names, members=4)
+    transfer_mape = accuracy(transferred.predict_ms(x_new[30:]), y_target[30:]).mape
+    scratch_mape = accuracy(scratch.predict_ms(x_new[30:]), y_target[30:]).mape
+    assert transfer_mape < 5 and transfer_mape < scratch_mape
+    low, high = transferred.interval_ms(x_new[30:], 0.9)
+    assert 0.75 < np.mean((low <= y_target[30:]) & (y_target[30:] <= high)) <= 1.0

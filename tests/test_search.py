@@ -219,10 +219,49 @@ def test_resume_refuses_changed_settings(tmp_path):
 
 
 def test_infeasible_budget_is_a_clear_error(tmp_path):
-    with pytest.raises(ConfigError, match=r"cannot be met.*smallest predicted"):
+    with pytest.raises(ConfigError, match=r"cannot be met.*best of 2,049 members tried predicted"):
         run(tmp_path, "r", budget=[Budget.latency_ms(0.001, "dev")])
     with pytest.raises(ConfigError, match=r"hat-evo optimises quality under a budget"):
         run(tmp_path, "h", "hat-evo", population=10)
+
+
+def test_a_budget_only_a_non_smallest_member_meets_is_searched(tmp_path):
+    """The smallest member is not the fastest here: latency falls with the decoder's embed
+    width. A budget only wider members meet is searched, not refused."""
+
+    def latency(arch) -> float:
+        return 100.0 - arch.decoder_embed_dim / 10 + arch.encoder_layers + arch.decoder_layers
+
+    smallest = latency(SPACE.smallest())
+    evaluator = ArchEvaluator(
+        SPACE,
+        quality=CountingOracle(),
+        metric="loss",
+        costs={"dev": latency},
+        params=lambda a: count_parameters(a, VOCAB, SPACE.qkv_dim),
+        budgets=[Budget.latency_ms(smallest - 0.5, "dev")],
+        log_path=tmp_path / "evaluations.jsonl",
+    )
+    config = SearchConfig(generations=3, population=16, devices=("dev",))
+    result = run_search(config, evaluator, tmp_path)
+    assert result.front and all(e.costs["dev"] < smallest for e in result.front)
+
+
+def test_budgets_constrain_the_upper_bound_when_there_is_one(tmp_path):
+    """With bounds (the interval's upper end), a budget between mean and bound is unmet."""
+    arch = SPACE.smallest()
+    evaluator = ArchEvaluator(
+        SPACE,
+        quality=CountingOracle(),
+        metric="loss",
+        costs={"dev": lambda a: 10.0},
+        params=lambda a: 1,
+        budgets=[Budget.latency_ms(11.0, "dev")],
+        bounds={"dev": lambda a: 12.0},
+    )
+    result = evaluator.evaluate(arch)
+    assert result.costs == {"dev": 10.0} and result.bounds == {"dev": 12.0}
+    assert not result.feasible and result.violations == [1.0] and result.quality is None
 
 
 def test_report_files_and_self_contained_html(tmp_path):
@@ -392,7 +431,7 @@ def test_budgets_carry_their_units():
 
 
 def test_search_config_defaults_follow_the_options():
-    from mos_search.search.config import search_config
+    from mos_search.search.options import search_config
 
     mt = search_config(checkpoint="run", max_latency_ms=["80"], max_params=10**6)
     assert mt.quality == "loss" and mt.population == 40 and mt.objective == "bleu-latency"
@@ -421,14 +460,14 @@ def test_search_config_defaults_follow_the_options():
     ],
 )
 def test_search_config_refuses_what_does_not_fit(options, message):
-    from mos_search.search.config import search_config
+    from mos_search.search.options import search_config
 
     with pytest.raises(ConfigError, match=message):
         search_config(checkpoint="run", **options)
 
 
 def test_search_settings_round_trip_and_refuse_old_runs():
-    from mos_search.search.config import search_config
+    from mos_search.search.options import search_config
 
     config = search_config(checkpoint="run", max_latency_ms=["80"], workers=2)
     assert SearchConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
@@ -462,3 +501,62 @@ def test_settings_of_mos_search_0_1_runs_are_read(name):
     else:
         ((device, limit),) = old["max_latency_ms"].items()
         assert config.budgets == (Budget.latency_ms(limit, device),)
+
+
+# ------------------------------------------------------------------ verification in passes
+
+
+def test_measured_latency_scales_each_pass_with_its_own_reference():
+    from mos_search.search.verify import measured_latency
+
+    by_pass = {
+        0: {"latency_ms": 10.0, "reference_ms": 1.0, "flagged": False},
+        1: {"latency_ms": 30.0, "reference_ms": 2.0, "flagged": True},
+        2: {"latency_ms": 12.0, "reference_ms": 1.0},
+    }
+    m = measured_latency(by_pass, reference_ms=1.0, elasticity=1.0, confidence=0.95)
+    assert m["passes_raw_ms"] == [10.0, 30.0, 12.0] and m["raw_ms"] == 12.0
+    assert m["passes_ms"] == [10.0, 15.0, 12.0] and m["scaled_ms"] == 12.0
+    assert m["interval_ms"] == [10.0, 15.0] and m["interval_coverage"] == 0.75
+    assert m["flagged_passes"] == 1
+    raw = measured_latency(by_pass, reference_ms=1.0, elasticity=None, confidence=0.95)
+    assert raw["passes_ms"] == raw["passes_raw_ms"]  # a predictor of raw times: no scaling
+
+
+def test_verify_front_measures_in_passes_and_resumes(tiny_run, tmp_path):
+    from latency.dataset import read_records
+    from mos_search.models.build import load_model
+    from mos_search.search.verify import verify_front
+
+    fast = tmp_path / "fast.toml"
+    fast.write_text(
+        'backend = "onnxruntime-cpu"\nwarmups = 0\nrepeats = 3\ndecoder_steps = 2\nretries = 0\n'
+    )
+    device = str(fast)
+    space = load_model(tiny_run).space
+    front = [
+        {"arch": a.to_dict(), "costs": {device: 5.0}} for a in (space.smallest(), space.largest())
+    ]
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "front.json").write_text(json.dumps(front))
+    args = (run, str(tiny_run), None, {device: (2.0, 0.5)})
+    rows = verify_front(*args, test_limit=4, beam=1, passes=2, progress=False)
+    dataset = run / "measured_fast.jsonl"
+    assert sorted(r["pass"] for r in read_records(dataset)) == [0, 0, 1, 1]
+    verified = json.loads((run / "verified.json").read_text())
+    assert verified["passes"] == 2 and verified["archs"] == rows
+    for row in rows:
+        passes = row["measured_passes_ms"][device]
+        low, high = row["measured_interval_ms"][device]
+        assert len(passes) == 2 and (low, high) == (min(passes), max(passes))
+        assert low <= row["measured_scaled_ms"][device] <= high
+        assert row["measured_latency_ms"][device] > 0 and "test_bleu" in row
+        scaled = row["measured_scaled_ms"][device]
+        error = row["latency_error_pct"][device]
+        assert error == pytest.approx(100 * (5.0 - scaled) / scaled)
+        assert row["predicted_latency_ms"][device] == 5.0
+    verify_front(*args, test_limit=4, beam=1, passes=2, progress=False)
+    assert len(read_records(dataset)) == 4  # done: nothing measured again
+    rows = verify_front(*args, test_limit=4, beam=1, passes=3, progress=False)
+    assert len(read_records(dataset)) == 6 and len(rows[0]["measured_passes_ms"][device]) == 3

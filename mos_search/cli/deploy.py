@@ -195,5 +195,8 @@ def demo_command(
     click.echo(
         f"demo done in {summary['total_seconds'] / 60:.1f} min: model "
         f"{model['params'] / 1e6:.2f} M params, test BLEU {model['test_bleu']:.2f}, "
-        f"{model['latency_ms']:.1f} ms on {model['device']}; report {summary['report']}"
+        f"{model['latency_ms']:.1f} ms [{model['low_ms']:.1f}, {model['high_ms']:.1f}] on "
+        f"{model['device']} (verified {model['verified_ms']:.1f} ms, upper "
+        f"{model['verified_upper_ms']:.1f} ms against the {summary['budget_ms']:.1f} ms budget); "
+        f"report {summary['report']}"
     )

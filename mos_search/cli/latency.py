@@ -82,28 +82,39 @@ def predictor_group() -> None:
 
 
 @predictor_group.command("train")
-@click.option("--dataset", required=True, help="Latency dataset (JSON lines).")
-@click.option("--out", help="Predictor file [default: beside the dataset, predictor.json].")
+@click.option(
+    "--dataset",
+    "datasets",
+    required=True,
+    multiple=True,
+    help="Latency dataset (JSON lines); repeat to train on several.",
+)
+@click.option("--out", help="Predictor file [default: beside the first dataset, predictor.json].")
 @click.option("--space", default="cpu-small", show_default=True)
 @click.option("--test-fraction", default=0.2, show_default=True)
 @click.option("--seed", default=0, show_default=True)
 @click.option(
     "--hidden",
-    default="400,400,400",
+    default="32",
     show_default=True,
-    help="Hidden layer widths (HAT: 400,400,400).",
+    help="Hidden widths of each member's MLP (on a quadratic model; HAT's MLP: 400,400,400).",
 )
+@click.option("--members", default=8, show_default=True, help="Ensemble members (bootstrap).")
 @click.option("--raw", is_flag=True, help="Train on raw times, without drift correction.")
 def predictor_train(
-    dataset: str,
+    datasets: tuple[str, ...],
     out: str | None,
     space: str,
     test_fraction: float,
     seed: int,
     hidden: str,
+    members: int,
     raw: bool,
 ) -> None:
-    """Train a predictor on a split by architecture and report held-out accuracy.
+    """Train a predictor (an ensemble with intervals) and report held-out accuracy.
+
+    The table gives RMSE, MAPE, the share within +-5% and +-10%, Kendall tau, and the share of
+    held-out measurements inside the nominal 80% and 95% prediction intervals.
 
     \b
     Example:
@@ -119,7 +130,7 @@ def predictor_train(
             f"expected comma-separated integers, found {hidden!r}", param_hint="--hidden"
         ) from None
     report = train_latency_predictor(
-        dataset, out, space, test_fraction, seed, not raw, hidden=widths
+        datasets, out, space, test_fraction, seed, not raw, hidden=widths, members=members
     )
     for line in report.lines():
         click.echo(line)
@@ -131,7 +142,7 @@ def predictor_train(
 @click.option("--space", default="cpu-small", show_default=True)
 @click.option("--raw", is_flag=True, help="Compare with raw times, without drift correction.")
 def predictor_eval(predictor_path: str, dataset: str, space: str, raw: bool) -> None:
-    """Accuracy of a saved predictor on a dataset.
+    """Accuracy and interval calibration of a saved predictor on a dataset.
 
     \b
     Example:
@@ -142,3 +153,49 @@ def predictor_eval(predictor_path: str, dataset: str, space: str, raw: bool) -> 
 
     click.echo(ACCURACY_HEADER)
     click.echo(format_accuracy("all", evaluate_predictor(predictor_path, dataset, space, not raw)))
+
+
+@predictor_group.command("update")
+@click.option("--predictor", "predictor_path", required=True, help="The predictor to refit.")
+@click.option(
+    "--dataset",
+    "datasets",
+    required=True,
+    multiple=True,
+    help="Datasets to refit on (its own, plus e.g. RUN/measured_PROFILE.jsonl); repeatable.",
+)
+@click.option("--out", help="Where to write [default: over --predictor].")
+def predictor_update(predictor_path: str, datasets: tuple[str, ...], out: str | None) -> None:
+    """Refit a predictor with its settings on more measurements (closing the loop).
+
+    \b
+    Example:
+      mos-search predictor update --predictor runs/profile/onnxruntime-cpu/predictor.json \\
+          --dataset runs/profile/onnxruntime-cpu/latency.jsonl \\
+          --dataset runs/search/measured_onnxruntime-cpu.jsonl
+    """
+    from mos_search.costs.predictors import update_predictor
+
+    for line in update_predictor(predictor_path, datasets, out).lines():
+        click.echo(line)
+
+
+@predictor_group.command("transfer")
+@click.option("--from", "source", required=True, help="A predictor of another device.")
+@click.option("--dataset", required=True, help="A few measurements on the new device.")
+@click.option("--out", required=True, help="Predictor file to write.")
+@click.option("--raw", is_flag=True, help="Fit raw times, without drift correction.")
+def predictor_transfer(source: str, dataset: str, out: str, raw: bool) -> None:
+    """A predictor for a new device from a few measurements there and an existing predictor
+    (its log-latency mapped by a fitted line).
+
+    \b
+    Example:
+      mos-search profile --device torch-cpu -n 30 --out runs/profile/torch-cpu/latency.jsonl
+      mos-search predictor transfer --from mos_search/shipped/onnxruntime-cpu/predictor.json \\
+          --dataset runs/profile/torch-cpu/latency.jsonl --out runs/profile/torch-cpu/predictor.json
+    """
+    from mos_search.costs.predictors import transfer_predictor
+
+    for line in transfer_predictor(source, dataset, out, not raw).lines():
+        click.echo(line)

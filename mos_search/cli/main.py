@@ -8,6 +8,7 @@ import click
 
 from devices.base import DeviceError
 from devices.profile import ProfileError
+from latency.dataset import DatasetError
 from latency.predictor import PredictorError
 from mos_search.cli import data, deploy, latency, search, train
 from mos_search.constants import VERSION
@@ -21,7 +22,7 @@ class FriendlyGroup(click.Group):
         """Run the command; a toolkit error becomes `error: ...` on stderr and exit code 2."""
         try:
             return super().invoke(ctx)
-        except (MosSearchError, DeviceError, ProfileError, PredictorError) as exc:
+        except (MosSearchError, DeviceError, ProfileError, PredictorError, DatasetError) as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
 

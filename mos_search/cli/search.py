@@ -50,6 +50,14 @@ import click
     multiple=True,
     help="Latency budget: X (first device) or DEVICE=X; repeatable.",
 )
+@click.option(
+    "--latency-confidence",
+    default=0.9,
+    show_default=True,
+    type=click.FloatRange(0.5, 1.0, max_open=True),
+    help="Latency budgets hold with this confidence: the search constrains the upper bound of "
+    "the predictor's interval, not its mean.",
+)
 @click.option("--max-params", type=int, help="Parameter budget.")
 @click.option("--max-memory-mib", type=float, help="bert: parameter memory budget (MiB, fp32).")
 @click.option(
@@ -66,6 +74,13 @@ import click
 )
 @click.option("--verify-beam", default=5, show_default=True)
 @click.option("--verify-max", default=8, show_default=True, help="Front archs verified (spread).")
+@click.option(
+    "--verify-passes",
+    default=3,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Separated measuring passes over the verified archs (median and interval).",
+)
 def search_command(
     task: str,
     ckpt: str,
@@ -79,6 +94,7 @@ def search_command(
     threads: int,
     workers: int,
     max_latency_ms: tuple[str, ...],
+    latency_confidence: float,
     max_params: int | None,
     max_memory_mib: float | None,
     algorithm: str,
@@ -91,6 +107,7 @@ def search_command(
     verify_limit: int,
     verify_beam: int,
     verify_max: int,
+    verify_passes: int,
 ) -> None:
     """Multi-objective search, then verify the front and report.
 
@@ -106,8 +123,9 @@ def search_command(
       mos-search search --task bert --objective perplexity-memory --ckpt runs/bert-neuron \\
           --max-memory-mib 12 --out runs/search-bert
     """
-    from mos_search.search.config import VerifySettings, search_config
+    from mos_search.search.config import VerifySettings
     from mos_search.search.objectives import search_task
+    from mos_search.search.options import search_config
 
     config = search_config(
         task=task,
@@ -122,6 +140,7 @@ def search_command(
         threads=threads,
         workers=workers,
         max_latency_ms=max_latency_ms,
+        latency_confidence=latency_confidence,
         max_params=max_params,
         max_memory_mib=max_memory_mib,
         algorithm=algorithm,
@@ -129,7 +148,9 @@ def search_command(
         population=population,
         seed=seed,
     )
-    verify = None if no_verify else VerifySettings(verify_limit, verify_beam, verify_max)
+    verify = (
+        None if no_verify else VerifySettings(verify_limit, verify_beam, verify_max, verify_passes)
+    )
     result = search_task(config, out, resume, verify, echo=click.echo)
     if result.interrupted:
         sys.exit(130)

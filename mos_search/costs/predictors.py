@@ -1,7 +1,13 @@
-"""Train and evaluate per-device latency predictors from a profiled dataset."""
+"""Per-device latency predictors from profiled datasets: train, evaluate, transfer, update.
+
+Labels are drift-corrected (each time brought to the training records' median reference speed
+with an elasticity fitted on the training records), the split is by architecture, and every
+report gives MAPE, +-5/10%, Kendall tau and the coverage of the nominal 80% and 95% intervals.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -10,6 +16,7 @@ import numpy as np
 
 from latency.dataset import drift_corrected_ms, fit_drift_elasticity, read_records
 from latency.predictor import (
+    MIN_RECORDS,
     Accuracy,
     LatencyPredictor,
     PredictorError,
@@ -21,6 +28,9 @@ from mos_search.models.transformer import count_parameters
 from mos_search.space import SearchSpace, load_space
 
 SHIPPED_PACKAGE = "mos_search.shipped"
+# members of the ensemble: one hidden layer of 32 on the quadratic model's residual (measured
+# on the shipped dataset against 400-400-400, 64-64 and 16: see the README)
+DEFAULT_HIDDEN = (32,)
 
 
 def shipped_path(profile: str, name: str = "predictor.json") -> Path | None:
@@ -47,13 +57,13 @@ def predictor_path(profile: str, given: str | None) -> Path:
 
 @dataclass
 class PredictorReport:
-    """Held-out accuracy, the learning curve, and the labels' own repeatability."""
+    """Held-out accuracy, the learning curve, the drift correction, where it was written."""
 
     test: Accuracy
     n_train: int
     curve: dict[int, Accuracy]
     elasticity: float | None  # of the drift correction; None: raw labels
-    path: Path  # where the predictor was written
+    path: Path
 
     def lines(self) -> list[str]:
         """What was written, then the accuracy table (held-out split, learning curve)."""
@@ -70,96 +80,202 @@ class PredictorReport:
         ]
 
 
-def _labels(records: list[dict], elasticity: float | None, typical_ms: float | None) -> np.ndarray:
-    """Raw times (`elasticity` None) or times corrected to the typical machine speed."""
-    if elasticity is None:
-        return np.array([r["latency_ms"] for r in records])
-    return np.array(drift_corrected_ms(records, elasticity, typical_ms))
+@dataclass
+class Labelled:
+    """Records of one or more datasets with their features and drift-corrected labels."""
+
+    records: list[dict]
+    features: np.ndarray  # (N, F)
+    labels_ms: np.ndarray  # (N,)
+    elasticity: float | None
+    typical_ms: float | None
 
 
-def measured_vocab_size(record: dict, space: SearchSpace) -> int:
-    """The vocabulary of a measured model, solved from its exact parameter count (linear in it)."""
+def load_datasets(datasets: Sequence[str | Path], space: SearchSpace) -> list[dict]:
+    """Every record of `datasets` (validated against the space's features), in order."""
+    names = list(space.feature_names)
+    records = [r for path in datasets for r in read_records(path, names)]
+    if len(records) < MIN_RECORDS:
+        shown = ", ".join(str(d) for d in datasets)
+        raise PredictorError(f"{shown}: {len(records)} records; at least {MIN_RECORDS} are needed")
+    return records
+
+
+def label(
+    records: list[dict],
+    fit_on: list[dict],
+    corrected: bool = True,
+    elasticity: float | None = None,
+    typical_ms: float | None = None,
+) -> Labelled:
+    """Features and labels of `records`: raw times, or corrected to the median reference speed
+    of `fit_on` with an elasticity fitted on `fit_on` (or the one given)."""
+    refs = [r["reference_ms"] for r in fit_on if r.get("reference_ms")]
+    if corrected and refs:
+        typical_ms = typical_ms or float(np.median(refs))
+        elasticity = fit_drift_elasticity(fit_on) if elasticity is None else elasticity
+        labels = drift_corrected_ms(records, elasticity, typical_ms)
+    else:
+        elasticity = typical_ms = None
+        labels = [r["latency_ms"] for r in records]
+    features = np.array([r["features"] for r in records], dtype=np.float64)
+    return Labelled(records, features, np.array(labels), elasticity, typical_ms)
+
+
+def measured_vocab_size(record: dict, space: SearchSpace) -> int | None:
+    """The vocabulary of a measured model, solved from its exact parameter count (linear in it);
+    None for a record without its arch and parameter count (a features-only dataset)."""
+    if "arch" not in record or "params" not in record:
+        return None
     arch = space.arch_from_dict(record["arch"])
     base = count_parameters(arch, 0, space.qkv_dim)
     per_token = count_parameters(arch, 1, space.qkv_dim) - base
     return round((record["params"] - base) / per_token)
 
 
+def held_out_accuracy(
+    predictor: LatencyPredictor, features: np.ndarray, labels_ms: np.ndarray
+) -> Accuracy:
+    """Accuracy with the coverage of the predictor's nominal 80% and 95% intervals."""
+    intervals = {level: predictor.interval_ms(features, level) for level in (0.8, 0.95)}
+    return accuracy(predictor.predict_ms(features), labels_ms, intervals)
+
+
 def train_latency_predictor(
-    dataset: str | Path,
+    dataset: str | Path | Sequence[str | Path],
     out: str | Path | None,
     space_name: str,
     test_fraction: float = 0.2,
     seed: int = 0,
     corrected: bool = True,
     curve_sizes: tuple[int, ...] = (100, 200, 500),
-    hidden: tuple[int, ...] = (400, 400, 400),
+    hidden: tuple[int, ...] = DEFAULT_HIDDEN,
+    members: int = 8,
 ) -> PredictorReport:
-    """Fit on a split by architecture, save to `out` (None: `predictor.json` beside the
-    dataset), and report test accuracy and the learning curve."""
-    out = Path(out) if out is not None else Path(dataset).with_name("predictor.json")
-    records = read_records(dataset)
-    if len(records) < 10:
-        raise PredictorError(f"{dataset}: {len(records)} records; at least 10 are needed")
+    """Fit on a split by architecture, save to `out` (None: `predictor.json` beside the first
+    dataset), and report held-out accuracy with interval coverage, and the learning curve."""
+    datasets = [dataset] if isinstance(dataset, str | Path) else list(dataset)
+    out = Path(out) if out is not None else Path(datasets[0]).with_name("predictor.json")
     space = load_space(space_name)
     space.require_task("translation", "a latency predictor")
-    names = list(space.feature_names)
-    features = np.array([r["features"] for r in records])
-    if features.shape[1] != len(names):
-        raise PredictorError(
-            f"{dataset} holds {features.shape[1]} features per record, space "
-            f"{space.name!r} has {len(names)}"
-        )
+    records = load_datasets(datasets, space)
     train, test = split_by_arch(len(records), test_fraction, seed)
-    train_records = [records[i] for i in train]
-    refs = [r["reference_ms"] for r in train_records if r.get("reference_ms")]
-    typical = float(np.median(refs)) if refs else None
     # the drift model is fitted on the training architectures only
-    elasticity = fit_drift_elasticity(train_records) if corrected and refs else None
-    labels = _labels(records, elasticity, typical)
+    data = label(records, [records[i] for i in train], corrected)
     meta = {
         "space": space.name,
         "device": records[0].get("profile"),
+        "datasets": [str(d) for d in datasets],
         "dataset_digest": dataset_digest(records),
-        "drift_corrected": elasticity is not None,
-        "drift_elasticity": elasticity,
-        "reference_ms": typical,
+        "drift_corrected": data.elasticity is not None,
+        "drift_elasticity": data.elasticity,
+        "reference_ms": data.typical_ms,
         "vocab_size": measured_vocab_size(records[0], space),
         "n_train": len(train),
+        "seed": seed,
     }
-    predictor = LatencyPredictor.fit(features[train], labels[train], names, hidden, seed, meta)
+    x, y = data.features, data.labels_ms
+    fit = LatencyPredictor.fit
+    predictor = fit(x[train], y[train], list(space.feature_names), hidden, seed, meta, members)
     predictor.save(out)
-    report_test = accuracy(predictor.predict_ms(features[test]), labels[test])
-    curve = {}
-    for size in curve_sizes:
-        if size <= len(train):
-            subset = train[:size]
-            small = LatencyPredictor.fit(features[subset], labels[subset], names, hidden, seed)
-            curve[size] = accuracy(small.predict_ms(features[test]), labels[test])
-    return PredictorReport(report_test, len(train), curve, elasticity, out)
+    curve = {
+        size: held_out_accuracy(
+            fit(x[train[:size]], y[train[:size]], list(space.feature_names), hidden, seed),
+            x[test],
+            y[test],
+        )
+        for size in curve_sizes
+        if size <= len(train)
+    }
+    test_accuracy = held_out_accuracy(predictor, x[test], y[test])
+    return PredictorReport(test_accuracy, len(train), curve, data.elasticity, out)
+
+
+def update_predictor(
+    predictor_path: str | Path, datasets: Sequence[str | Path], out: str | Path | None = None
+) -> PredictorReport:
+    """Refit a predictor with its settings on `datasets` (its own dataset plus, say, the
+    verification measurements of a search: `RUN/measured_PROFILE.jsonl`)."""
+    old = LatencyPredictor.load(predictor_path)
+    return train_latency_predictor(
+        datasets,
+        out or predictor_path,
+        old.meta["space"],
+        seed=int(old.meta.get("seed", 0)),
+        corrected=bool(old.meta.get("drift_corrected", True)),
+        curve_sizes=(),
+        hidden=tuple(old.meta.get("hidden", DEFAULT_HIDDEN)),
+        members=int(old.meta.get("members", 8)),
+    )
+
+
+def transfer_predictor(
+    source_path: str | Path,
+    dataset: str | Path,
+    out: str | Path,
+    corrected: bool = True,
+) -> PredictorReport:
+    """A predictor for another device from its (few) measurements and an existing predictor:
+    the source's log-latency mapped by a line fitted on the target's records (all of them;
+    `predictor eval` on other records measures it)."""
+    source = LatencyPredictor.load(source_path)
+    space = load_space(source.meta["space"])
+    records = _records_for_transfer(dataset, space)
+    data = label(records, records, corrected)
+    meta = {
+        "device": records[0].get("profile"),
+        "datasets": [str(dataset)],
+        "dataset_digest": dataset_digest(records),
+        "drift_corrected": data.elasticity is not None,
+        "drift_elasticity": data.elasticity,
+        "reference_ms": data.typical_ms,
+        "n_train": len(records),
+    }
+    predictor = LatencyPredictor.transfer(source, data.features, data.labels_ms, meta)
+    predictor.save(out)
+    return PredictorReport(
+        held_out_accuracy(predictor, data.features, data.labels_ms),
+        len(records),
+        {},
+        data.elasticity,
+        Path(out),
+    )
+
+
+def _records_for_transfer(dataset: str | Path, space: SearchSpace) -> list[dict]:
+    records = read_records(dataset, list(space.feature_names))
+    if len(records) < 3:
+        raise PredictorError(f"{dataset}: {len(records)} records; transfer needs at least 3")
+    return records
 
 
 def evaluate_predictor(
     predictor_path: str | Path, dataset: str | Path, space_name: str, corrected: bool = True
 ) -> Accuracy:
-    """Accuracy of a saved predictor on every record of a dataset."""
+    """Accuracy (with interval coverage) of a saved predictor on every record of a dataset,
+    labels corrected with the predictor's own drift model."""
     space = load_space(space_name)
     predictor = LatencyPredictor.load(predictor_path, list(space.feature_names), space.name)
-    records = read_records(dataset)
+    records = read_records(dataset, list(space.feature_names))
     if not records:
         raise PredictorError(f"{dataset}: no records")
-    features = np.array([r["features"] for r in records])
     elasticity = predictor.meta.get("drift_elasticity") if corrected else None
-    labels = _labels(records, elasticity, predictor.meta.get("reference_ms"))
-    return accuracy(predictor.predict_ms(features), labels)
+    data = label(
+        records, records, elasticity is not None, elasticity, predictor.meta.get("reference_ms")
+    )
+    return held_out_accuracy(predictor, data.features, data.labels_ms)
 
 
 def format_accuracy(label: str, acc: Accuracy) -> str:
     """One table row."""
     return (
         f"{label:<14}{acc.n:>6}{acc.rmse_ms:>10.2f}{acc.mape:>8.2f}%{acc.within_5:>8.1f}%"
-        f"{acc.within_10:>8.1f}%{acc.kendall_tau:>8.3f}"
+        f"{acc.within_10:>8.1f}%{acc.kendall_tau:>8.3f}{acc.coverage_80:>8.1f}%"
+        f"{acc.coverage_95:>8.1f}%"
     )
 
 
-ACCURACY_HEADER = f"{'':<14}{'n':>6}{'RMSE ms':>10}{'MAPE':>9}{'<=5%':>9}{'<=10%':>9}{'tau':>8}"
+ACCURACY_HEADER = (
+    f"{'':<14}{'n':>6}{'RMSE ms':>10}{'MAPE':>9}{'<=5%':>9}{'<=10%':>9}{'tau':>8}"
+    f"{'in 80%':>9}{'in 95%':>9}"
+)

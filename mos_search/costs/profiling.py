@@ -2,19 +2,30 @@
 
 Latency depends on the architecture, not on weight values, so without a checkpoint each
 architecture gets a freshly initialised standalone model (seeded); with one, its extracted weights.
+Every measurement is timed interleaved with the reference workload (`reference_bundle`: the
+space's smallest member); exported model folders are measured the same way (`exported_runs`) and
+summarised over passes for their card (`latency_entry`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import random
+import statistics
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from devices import Device, DeviceProfile, ModelBundle, load_profile, open_device
+from latency.dataset import arch_key
 from latency.profiler import ProfileRun, profile_archs
+from latency.protocol import Measurement, Run, median_interval
+from latency.workloads import workload_for
 from mos_search.arch import Arch
+from mos_search.errors import ConfigError
 from mos_search.models.onnx import DecoderStepGraph, EncoderGraph, GraphShapes, export_onnx
 from mos_search.models.transformer import TranslationTransformer, count_parameters
 from mos_search.space import SearchSpace, load_space
@@ -86,6 +97,15 @@ class ArchModels:
         return TranslationTransformer(arch, self.vocab_size, self.space.qkv_dim, dropout=0.0).eval()
 
 
+def reference_bundle(
+    space: SearchSpace, vocab_size: int, needs: str, work_dir: Path
+) -> ModelBundle:
+    """The reference workload timed between measured runs: the space's smallest member,
+    freshly initialised (seed 0; latency does not depend on weight values)."""
+    model = ArchModels(space, vocab_size).model(space.smallest())
+    return translation_bundle(model, needs, work_dir)
+
+
 def run_profile(
     device_profile: str,
     space_name: str,
@@ -115,22 +135,30 @@ def measure_archs(
     dataset: str | Path,
     reference: bool = True,
     progress: bool = True,
+    passes: int | None = None,
 ) -> ProfileRun:
-    """Measure `archs` (those not yet in `dataset`) on the profile's device; one record each."""
+    """Measure `archs` (those not yet in `dataset`) on the profile's device; one record each,
+    or with `passes` one per arch and pass, pass after pass (see `profile_archs`)."""
     space = models.space
     device: Device = open_device(profile)
+    bundles: dict[str, ModelBundle] = {}  # built once, measured in every pass
     with tempfile.TemporaryDirectory(prefix="mos-profile-") as tmp:
         work = Path(tmp)
 
         def make_bundle(arch_dict: dict) -> ModelBundle:
-            arch = space.arch_from_dict(arch_dict)
-            return translation_bundle(models.model(arch), device.needs, work / "graphs")
+            key = arch_key(arch_dict)
+            if key not in bundles:
+                arch = space.arch_from_dict(arch_dict)
+                folder = work / ("graphs" if passes is None else f"graphs-{len(bundles)}")
+                bundle = translation_bundle(models.model(arch), device.needs, folder)
+                if passes is None:  # profiling: each arch once, nothing to keep
+                    return bundle
+                bundles[key] = bundle
+            return bundles[key]
 
         ref_bundle = None
         if reference:  # the space's smallest member, timed between the measured runs
-            ref_bundle = translation_bundle(
-                models.model(space.smallest()), device.needs, work / "reference"
-            )
+            ref_bundle = reference_bundle(space, models.vocab_size, device.needs, work / "ref")
         return profile_archs(
             [a.to_dict() for a in archs],
             make_bundle,
@@ -143,4 +171,71 @@ def measure_archs(
             dataset=dataset,
             reference=ref_bundle,
             progress=progress,
+            passes=passes,
         )
+
+
+def folder_bundle(folder: Path, past_shapes: list, vocab_size: int) -> ModelBundle:
+    """The exported graphs of a model folder (`encoder.onnx`, `decoder_step.onnx`) as a bundle."""
+    return ModelBundle(
+        kind="translation",
+        onnx={"encoder": folder / "encoder.onnx", "decoder_step": folder / "decoder_step.onnx"},
+        past_shapes=[tuple(p) for p in past_shapes],
+        vocab_size=vocab_size,
+    )
+
+
+@contextlib.contextmanager
+def exported_runs(
+    profile: DeviceProfile, bundles: list[ModelBundle], space: SearchSpace, vocab_size: int
+) -> Iterator[tuple[list[Run], Run]]:
+    """A device loaded with each (ONNX) bundle and one with the space's reference workload, as
+    (runs, reference) for `latency.protocol.measure`/`measure_pair`; all closed on exit."""
+    devices = [open_device(profile) for _ in range(len(bundles) + 1)]
+    if devices[0].needs != "onnx":
+        raise ConfigError(
+            f"device {profile.name} runs PyTorch modules; exported models run on ONNX devices"
+        )
+    try:
+        with tempfile.TemporaryDirectory(prefix="mos-reference-") as tmp:
+            ref_bundle = reference_bundle(space, vocab_size, "onnx", Path(tmp))
+            runs = []
+            for device, bundle in zip(devices, [*bundles, ref_bundle]):
+                device.load(bundle)
+                runs.append((device, workload_for(device, bundle, profile)))
+            yield runs[:-1], runs[-1]
+    finally:
+        for device in devices:
+            device.close()
+
+
+def latency_entry(profile: DeviceProfile, passes: list[Measurement]) -> dict[str, Any]:
+    """Latency of one model measured in one or more passes (ms), as a model card holds it.
+
+    `latency_ms` is the median of the pass medians. With 2+ passes, [`low_ms`, `high_ms`] is the
+    order-statistic interval of the median over the pass medians (`latency.protocol`; with 3
+    passes: their min and max, coverage 1 - 2 * 0.5**3 = 75%), so it holds the drift between
+    passes; with one pass, the interval over its repeats. `interval_coverage` says which
+    probability; `passes_ms` lists the pass medians, `reference_ms` is their references' median.
+    """
+    medians = [m.seconds * 1000 for m in passes]
+    if len(passes) > 1:
+        interval = median_interval(medians, profile.confidence)
+        low, high, coverage = interval.low, interval.high, interval.coverage
+    else:
+        only = passes[0]
+        low, high, coverage = only.low_seconds * 1000, only.high_seconds * 1000, only.coverage
+    references = [m.reference_seconds * 1000 for m in passes if m.reference_seconds is not None]
+    return {
+        "profile": profile.name,
+        "latency_ms": statistics.median(medians),
+        "low_ms": low,
+        "high_ms": high,
+        "interval_coverage": coverage,
+        "interval_of": "pass medians" if len(passes) > 1 else "repeats",
+        "spread": max(m.spread for m in passes),
+        "flagged": any(m.flagged for m in passes),
+        "reference_ms": statistics.median(references) if references else None,
+        "passes": len(passes),
+        "passes_ms": medians,
+    }

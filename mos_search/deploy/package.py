@@ -3,9 +3,11 @@
 `export_model` extracts the architecture from a checkpoint, writes `encoder.onnx` and
 `decoder_step.onnx` (opset 17, checked by `onnx.checker`), copies the SentencePiece model, then
 checks the ONNX files against PyTorch (largest output difference, identical greedy tokens),
-scores both on the test split with sacreBLEU, measures latency on the requested devices and writes
+scores both on the test split with sacreBLEU, measures latency on the requested devices (3 passes,
+each interleaved with the reference workload: median, interval, spread, flag, reference) and writes
 everything into `card.json` with the sha256 of every file. `--quantize int8` adds an `int8/`
-model folder (ONNX Runtime dynamic quantization) with its BLEU change and speed-up in the card.
+model folder (ONNX Runtime dynamic quantization) with its BLEU change and its speed-up, int8 and
+fp32 timed alternately run by run.
 """
 
 from __future__ import annotations
@@ -83,31 +85,21 @@ def _teacher_forced_logits_diff(model: Any, translator: Any, src: np.ndarray, id
     return worst
 
 
-def measure_latency_ms(device: str, model_dir: Path, past_shapes: list, vocab: int) -> dict:
-    """The device profile's workload on the exported graphs (ms), with the reference time."""
-    from devices import ModelBundle, load_profile, open_device
+def measure_latency_ms(
+    device: str, model_dir: Path, past_shapes: list, vocab: int, space: Any, passes: int = 3
+) -> dict:
+    """The device profile's workload on the exported graphs in `passes` passes, each with the
+    interleaved reference (the space's smallest member): the card's entry (ms; median, interval,
+    spread, flag, reference, pass medians: `costs.profiling.latency_entry`)."""
+    from devices import load_profile
     from latency.protocol import measure
-    from latency.workloads import workload_for
+    from mos_search.costs.profiling import exported_runs, folder_bundle, latency_entry
 
     profile = load_profile(device)
-    dev = open_device(profile)
-    if dev.needs != "onnx":
-        raise ConfigError(f"device {device} runs PyTorch modules; export measures ONNX devices")
-    bundle = ModelBundle(
-        kind="translation",
-        onnx={
-            "encoder": model_dir / "encoder.onnx",
-            "decoder_step": model_dir / "decoder_step.onnx",
-        },
-        past_shapes=past_shapes,
-        vocab_size=vocab,
-    )
-    try:
-        dev.load(bundle)
-        result = measure(dev, workload_for(dev, bundle, profile), profile)
-    finally:
-        dev.close()
-    return {"profile": profile.name, "latency_ms": result.seconds * 1000, "spread": result.spread}
+    bundle = folder_bundle(model_dir, past_shapes, vocab)
+    with exported_runs(profile, [bundle], space, vocab) as (runs, reference):
+        results = [measure(*runs[0], profile, reference) for _ in range(passes)]
+    return latency_entry(profile, results)
 
 
 def quantize_int8(model_dir: Path) -> Path:
@@ -169,7 +161,7 @@ def export_model(
     latency = {}
     for device in devices:
         echo(f"measuring on {device}")
-        latency[device] = measure_latency_ms(device, out, past_shapes, shapes.vocab_size)
+        latency[device] = measure_latency_ms(device, out, past_shapes, shapes.vocab_size, space)
     card: dict[str, Any] = {
         "format": "mos-search-model/1",
         "task": "translation",
@@ -188,7 +180,7 @@ def export_model(
     if quantize == "int8":
         echo("quantizing to int8 (dynamic) and re-scoring")
         card["int8"] = _int8_section(
-            out, sources, oracle.data.references, beam, bleu["onnxruntime"], latency, shapes
+            out, sources, oracle.data.references, beam, bleu["onnxruntime"], latency, shapes, space
         )
     card["files"] = {
         n: sha256_file(out / n)
@@ -231,21 +223,35 @@ def _int8_section(
     fp32_bleu: float,
     latency: dict[str, dict],
     shapes: Any,
+    space: Any,
 ) -> dict[str, Any]:
-    """Quantize to `out/int8/`, re-score and re-measure; the card's `int8` entry."""
+    """Quantize to `out/int8/`, re-score, and time int8 against fp32 alternately, run by run
+    (int8, fp32, reference, int8, ...: `latency.protocol.measure_pair`), on every device of
+    `latency`; the speed-up is the median of the per-run fp32/int8 ratios with its interval."""
+    from devices import load_profile
+    from latency.protocol import measure_pair
+    from mos_search.costs.profiling import exported_runs, folder_bundle, latency_entry
     from mos_search.deploy.translate import OnnxTranslator
 
     int8_dir = quantize_int8(out)
     int8_bleu = _onnx_bleu(OnnxTranslator(int8_dir), sources, references, beam)["onnxruntime"]
     past_shapes = list(zip(shapes.self_heads, shapes.self_head_dims))
-    int8_latency = {
-        d: measure_latency_ms(d, int8_dir, past_shapes, shapes.vocab_size) for d in latency
-    }
+    bundles = [folder_bundle(d, past_shapes, shapes.vocab_size) for d in (int8_dir, out)]
+    pairs = {}
+    for device in latency:
+        profile = load_profile(device)
+        with exported_runs(profile, bundles, space, shapes.vocab_size) as (runs, reference):
+            pairs[device] = (profile, measure_pair(*runs[0], *runs[1], profile, reference))
     return {
         "bleu_onnxruntime": int8_bleu,
         "bleu_change": int8_bleu - fp32_bleu,
-        "latency": int8_latency,
-        "speedup": {d: latency[d]["latency_ms"] / int8_latency[d]["latency_ms"] for d in latency},
+        "latency": {d: latency_entry(prof, [pair.a]) for d, (prof, pair) in pairs.items()},
+        "fp32_latency_paired": {d: latency_entry(p, [pair.b]) for d, (p, pair) in pairs.items()},
+        "speedup": {d: pair.ratio for d, (_, pair) in pairs.items()},
+        "speedup_interval": {
+            d: [pair.ratio_low, pair.ratio_high] for d, (_, pair) in pairs.items()
+        },
+        "speedup_coverage": {d: pair.ratio_coverage for d, (_, pair) in pairs.items()},
         "files": {
             n: sha256_file(int8_dir / n) for n in ("encoder.onnx", "decoder_step.onnx", "spm.model")
         },

@@ -1,9 +1,8 @@
 """Typed settings of a search: budgets with units, cost objectives, the oracle, verification.
 
 Everything a search depends on is a frozen value here, checked when it is made, and saved as
-`search.json` in the run folder so a run resumes exactly. `search_config` turns the options of
-`mos-search search` into a `SearchConfig`: it checks combinations (task, objective, quality
-metric, budgets) and fills the defaults that depend on other options.
+`search.json` in the run folder so a run resumes exactly (`options.py` makes one from the
+options of `mos-search search`).
 
 Units live in the types: a `Budget` says whether its limit is milliseconds (latency on a device),
 MiB (parameter memory) or a count (parameters); a `Cost` objective says the same of its values.
@@ -12,7 +11,6 @@ Nothing downstream branches on units.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -170,11 +168,13 @@ class OracleSettings:
 
 @dataclass(frozen=True)
 class VerifySettings:
-    """How the front is re-checked: test sentences, beam, how many front members."""
+    """How the front is re-checked: test sentences, beam, how many front members, and how many
+    separated measuring passes each gets."""
 
     test_limit: int | None = 300
     beam: int = 5
     max_archs: int = 8
+    passes: int = 3
 
 
 # settings a resumed run may change (how long it goes on, how many scoring processes): key -> flag
@@ -198,6 +198,9 @@ class SearchConfig:
     predictors: tuple[str, ...] = ()  # one per device; empty: the shipped ones
     budgets: tuple[Budget, ...] = ()
     oracle: OracleSettings | None = None
+    # latency budgets hold with this confidence: they constrain the upper bound of the
+    # predictor's interval, not its mean (None: the mean, as mos-search 0.1 did)
+    latency_confidence: float | None = 0.9
     format: int = field(default=FORMAT)
 
     def __post_init__(self) -> None:
@@ -212,6 +215,9 @@ class SearchConfig:
                 f"generations and population must be >= 1 and >= 2, found {self.generations} "
                 f"and {self.population}"
             )
+        confidence = self.latency_confidence
+        if confidence is not None and not 0.5 <= confidence < 1:
+            raise ConfigError(f"--latency-confidence: expected [0.5, 1), found {confidence}")
         if self.quality not in QUALITY_METRICS[self.task]:
             raise ConfigError(f"--quality {self.quality} is not a metric of --task {self.task}")
         if self.predictors and len(self.predictors) != len(self.devices):
@@ -297,6 +303,7 @@ def _from_format_1(data: dict[str, Any]) -> dict[str, Any]:
     oracle = {k: extra[k] for k in oracle_keys if k in extra}
     quality = old.pop("metric", "loss")
     return {
+        "latency_confidence": None,  # 0.1 constrained the predicted mean
         **old,
         "format": FORMAT,
         "task": task,
@@ -316,75 +323,3 @@ def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[f"{prefix}{key}"] = value
     return out
-
-
-def latency_budgets(values: Sequence[str], devices: Sequence[str]) -> list[Budget]:
-    """`--max-latency-ms` values: `X` (the first device) or `DEVICE=X`."""
-    budgets: dict[str, Budget] = {}
-    for value in values:
-        device, _, number = value.rpartition("=")
-        device = device or devices[0]
-        if device not in devices:
-            raise ConfigError(f"--max-latency-ms {value}: {device!r} is not a --device")
-        try:
-            limit = float(number)
-        except ValueError:
-            raise ConfigError(f"--max-latency-ms {value}: expected milliseconds") from None
-        budgets[device] = Budget.latency_ms(limit, device)
-    return list(budgets.values())
-
-
-def search_config(
-    *,
-    task: str = "mt",
-    checkpoint: str,
-    data: str | None = None,
-    devices: Sequence[str] = ("onnxruntime-cpu",),
-    predictors: Sequence[str] = (),
-    objective: str | None = None,
-    quality: str | None = None,
-    limit: int | None = 200,
-    beam: int = 1,
-    threads: int = 2,
-    workers: int = 1,
-    max_latency_ms: Sequence[str] = (),
-    max_params: int | None = None,
-    max_memory_mib: float | None = None,
-    algorithm: str = "nsga2",
-    generations: int = 20,
-    population: int | None = None,
-    seed: int = 0,
-) -> SearchConfig:
-    """The settings of `mos-search search`, checked, with the defaults that depend on options.
-
-    Defaults: the objective and quality metric follow the task (mt: bleu-latency searched on
-    validation loss; bert: perplexity-memory), the population the algorithm (nsga2 40, HAT's
-    evolution 125). Raises ConfigError on a combination that does not fit the task.
-    """
-    if task not in TASKS:
-        raise ConfigError(f"--task: expected one of {', '.join(TASKS)}, found {task!r}")
-    bert = task == "bert"
-    if objective is not None and objective != OBJECTIVES[task]:
-        raise ConfigError(f"--objective {objective} is not an objective of --task {task}")
-    quality = quality or QUALITY_METRICS[task][0]
-    if bert and (max_latency_ms or predictors):
-        raise ConfigError("--task bert searches memory: use --max-memory-mib, not latency")
-    if not bert and max_memory_mib is not None:
-        raise ConfigError("--max-memory-mib is for --task bert")
-    budgets = [] if bert else latency_budgets(max_latency_ms, devices)
-    if max_memory_mib is not None:
-        budgets.append(Budget.memory_mib(max_memory_mib))
-    if max_params is not None:
-        budgets.append(Budget.params(max_params))
-    return SearchConfig(
-        task=task,
-        algorithm=algorithm,
-        generations=generations,
-        population=population or ALGORITHM_POPULATION.get(algorithm, 40),
-        seed=seed,
-        quality=quality,
-        devices=() if bert else tuple(devices),
-        predictors=tuple(predictors),
-        budgets=tuple(budgets),
-        oracle=OracleSettings(checkpoint, data, limit, beam, threads, workers),
-    )

@@ -48,9 +48,19 @@ def load_predictors(config: SearchConfig, space: SearchSpace, vocab_size: int) -
 def latency_functions(
     predictors: dict[str, LatencyPredictor], space: SearchSpace
 ) -> dict[str, Callable[[ArchBase], float]]:
-    """Per device, arch -> predicted milliseconds."""
+    """Per device, arch -> predicted milliseconds (the ensemble's geometric mean)."""
     return {
         device: (lambda arch, p=p: float(p.predict_ms(space.features(arch))[0]))
+        for device, p in predictors.items()
+    }
+
+
+def latency_bounds(
+    predictors: dict[str, LatencyPredictor], space: SearchSpace, confidence: float
+) -> dict[str, Callable[[ArchBase], float]]:
+    """Per device, arch -> milliseconds the measurement stays below with `confidence`."""
+    return {
+        device: (lambda arch, p=p: float(p.upper_ms(space.features(arch), confidence)[0]))
         for device, p in predictors.items()
     }
 
@@ -100,8 +110,12 @@ def search_evaluator(config: SearchConfig, out: Path) -> ArchEvaluator:
         from mos_search.models.bert import bert_parameter_bytes
 
         costs = {MEMORY_COST: lambda arch: bert_parameter_bytes(arch, vocab) / 2**20}
+        bounds = {}
     else:
-        costs = latency_functions(load_predictors(config, space, vocab), space)
+        predictors = load_predictors(config, space, vocab)
+        costs = latency_functions(predictors, space)
+        confidence = config.latency_confidence
+        bounds = {} if confidence is None else latency_bounds(predictors, space, confidence)
     beam = 1 if bert else settings.beam
     evaluator = ArchEvaluator(
         space,
@@ -111,6 +125,7 @@ def search_evaluator(config: SearchConfig, out: Path) -> ArchEvaluator:
         params=lambda arch: count_arch_parameters(space, arch, vocab),
         budgets=config.budgets,
         log_path=out / "evaluations.jsonl",
+        bounds=bounds,
     )
     return with_scoring_pool(evaluator, oracle, config.quality, beam, settings.workers)
 
@@ -192,11 +207,13 @@ def verify_front_of(
         verify.test_limit,
         verify.beam,
         verify.max_archs,
+        verify.passes,
     )
     for row in rows:
         lat = "  ".join(
             f"{d}: predicted {row['predicted_latency_ms'][d]:.1f} ms, measured "
-            f"{row['measured_scaled_ms'][d]:.1f} ms ({row['latency_error_pct'][d]:+.1f}%)"
+            f"{row['measured_scaled_ms'][d]:.1f} ms [{row['measured_interval_ms'][d][0]:.1f}, "
+            f"{row['measured_interval_ms'][d][1]:.1f}] ({row['latency_error_pct'][d]:+.1f}%)"
             for d in config.devices
         )
         echo(f"verified: test BLEU {row['test_bleu']:.2f}  {lat}")

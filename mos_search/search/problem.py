@@ -14,9 +14,9 @@ import json
 import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from pymoo.core.problem import Problem
@@ -42,6 +42,8 @@ class Evaluation:
     params: int
     violations: list[float]  # one per budget, in order; <= 0 where the budget is met
     quality: float | None  # None: infeasible, so the oracle was not asked
+    # upper bounds of costs at the search's confidence (budgets constrain on them), by cost key
+    bounds: dict[str, float] = field(default_factory=dict)
 
     @property
     def feasible(self) -> bool:
@@ -61,6 +63,15 @@ class Evaluation:
         return cls(**data)
 
 
+class Constraints(NamedTuple):
+    """An architecture's costs, upper bounds, parameter count and budget violations."""
+
+    costs: dict[str, float]
+    bounds: dict[str, float]
+    params: int
+    violations: list[float]
+
+
 class ArchEvaluator:
     """Scores architectures once each: quality from an oracle, costs from predictors or counts."""
 
@@ -73,7 +84,11 @@ class ArchEvaluator:
         params: Callable[[ArchBase], int],
         budgets: Sequence[Budget] = (),
         log_path: str | Path | None = None,
+        bounds: dict[str, Callable[[ArchBase], float]] | None = None,
     ) -> None:
+        """`costs` give each cost objective (predicted mean latency, memory); `bounds`, where
+        given, the upper bound of a cost that its budget constrains on (the prediction
+        interval's bound at the search's confidence), so a budget is met with that confidence."""
         if metric not in QUALITY_SIGN:
             raise ConfigError(
                 f"quality metric: expected one of {sorted(QUALITY_SIGN)}, found {metric!r}"
@@ -86,6 +101,7 @@ class ArchEvaluator:
             raise ConfigError(f"budget on {sorted(unknown)}, which is not a cost of the search")
         self.space, self.metric = space, metric
         self._quality, self._costs, self._params = quality, costs, params
+        self._bounds = dict(bounds or {})
         self._quality_many: Callable[[list[ArchBase]], list[float]] | None = None
         self._precomputed: dict[str, float] = {}
         self.closers: list[Callable[[], None]] = []
@@ -139,16 +155,18 @@ class ArchEvaluator:
         """Quality plus one per cost (latency per device, or memory)."""
         return 1 + len(self.cost_keys)
 
-    def constraints(self, arch: ArchBase) -> tuple[dict[str, float], int, list[float]]:
-        """The costs, parameter count, and one violation per budget (<= 0: met)."""
+    def constraints(self, arch: ArchBase) -> Constraints:
+        """The costs, their upper bounds, parameter count, and one violation per budget (<= 0:
+        met; a budget on a cost with an upper bound constrains the bound)."""
         costs = {key: float(cost(arch)) for key, cost in self._costs.items()}
+        bounds = {key: float(bound(arch)) for key, bound in self._bounds.items()}
         params = int(self._params(arch))
-        violations = [b.value(costs, params) - b.limit for b in self.budgets]
-        return costs, params, violations
+        violations = [b.value({**costs, **bounds}, params) - b.limit for b in self.budgets]
+        return Constraints(costs, bounds, params, violations)
 
     def feasible(self, arch: ArchBase) -> bool:
         """Whether `arch` meets every budget (predictors only; no oracle call)."""
-        return all(v <= 0 for v in self.constraints(arch)[2])
+        return all(v <= 0 for v in self.constraints(arch).violations)
 
     def evaluate(self, arch: ArchBase, force_quality: bool = False) -> Evaluation:
         """Score `arch` (from memory when it was scored before in this run)."""
@@ -158,7 +176,7 @@ class ArchEvaluator:
         if known is not None and (known.quality is not None or not force_quality):
             self.cache_hits += 1
             return known
-        costs, params, violations = self.constraints(arch)
+        costs, bounds, params, violations = self.constraints(arch)
         quality = None
         if force_quality or all(v <= 0 for v in violations):
             earlier = self._earlier_by_key.pop(key, None)
@@ -170,7 +188,7 @@ class ArchEvaluator:
             self.oracle_calls += 1
             if not math.isfinite(quality):
                 raise ConfigError(f"the oracle returned {quality} for {arch.to_json()}")
-        result = Evaluation(arch.to_dict(), costs, params, violations, quality)
+        result = Evaluation(arch.to_dict(), costs, params, violations, quality, bounds)
         self.known[key] = result
         if self.log_path:
             append_jsonl(self.log_path, result.to_dict())

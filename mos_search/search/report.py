@@ -16,6 +16,7 @@ from typing import Any
 from mos_search.errors import ConfigError
 from mos_search.files import write_json_atomic, write_text_atomic
 from mos_search.search.config import MEMORY_COST, SearchConfig
+from mos_search.search.pick import measured_upper_ms
 from mos_search.search.problem import Evaluation
 
 METRIC_LABELS = {
@@ -184,35 +185,55 @@ def _verified_plot(runs: list[dict], out: Path) -> str | None:
         return None
     if is_bert(runs[0]):
         return _verified_bert_plot(runs, out)
-    devices = runs[0]["config"].devices
-    fig, axes = plt.subplots(1, len(devices), figsize=(6.4 * len(devices), 4.6), squeeze=False)
-    colours = ["tab:blue", "tab:orange"]
-    for ax, device in zip(axes[0], devices):
-        for colour, run in zip(colours, runs):
-            points = sorted(run["verified"], key=lambda v: v["measured_scaled_ms"][device])
-            if not points:
-                continue
-            bleu = [v["test_bleu"] for v in points]
-            ax.plot(
-                [v["measured_scaled_ms"][device] for v in points],
-                bleu,
-                "o-",
-                color=colour,
-                label=f"{run['name']}: measured",
-            )
-            ax.scatter(
-                [v["predicted_latency_ms"][device] for v in points],
-                bleu,
-                facecolors="none",
-                edgecolors=colour,
-                label=f"{run['name']}: predicted",
-            )
-        ax.set_xlabel(f"latency on {device} (ms)")
+    config = runs[0]["config"]
+    fig, axes = plt.subplots(
+        1, len(config.devices), figsize=(6.4 * len(config.devices), 4.6), squeeze=False
+    )
+    for ax, device in zip(axes[0], config.devices):
+        budgets = [b for b in config.budgets if b.device == device]
+        for colour, run in zip(["tab:blue", "tab:orange"], runs):
+            _verified_points(ax, run, device, colour, budgets)
+        for budget in budgets:
+            ax.axvline(budget.limit, color="grey", ls=":", label=f"budget {budget.describe()}")
+        ax.set_xlabel(f"latency on {device} (ms, at the predictor's reference speed)")
         ax.set_ylabel("test BLEU (sacreBLEU)")
         ax.set_title(f"Verified front: {device}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     return _figure_text(fig, out / "verified")
+
+
+def _verified_points(ax: Any, run: dict, device: str, colour: str, budgets: list) -> None:
+    """Measured latency (median, interval over the passes) and predicted, against test BLEU;
+    a red cross on each architecture whose measured upper end misses a budget."""
+    points = sorted(run["verified"], key=lambda v: v["measured_scaled_ms"][device])
+    if not points:
+        return
+    bleu = [v["test_bleu"] for v in points]
+    measured = [v["measured_scaled_ms"][device] for v in points]
+    upper = [measured_upper_ms(v, device) for v in points]
+    lower = [
+        v.get("measured_interval_ms", {}).get(device, [m])[0] for v, m in zip(points, measured)
+    ]
+    ax.errorbar(
+        measured,
+        bleu,
+        xerr=[[m - lo for m, lo in zip(measured, lower)], [u - m for m, u in zip(measured, upper)]],
+        fmt="o",
+        color=colour,
+        capsize=3,
+        label=f"{run['name']}: measured (interval over passes)",
+    )
+    ax.scatter(
+        [v["predicted_latency_ms"][device] for v in points],
+        bleu,
+        facecolors="none",
+        edgecolors=colour,
+        label=f"{run['name']}: predicted",
+    )
+    misses = [(m, q) for m, u, q in zip(measured, upper, bleu) if any(u > b.limit for b in budgets)]
+    if misses:
+        ax.scatter(*zip(*misses), marker="x", s=80, color="red", label="misses the budget")
 
 
 def _hypervolume_plot(runs: list[dict], out: Path) -> str:

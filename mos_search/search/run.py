@@ -9,6 +9,7 @@ atomically after every generation) and, at the end, `front.json`. `--resume` con
 from __future__ import annotations
 
 import json
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 from pymoo.indicators.hv import HV
 
+from mos_search.arch import ArchBase
 from mos_search.errors import ConfigError
 from mos_search.files import write_json_atomic
 from mos_search.interrupt import GracefulStop
@@ -146,7 +148,7 @@ def run_search(
         box, history = state["box"], state["history"]
     else:
         evaluator.resume({"requests": 0, "oracle_calls": 0, "cache_hits": 0, "logged": 0})
-        _check_budget_reachable(evaluator)
+        _check_budget_reachable(evaluator, config.seed)
         box, history = hypervolume_box(evaluator), []
     interrupted, done_here = False, 0
     try:
@@ -196,18 +198,35 @@ def front_records(front: list[Evaluation], evaluator: ArchEvaluator) -> list[dic
     ]
 
 
-def _check_budget_reachable(evaluator: ArchEvaluator) -> None:
-    """A clear error when not even the smallest member meets the budget."""
-    smallest = evaluator.space.smallest()
-    costs, params, violations = evaluator.constraints(smallest)
-    if all(v <= 0 for v in violations):
-        return
+REACHABLE_SAMPLES = 2048  # members tried, beside the smallest, before a budget is refused
+
+
+def _check_budget_reachable(evaluator: ArchEvaluator, seed: int = 0) -> None:
+    """A clear error when no member the check tries meets every budget.
+
+    The smallest member is not always the fastest (a deep, narrow decoder can lose to a shallow,
+    wide one), so the check tries the smallest member and `REACHABLE_SAMPLES` uniform samples
+    (seeded), and each budget is judged by its best value among them; costs and bounds come from
+    the predictors, no oracle is asked.
+    """
+    rng = random.Random(seed)
+    space = evaluator.space
+    candidates = [space.smallest(), *(space.sample(rng) for _ in range(REACHABLE_SAMPLES))]
+    best: list[tuple[float, ArchBase] | None] = [None] * len(evaluator.budgets)
+    for arch in candidates:
+        costs, bounds, params, violations = evaluator.constraints(arch)
+        if all(v <= 0 for v in violations):
+            return
+        for i, budget in enumerate(evaluator.budgets):
+            value = budget.value({**costs, **bounds}, params)
+            if best[i] is None or value < best[i][0]:
+                best[i] = (value, arch)
     parts = [
-        f"{b.name}: smallest {_estimate(b)}{b.format(b.value(costs, params))} > budget "
-        f"{b.describe()}"
-        for b, violation in zip(evaluator.budgets, violations)
-        if violation > 0
-    ]
+        f"{b.name}: best of {len(candidates):,} members tried {_estimate(b)}"
+        f"{b.format(value)} > budget {b.describe()}"
+        for b, (value, _) in zip(evaluator.budgets, best)
+        if value > b.limit
+    ] or ["no member tried meets all budgets at once"]
     raise ConfigError(
         "budget cannot be met by any architecture of the space (" + "; ".join(parts) + ")"
     )

@@ -5,19 +5,37 @@ Predicted latencies come from predictors trained on drift-corrected labels (brou
 median reference time of their dataset with the fitted elasticity); a verified measurement is
 corrected the same way with its own interleaved reference, so predicted and measured are compared
 at the same machine speed.
-Both the raw and the scaled measurement are kept.
+Latency is measured in separated passes (every chosen architecture once per pass, pass after
+pass), each pass scaled with its own reference; per device, verified.json keeps the median of
+the pass medians raw (`measured_latency_ms`) and scaled (`measured_scaled_ms`), the scaled pass
+medians (`measured_passes_ms`, raw: `measured_passes_raw_ms`), their interval
+(`measured_interval_ms`, `measured_interval_coverage`), the flagged passes and the error of the
+prediction against the scaled median (`latency_error_pct`).
 """
 
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 from typing import Any
 
 from devices import load_profile
 from latency.dataset import arch_key, read_records
+from latency.protocol import median_interval
 from mos_search.errors import ConfigError
 from mos_search.files import write_json_atomic
+
+# verified.json fields (per device) filled from `measured_latency`'s keys
+VERIFIED_FIELDS = {
+    "raw_ms": "measured_latency_ms",
+    "scaled_ms": "measured_scaled_ms",
+    "passes_ms": "measured_passes_ms",
+    "passes_raw_ms": "measured_passes_raw_ms",
+    "interval_ms": "measured_interval_ms",
+    "interval_coverage": "measured_interval_coverage",
+    "flagged_passes": "measured_flagged_passes",
+}
 
 
 def spread_pick(items: list[Any], count: int) -> list[Any]:
@@ -30,6 +48,52 @@ def spread_pick(items: list[Any], count: int) -> list[Any]:
     return [items[round(i * step)] for i in range(count)]
 
 
+def pass_records(dataset: Path, digest: str, passes: int) -> dict[str, dict[int, dict[str, Any]]]:
+    """Records of a verification dataset by arch key and pass (records without `pass`: pass 0;
+    of two records for one arch and pass, the later)."""
+    out: dict[str, dict[int, dict[str, Any]]] = {}
+    for r in read_records(dataset):
+        if r.get("profile_digest") == digest and r.get("pass", 0) < passes:
+            out.setdefault(arch_key(r["arch"]), {})[r.get("pass", 0)] = r
+    return out
+
+
+def measured_latency(
+    by_pass: dict[int, dict[str, Any]],
+    reference_ms: float | None,
+    elasticity: float | None,
+    confidence: float,
+) -> dict[str, Any]:
+    """One arch on one device from its pass records (ms).
+
+    Each pass median is scaled to the predictor's reference speed with that pass's own
+    reference: scaled = raw * (reference_ms / pass reference) ** elasticity (raw when the
+    predictor was trained on raw times). `scaled_ms` is the median of the scaled pass medians;
+    `interval_ms` the order-statistic interval of that median over the passes
+    (`latency.protocol.median_interval`): with n passes and no more ranks to spare, their min and
+    max, which cover the median of the pass-to-pass distribution with probability
+    1 - 2 * 0.5**n (75% at n = 3, 87.5% at 4, 93.8% at 5); `interval_coverage` holds it.
+    """
+    records = [by_pass[p] for p in sorted(by_pass)]
+    raw = [r["latency_ms"] for r in records]
+    scaled = [
+        r["latency_ms"] * (reference_ms / r["reference_ms"]) ** elasticity
+        if reference_ms and elasticity is not None and r.get("reference_ms")
+        else r["latency_ms"]
+        for r in records
+    ]
+    interval = median_interval(scaled, confidence)
+    return {
+        "raw_ms": statistics.median(raw),
+        "scaled_ms": statistics.median(scaled),
+        "passes_ms": scaled,
+        "passes_raw_ms": raw,
+        "interval_ms": [interval.low, interval.high],
+        "interval_coverage": interval.coverage,
+        "flagged_passes": sum(bool(r.get("flagged")) for r in records),
+    }
+
+
 def verify_front(
     run_dir: str | Path,
     checkpoint: str,
@@ -38,33 +102,39 @@ def verify_front(
     test_limit: int | None = 300,
     beam: int = 5,
     max_archs: int = 10,
+    passes: int = 3,
     progress: bool = True,
 ) -> list[dict[str, Any]]:
     """Measure and test-score (up to `max_archs` of) the front in `run_dir`; write verified.json.
 
-    Measurements append to `measured_<device>.jsonl` and BLEU scores are cached, so an
-    interrupted verification resumes where it stopped.
+    Latency is measured in `passes` separated passes (every chosen arch once, then the next
+    pass), each run with the interleaved reference; see `measured_latency` for what is kept.
+    Measurements append to `measured_<device>.jsonl` (one record per arch and pass) and BLEU
+    scores are cached, so an interrupted verification resumes where it stopped.
     """
     from mos_search.costs.profiling import ArchModels, measure_archs
     from mos_search.oracle.scoring import Oracle
 
+    if passes < 1:
+        raise ConfigError(f"verification passes: expected at least 1, found {passes}")
     run_dir = Path(run_dir)
     front_path = run_dir / "front.json"
     if not front_path.is_file():
         raise ConfigError(f"{run_dir} has no front.json: the search has not finished")
-    front = json.loads(front_path.read_text())
-    chosen = spread_pick(front, max_archs)
+    chosen = spread_pick(json.loads(front_path.read_text()), max_archs)
     models = ArchModels.from_checkpoint(checkpoint)
-    space = models.space
-    archs = [space.arch_from_dict(r["arch"]) for r in chosen]
-    measured: dict[str, dict[str, dict]] = {}
-    for device in drift:
+    archs = [models.space.arch_from_dict(r["arch"]) for r in chosen]
+    measured: dict[str, dict[str, dict[str, Any]]] = {}
+    for device, (ref_ms, elasticity) in drift.items():
         profile = load_profile(device)
         dataset = run_dir / f"measured_{profile.name}.jsonl"
-        run = measure_archs(profile, archs, models, dataset, progress=progress)
+        run = measure_archs(profile, archs, models, dataset, progress=progress, passes=passes)
         if run.interrupted:
             raise KeyboardInterrupt
-        measured[device] = {arch_key(r["arch"]): r for r in read_records(dataset)}
+        measured[device] = {
+            key: measured_latency(by_pass, ref_ms, elasticity, profile.confidence)
+            for key, by_pass in pass_records(dataset, profile.digest(), passes).items()
+        }
     oracle = Oracle(checkpoint, data, split="test", limit=test_limit)
     out = []
     for record, arch in zip(chosen, archs):
@@ -72,22 +142,21 @@ def verify_front(
         row = {k: v for k, v in record.items() if k != "costs"}  # kept as predicted_latency_ms
         row.update(test_bleu=result.score, bleu_signature=result.signature, beam=beam)
         row["predicted_latency_ms"] = {device: record["costs"][device] for device in drift}
-        row["measured_latency_ms"], row["measured_scaled_ms"], row["latency_error_pct"] = {}, {}, {}
-        for device, (ref_ms, elasticity) in drift.items():
+        row.update({field: {} for field in VERIFIED_FIELDS.values()})
+        row["latency_error_pct"] = {}
+        for device in drift:
             m = measured[device][arch_key(arch.to_dict())]
-            scaled = m["latency_ms"]
-            if ref_ms and elasticity is not None and m.get("reference_ms"):
-                scaled = m["latency_ms"] * (ref_ms / m["reference_ms"]) ** elasticity
+            for name, field in VERIFIED_FIELDS.items():
+                row[field][device] = m[name]
             predicted = row["predicted_latency_ms"][device]
-            row["measured_latency_ms"][device] = m["latency_ms"]
-            row["measured_scaled_ms"][device] = scaled
-            row["latency_error_pct"][device] = 100.0 * (predicted - scaled) / scaled
+            row["latency_error_pct"][device] = 100.0 * (predicted - m["scaled_ms"]) / m["scaled_ms"]
         out.append(row)
     summary = {
         "split": "test",
         "sentences": len(oracle.data),
         "limit": test_limit,
         "beam": beam,
+        "passes": passes,
         "checkpoint": str(oracle.checkpoint),
         "archs": out,
     }
