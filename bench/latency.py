@@ -109,7 +109,10 @@ def summarize(result: dict, elasticity: float, vocab_size: int, space) -> dict:
             f"{proportional_diff[-1] * 100:>9.1f}%{fitted_diff[-1] * 100:>9.1f}% |        "
             f"{ort_paired[i] * 1000:>8.1f}{torch_times[i] * 1000:>10.1f}{ratios[-1]:>10.2f}"
         )
+    own_diff, own_elasticities = own_data_repeatability(first, second, typical)
     summary = {
+        "median_repeat_diff_own_elasticity": statistics.median(own_diff),
+        "own_elasticity_median": statistics.median(own_elasticities),
         "median_torch_over_ort": statistics.median(ratios),
         "median_repeat_diff_raw": statistics.median(raw_diff),
         "median_repeat_diff_proportional": statistics.median(proportional_diff),
@@ -121,10 +124,39 @@ def summarize(result: dict, elasticity: float, vocab_size: int, space) -> dict:
         f"median torch/ORT {summary['median_torch_over_ort']:.2f}x; repeatability (median "
         f"|pass2-pass1|/pass1): raw {summary['median_repeat_diff_raw'] * 100:.1f}%, "
         f"proportional correction {summary['median_repeat_diff_proportional'] * 100:.1f}%, "
-        f"fitted elasticity {elasticity:.2f}: {summary['median_repeat_diff_fitted'] * 100:.1f}%; "
+        f"fitted elasticity {elasticity:.2f}: {summary['median_repeat_diff_fitted'] * 100:.1f}%, "
+        f"this run's own elasticity (leave-one-arch-out, median "
+        f"{summary['own_elasticity_median']:.2f}): "
+        f"{summary['median_repeat_diff_own_elasticity'] * 100:.1f}%; "
         f"largest/smallest (ORT) {summary['largest_over_smallest_ort']:.2f}x"
     )
     return summary
+
+
+def own_data_repeatability(
+    first: list, second: list, typical: float
+) -> tuple[list[float], list[float]]:
+    """Repeatability with the drift correction checked on this run's own data: for each
+    architecture, the elasticity is fitted on the two passes of the *other* architectures
+    (within-architecture slope of log time on log reference, `fit_drift_elasticity_repeated`),
+    then both of its passes are corrected with it. Returns the relative differences and the
+    elasticities used (1.0 where the other archs' references did not move enough to fit one)."""
+    from latency.dataset import fit_drift_elasticity_repeated
+
+    records = [
+        {"arch": {"i": i}, "features": [0.0], "latency_ms": s * 1000, "reference_ms": r * 1000}
+        for i, passes in enumerate(zip(first, second))
+        for s, r in passes
+    ]
+    diffs, used = [], []
+    for i, ((a, ra), (b, rb)) in enumerate(zip(first, second)):
+        others = [r for r in records if r["arch"]["i"] != i]
+        power = fit_drift_elasticity_repeated(others)
+        power = 1.0 if power is None else power
+        ca, cb = a * (typical / ra) ** power, b * (typical / rb) ** power
+        diffs.append(abs(cb - ca) / ca)
+        used.append(power)
+    return diffs, used
 
 
 def dataset_elasticity(path: str) -> float:

@@ -28,12 +28,8 @@ import numpy as np
 # keep this folder from shadowing the `latency` package (bench/latency.py)
 sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
-from latency.predictor import (  # noqa: E402
-    LatencyPredictor,
-    accuracy,
-    quadratic_terms,
-    split_by_arch,
-)
+from latency.accuracy import accuracy  # noqa: E402
+from latency.predictor import LatencyPredictor, quadratic_terms, split_by_arch  # noqa: E402
 from mos_search.costs.predictors import (  # noqa: E402
     held_out_accuracy,
     label,

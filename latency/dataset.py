@@ -1,7 +1,9 @@
 """Latency datasets: one JSON line per measured architecture, appended and flushed as measured.
 
-A record: arch (dict), features, params, latency_ms (raw robust statistic), spread, flagged,
-attempts, reference_ms (the interleaved reference workload), profile digest, environment, time.
+A record: arch (dict), features, params, latency_ms (raw robust statistic), low_ms and high_ms
+(its confidence interval, `interval_coverage`), spread, flagged, attempts, reference_ms (the
+interleaved reference workload), pass (for architectures measured in several passes, e.g. by
+verification), profile digest, environment, time.
 A crash loses at most the record being measured; a rerun skips architectures already recorded
 under the same profile digest.
 

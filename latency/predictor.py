@@ -26,7 +26,7 @@ import hashlib
 import io
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,57 +34,11 @@ import numpy as np
 
 FORMAT = "mos-search-latency-ensemble/2"
 MIN_RECORDS = 10
+TRANSFER_RIDGE = 10.0  # on bench/transfer.py's torch-cpu data: 1-10 did best at 20-200 records
 
 
 class PredictorError(ValueError):
     """A predictor file is missing, malformed, or does not fit the features it is given."""
-
-
-@dataclass(frozen=True)
-class Accuracy:
-    """How well predictions match measurements on held-out architectures (coverage: share of
-    measurements inside the predictor's nominal 80% / 95% intervals; NaN without intervals)."""
-
-    n: int
-    rmse_ms: float
-    mape: float
-    within_5: float
-    within_10: float
-    kendall_tau: float
-    coverage_80: float = math.nan
-    coverage_95: float = math.nan
-
-    def to_dict(self) -> dict[str, float]:
-        """JSON-ready form."""
-        return asdict(self)
-
-
-def accuracy(
-    predicted_ms: np.ndarray,
-    measured_ms: np.ndarray,
-    intervals: dict[float, tuple[np.ndarray, np.ndarray]] | None = None,
-) -> Accuracy:
-    """RMSE, MAPE, shares within +-5% / +-10%, Kendall tau, and the coverage of `intervals`
-    ({0.8: (low_ms, high_ms), 0.95: (...)}) when given."""
-    from scipy.stats import kendalltau
-
-    predicted_ms, measured_ms = np.asarray(predicted_ms), np.asarray(measured_ms)
-    relative = np.abs(predicted_ms - measured_ms) / measured_ms
-    tau = kendalltau(predicted_ms, measured_ms).statistic if len(measured_ms) > 1 else math.nan
-    coverage = {}
-    for level, (low, high) in (intervals or {}).items():
-        inside = (np.asarray(low) <= measured_ms) & (measured_ms <= np.asarray(high))
-        coverage[level] = float(inside.mean() * 100)
-    return Accuracy(
-        len(measured_ms),
-        float(np.sqrt(np.mean((predicted_ms - measured_ms) ** 2))),
-        float(relative.mean() * 100),
-        float((relative <= 0.05).mean() * 100),
-        float((relative <= 0.10).mean() * 100),
-        float(tau),
-        coverage.get(0.8, math.nan),
-        coverage.get(0.95, math.nan),
-    )
 
 
 def quadratic_terms(x: np.ndarray) -> np.ndarray:
@@ -127,10 +81,15 @@ class Member:
 def _fit_member(
     x: np.ndarray, log_ms: np.ndarray, hidden: tuple[int, ...], alpha: float, seed: int
 ) -> Member:
-    """Quadratic least squares, then an MLP (scikit-learn) on what it leaves."""
+    """Quadratic least squares, then an MLP (scikit-learn) on what it leaves. With fewer than
+    two records per quadratic term the base is linear (its pair coefficients stay 0): a quadratic
+    fitted on a few dozen records extrapolated wildly."""
     from sklearn.neural_network import MLPRegressor
 
-    quadratic, *_ = np.linalg.lstsq(quadratic_terms(x), log_ms, rcond=None)
+    terms = quadratic_terms(x)
+    used = terms.shape[1] if len(log_ms) >= 2 * terms.shape[1] else 1 + x.shape[1]
+    quadratic = np.zeros(terms.shape[1])
+    quadratic[:used], *_ = np.linalg.lstsq(terms[:, :used], log_ms, rcond=None)
     residual = log_ms - quadratic_terms(x) @ quadratic
     r_mean, r_std = float(residual.mean()), float(residual.std() or 1.0)
     # a tight tolerance and long patience: with sklearn's defaults Adam sometimes stopped on an
@@ -166,10 +125,13 @@ class LatencyPredictor:
         residuals: np.ndarray,
         meta: dict[str, Any],
         output_map: tuple[float, float] = (0.0, 1.0),
+        correction: np.ndarray | None = None,
     ) -> None:
         self.feature_names, self.mean, self.scale = list(feature_names), mean, scale
         self.members, self.residuals, self.meta = members, np.asarray(residuals), meta
-        self.output_map = output_map  # log ms -> a + b * log ms (a transferred predictor)
+        # a transferred predictor: log ms -> a + b * log ms + correction . x (standardised x)
+        self.output_map = output_map
+        self.correction = np.zeros(len(mean)) if correction is None else np.asarray(correction)
 
     # ------------------------------------------------------------------ fitting
     @classmethod
@@ -214,22 +176,28 @@ class LatencyPredictor:
         features: np.ndarray,
         latency_ms: np.ndarray,
         meta: dict[str, Any] | None = None,
+        ridge: float = TRANSFER_RIDGE,
     ) -> LatencyPredictor:
         """A predictor for another device from few measurements there: the source's log-latency
-        mapped by a least-squares line, log ms' = a + b * log ms_source (intervals from its
-        leave-one-out residuals, which a line gives in closed form)."""
-        x = source._log_mean(np.asarray(features, dtype=np.float64))
+        mapped by a line, plus a linear correction in the standardised features,
+        log ms' = a + b * log ms_source(x) + c . x, fitted by least squares with a ridge penalty
+        `ridge` on c only (so 10-30 records are enough: with few, c stays near 0). Intervals
+        come from its leave-one-out residuals e_i / (1 - h_ii), exact for a linear smoother."""
+        features = np.asarray(features, dtype=np.float64)
         y = np.log(np.asarray(latency_ms, dtype=np.float64))
         if len(y) < 3:
             raise PredictorError(
                 f"transfer needs at least 3 measured architectures, found {len(y)}"
             )
-        design = np.column_stack([np.ones_like(x), x])
-        (a, b), *_ = np.linalg.lstsq(design, y, rcond=None)
-        leverage = np.einsum("ij,jk,ik->i", design, np.linalg.pinv(design.T @ design), design)
-        residuals = (y - (a + b * x)) / np.clip(1.0 - leverage, 1e-6, None)
+        x = source._standardised(features)
+        design = np.column_stack([np.ones_like(y), source._log_mean(features), x])
+        inverse = np.linalg.pinv(design.T @ design + np.diag([0.0, 0.0, *([ridge] * x.shape[1])]))
+        coef = inverse @ design.T @ y
+        leverage = np.einsum("ij,jk,ik->i", design, inverse, design)
+        residuals = (y - design @ coef) / np.clip(1.0 - leverage, 1e-6, None)
+        a, b = float(coef[0]), float(coef[1])
         meta = {**source.meta, **(meta or {}), "transferred_from": source.meta.get("device")}
-        a_total = a + b * source.output_map[0]
+        a0, b0 = source.output_map
         return cls(
             source.feature_names,
             source.mean,
@@ -237,7 +205,8 @@ class LatencyPredictor:
             source.members,
             residuals,
             meta,
-            (float(a_total), float(b * source.output_map[1])),
+            (a + b * a0, b * b0),
+            b * source.correction + coef[2:],
         )
 
     # ------------------------------------------------------------------ predicting
@@ -254,7 +223,7 @@ class LatencyPredictor:
         x = self._standardised(features)
         log_ms = np.mean([m.predict_log(x) for m in self.members], axis=0)
         a, b = self.output_map
-        return a + b * log_ms
+        return a + b * log_ms + x @ self.correction
 
     def predict_ms(self, features: np.ndarray) -> np.ndarray:
         """Predicted milliseconds (geometric mean over members) for rows of features."""
@@ -279,6 +248,7 @@ class LatencyPredictor:
             "scale": self.scale,
             "residuals": self.residuals,
             "output_map": np.array(self.output_map),
+            "correction": self.correction,
         }
         for k, member in enumerate(self.members):
             arrays[f"m{k}.quadratic"] = member.quadratic
@@ -345,6 +315,7 @@ class LatencyPredictor:
                 arrays["residuals"],
                 header["meta"],
                 (a, b),
+                arrays["correction"],
             )
         except (KeyError, ValueError) as exc:
             raise PredictorError(f"{path}: arrays do not match the header ({exc})") from None

@@ -13,8 +13,9 @@ import torch
 from click.testing import CliRunner
 
 from devices import Device, load_profile
+from latency.accuracy import accuracy
 from latency.dataset import drift_corrected_ms, fit_drift_elasticity, read_records
-from latency.predictor import LatencyPredictor, PredictorError, accuracy, split_by_arch
+from latency.predictor import LatencyPredictor, PredictorError, split_by_arch
 from latency.protocol import measure, relative_iqr, robust_statistic, trimmed_mean
 from mos_search.cli import main
 from mos_search.costs.profiling import ArchModels, run_profile, sample_archs

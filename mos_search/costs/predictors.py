@@ -14,13 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
+from latency.accuracy import Accuracy, accuracy
 from latency.dataset import drift_corrected_ms, fit_drift_elasticity, read_records
 from latency.predictor import (
     MIN_RECORDS,
-    Accuracy,
     LatencyPredictor,
     PredictorError,
-    accuracy,
     dataset_digest,
     split_by_arch,
 )
