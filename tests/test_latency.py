@@ -575,3 +575,30 @@ def test_transfer_maps_a_predictor_to_a_related_device():
     assert transfer_mape < 5 and transfer_mape < scratch_mape
     low, high = transferred.interval_ms(x_new[30:], 0.9)
     assert 0.75 < np.mean((low <= y_target[30:]) & (y_target[30:] <= high)) <= 1.0
+
+
+def test_verification_records_flow_back_into_the_dataset(tmp_path):
+    """A search's verification measurements are appended (marked, once) to the dataset the
+    predictor was trained on, and `update` refits on it by default; shipped data is left alone."""
+    from mos_search.costs.predictors import (
+        append_verification,
+        shipped_path,
+        train_latency_predictor,
+        update_predictor,
+    )
+
+    space = load_space("cpu-small")
+    shipped = read_records(shipped_path("onnxruntime-cpu", "latency.jsonl"))
+    dataset, measured = tmp_path / "latency.jsonl", tmp_path / "measured.jsonl"
+    dataset.write_text("".join(json.dumps(r) + "\n" for r in shipped[:60]))
+    verified = [{**r, "pass": p} for r in shipped[60:64] for p in range(3)]
+    measured.write_text("".join(json.dumps(r) + "\n" for r in verified))
+    predictor = tmp_path / "predictor.json"
+    train_latency_predictor(dataset, predictor, space.name, curve_sizes=(), members=2)
+    assert append_verification(predictor, measured, "runs/s") == (dataset, 12)
+    assert append_verification(predictor, measured, "runs/s") == (dataset, 0)  # once only
+    records = read_records(dataset)
+    assert len(records) == 72 and {r["source"] for r in records[60:]} == {"verification"}
+    report = update_predictor(predictor)
+    assert report.path == predictor and report.n_train == round(72 * 0.8)
+    assert append_verification(shipped_path("onnxruntime-cpu"), measured, "r") == (None, 0)

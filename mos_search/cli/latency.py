@@ -160,9 +160,9 @@ def predictor_eval(predictor_path: str, dataset: str, space: str, raw: bool) -> 
 @click.option(
     "--dataset",
     "datasets",
-    required=True,
     multiple=True,
-    help="Datasets to refit on (its own, plus e.g. RUN/measured_PROFILE.jsonl); repeatable.",
+    help="Datasets to refit on; repeatable [default: the ones it was trained on, which a "
+    "search's verification appends to].",
 )
 @click.option("--out", help="Where to write [default: over --predictor].")
 def predictor_update(predictor_path: str, datasets: tuple[str, ...], out: str | None) -> None:
@@ -170,9 +170,9 @@ def predictor_update(predictor_path: str, datasets: tuple[str, ...], out: str | 
 
     \b
     Example:
-      mos-search predictor update --predictor runs/profile/onnxruntime-cpu/predictor.json \\
-          --dataset runs/profile/onnxruntime-cpu/latency.jsonl \\
-          --dataset runs/search/measured_onnxruntime-cpu.jsonl
+      mos-search predictor update --predictor runs/profile/onnxruntime-cpu/predictor.json
+      mos-search predictor update --predictor shipped.json --dataset mine.jsonl \\
+          --dataset runs/search/measured_onnxruntime-cpu.jsonl --out runs/predictor.json
     """
     from mos_search.costs.predictors import update_predictor
 

@@ -15,7 +15,13 @@ from pathlib import Path
 import numpy as np
 
 from latency.accuracy import Accuracy, accuracy
-from latency.dataset import drift_corrected_ms, fit_drift_elasticity, read_records
+from latency.dataset import (
+    append_record,
+    drift_corrected_ms,
+    fit_drift_elasticity,
+    read_records,
+    record_key,
+)
 from latency.predictor import (
     MIN_RECORDS,
     LatencyPredictor,
@@ -190,12 +196,48 @@ def train_latency_predictor(
     return PredictorReport(test_accuracy, len(train), curve, data.elasticity, out)
 
 
+def is_shipped(path: str | Path) -> bool:
+    """Whether `path` lies in the package's shipped data (read-only once installed)."""
+    root = Path(str(resources.files(SHIPPED_PACKAGE))).resolve()
+    return root in Path(path).resolve().parents
+
+
+def append_verification(
+    predictor_file: str | Path, measured: str | Path, run: str
+) -> tuple[Path | None, int]:
+    """Append a search's verification measurements (`RUN/measured_PROFILE.jsonl`) to the
+    dataset the predictor was trained on, each marked `source: "verification"` with its `run`;
+    records already there (same architecture, pass and run) are skipped, so a rerun adds
+    nothing twice. Returns (dataset, records added); (None, 0) when the predictor ships with the
+    package (its data is read-only) or its dataset is not found from here."""
+    datasets = LatencyPredictor.load(predictor_file).meta.get("datasets") or []
+    dataset = Path(datasets[0]) if datasets else None
+    if dataset is None or is_shipped(predictor_file) or not dataset.is_file():
+        return None, 0
+    seen = {
+        (record_key(r), r.get("pass"), r.get("run"))
+        for r in read_records(dataset)
+        if r.get("source") == "verification"
+    }
+    added = 0
+    for record in read_records(measured):
+        if (record_key(record), record.get("pass"), run) not in seen:
+            append_record(dataset, {**record, "source": "verification", "run": run})
+            added += 1
+    return dataset, added
+
+
 def update_predictor(
-    predictor_path: str | Path, datasets: Sequence[str | Path], out: str | Path | None = None
+    predictor_path: str | Path,
+    datasets: Sequence[str | Path] = (),
+    out: str | Path | None = None,
 ) -> PredictorReport:
-    """Refit a predictor with its settings on `datasets` (its own dataset plus, say, the
-    verification measurements of a search: `RUN/measured_PROFILE.jsonl`)."""
+    """Refit a predictor with its settings on `datasets` (default: the ones it was trained on,
+    which verification appends to; or its own dataset plus, say, `RUN/measured_PROFILE.jsonl`)."""
     old = LatencyPredictor.load(predictor_path)
+    datasets = list(datasets) or list(old.meta.get("datasets") or [])
+    if not datasets:
+        raise PredictorError(f"{predictor_path} names no dataset: give --dataset")
     return train_latency_predictor(
         datasets,
         out or predictor_path,

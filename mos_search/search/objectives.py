@@ -217,3 +217,20 @@ def verify_front_of(
             for d in config.devices
         )
         echo(f"verified: test BLEU {row['test_bleu']:.2f}  {lat}")
+    _feed_back(config, out, echo)
+
+
+def _feed_back(config: SearchConfig, out: Path, echo: Echo) -> None:
+    """Verification measurements go back into each device's dataset (closing the loop)."""
+    from devices import load_profile
+    from mos_search.costs.predictors import append_verification
+
+    for i, device in enumerate(config.devices):
+        path = predictor_path(device, config.predictors[i] if config.predictors else None)
+        measured = out / f"measured_{load_profile(device).name}.jsonl"
+        dataset, added = append_verification(path, measured, str(out))
+        if dataset is not None:
+            echo(
+                f"{added} verification records appended to {dataset}; refit with "
+                f"`mos-search predictor update --predictor {path}`"
+            )
