@@ -602,3 +602,22 @@ def test_verification_records_flow_back_into_the_dataset(tmp_path):
     report = update_predictor(predictor)
     assert report.path == predictor and report.n_train == round(72 * 0.8)
     assert append_verification(shipped_path("onnxruntime-cpu"), measured, "r") == (None, 0)
+
+
+def test_active_profiling_picks_members_whose_interval_holds_the_budget():
+    from mos_search.costs.predictors import shipped_path
+    from mos_search.costs.profiling import run_profile, straddling_archs
+    from mos_search.errors import ConfigError
+
+    space = load_space("cpu-small")
+    path = shipped_path("onnxruntime-cpu")
+    predictor = LatencyPredictor.load(path)
+    chosen = straddling_archs(space, str(path), 60.0, 15, seed=1)
+    assert len(chosen) == 15 and len(set(chosen)) == 15
+    features = [space.features(a) for a in chosen]
+    low, high = predictor.interval_ms(features, 0.9)
+    assert np.all(low <= 60.0) and np.all(high >= 60.0)
+    distance = np.abs(predictor.predict_ms(features) - 60.0)
+    assert np.all(np.diff(distance) >= 0)  # closest to the budget first
+    with pytest.raises(ConfigError, match="go together"):
+        run_profile("onnxruntime-cpu", "cpu-small", 2, near_budget_ms=60.0)

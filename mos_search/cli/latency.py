@@ -41,6 +41,13 @@ def devices_command() -> None:
 @click.option("--ckpt", help="Measure sub-networks extracted from this checkpoint.")
 @click.option("--out", help="Dataset file [default: runs/profile/PROFILE/latency.jsonl].")
 @click.option("--no-reference", is_flag=True, help="Skip the interleaved reference workload.")
+@click.option(
+    "--near-budget-ms",
+    type=float,
+    help="Active profiling: measure the members whose predicted interval contains this budget "
+    "(needs --predictor), closest first.",
+)
+@click.option("--predictor", "predictor_path", help="Predictor for --near-budget-ms.")
 def profile_command(
     device_profile: str,
     space: str,
@@ -50,17 +57,30 @@ def profile_command(
     ckpt: str | None,
     out: str | None,
     no_reference: bool,
+    near_budget_ms: float | None,
+    predictor_path: str | None,
 ) -> None:
     """Measure architectures on a device; appends to its dataset and resumes where it stopped.
 
     \b
     Example:
       mos-search profile --device onnxruntime-cpu --space cpu-small -n 500
+      mos-search profile --space cpu-small -n 20 --near-budget-ms 60 \\
+          --predictor runs/profile/onnxruntime-cpu/predictor.json   # where the budget is decided
     """
     from mos_search.costs.profiling import run_profile
 
     run = run_profile(
-        device_profile, space, count, seed, vocab_size, ckpt, out, reference=not no_reference
+        device_profile,
+        space,
+        count,
+        seed,
+        vocab_size,
+        ckpt,
+        out,
+        reference=not no_reference,
+        near_budget_ms=near_budget_ms,
+        predictor=predictor_path,
     )
     click.echo(
         f"{run.dataset}: measured {run.measured}, already there {run.skipped}, "

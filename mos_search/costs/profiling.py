@@ -116,16 +116,48 @@ def run_profile(
     dataset: str | None = None,
     reference: bool = True,
     progress: bool = True,
+    near_budget_ms: float | None = None,
+    predictor: str | None = None,
 ) -> ProfileRun:
-    """Measure `n` architectures of a space on a device and append them to its dataset."""
+    """Measure `n` architectures of a space on a device and append them to its dataset.
+
+    With `near_budget_ms` (and the `predictor` file), the `n` are chosen actively: among
+    `ACTIVE_POOL` sampled members, those whose predicted 90% interval contains the budget,
+    closest prediction first (where the predictor is least sure which side they fall on).
+    """
     profile: DeviceProfile = load_profile(device_profile)
     if checkpoint:
         models = ArchModels.from_checkpoint(checkpoint)
     else:
         models = ArchModels(load_space(space_name), vocab_size)
     dataset_path = Path(dataset or default_dataset_path(profile.name))
-    archs = sample_archs(models.space, n, seed)
+    if (near_budget_ms is None) != (predictor is None):
+        raise ConfigError("--near-budget-ms and --predictor go together (active profiling)")
+    if near_budget_ms is None:
+        archs = sample_archs(models.space, n, seed)
+    else:
+        archs = straddling_archs(models.space, predictor, near_budget_ms, n, seed)
     return measure_archs(profile, archs, models, dataset_path, reference, progress)
+
+
+ACTIVE_POOL = 4096  # members sampled when choosing what to measure near a budget
+
+
+def straddling_archs(
+    space: SearchSpace, predictor_file: str, budget_ms: float, n: int, seed: int = 0
+) -> list[Arch]:
+    """Up to `n` distinct members whose predicted 90% interval contains `budget_ms`, the ones
+    predicted closest to it first (active profiling: measure where a budget is decided)."""
+    from latency.predictor import LatencyPredictor
+
+    predictor = LatencyPredictor.load(predictor_file, list(space.feature_names), space.name)
+    pool = list(dict.fromkeys(sample_archs(space, ACTIVE_POOL, seed)))
+    features = [space.features(a) for a in pool]
+    mean = predictor.predict_ms(features)
+    low, high = predictor.interval_ms(features, 0.9)
+    inside = [i for i in range(len(pool)) if low[i] <= budget_ms <= high[i]]
+    inside.sort(key=lambda i: abs(mean[i] - budget_ms))
+    return [pool[i] for i in inside[:n]]
 
 
 def measure_archs(
