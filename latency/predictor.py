@@ -7,13 +7,13 @@ mean over members of log-latency, so `predict_ms` returns a geometric mean. On t
 500-architecture `cpu-small` dataset the quadratic base does most of the work and the MLP adds
 the interactions it misses; a bare 400-400-400 MLP (HAT's) was worse on 400 noisy samples.
 
-Intervals. Split-free conformal prediction with out-of-bag residuals ("jackknife+-after-
-bootstrap", Kim, Xu & Barber 2020): each training architecture is predicted by the members that
-did not see it, and the residuals r_i = log(measured_i) - oob_mean_i are kept. A two-sided
-interval at level c is mean -/+ q_c(|r|), the one-sided upper bound at confidence c is
-mean + q_c(r), with the finite-sample quantile q_c = the ceil((n + 1) c)-th smallest of n values.
-Coverage is marginal (over architectures like the training ones), and measured on held-out
-architectures by `accuracy` (`coverage_80`, `coverage_95`).
+Intervals. Out-of-bag residual quantiles (jackknife-after-bootstrap, in the spirit of Kim, Xu &
+Barber 2020, without their finite-sample guarantee): each training architecture is predicted by the
+members that did not see it, and the residuals r_i = log(measured_i) - oob_mean_i are kept. A two-
+sided interval at level c is mean -/+ q_c(|r|), the one-sided upper bound at confidence c is mean +
+q_c(r), with the finite-sample quantile q_c = the ceil((n + 1) c)-th smallest of n values. Coverage
+is marginal (over architectures like the training ones), and measured on held-out architectures by
+`accuracy` (`coverage_80`, `coverage_95`).
 
 Files. `NAME.json` holds a small header (format, feature schema, meta, the digest of the arrays)
 and `NAME.npz` beside it every array; loading uses `numpy.load(allow_pickle=False)` and needs
@@ -50,14 +50,15 @@ def quadratic_terms(x: np.ndarray) -> np.ndarray:
 
 
 def conformal_quantile(scores: np.ndarray, level: float) -> float:
-    """The ceil((n + 1) * level)-th smallest score (the largest when that exceeds n)."""
+    """The ceil((n + 1) * level)-th smallest score; infinite when that rank exceeds n (too
+    few residuals to bound at this level: under 19 for 0.95, under 9 for 0.9)."""
     if not 0 < level < 1:
         raise PredictorError(f"confidence level must be in (0, 1), found {level}")
     ordered = np.sort(np.asarray(scores, dtype=np.float64))
     if len(ordered) == 0:
         raise PredictorError("this predictor holds no residuals: it gives no intervals")
-    rank = min(math.ceil((len(ordered) + 1) * level), len(ordered))
-    return float(ordered[rank - 1])
+    rank = math.ceil((len(ordered) + 1) * level)
+    return math.inf if rank > len(ordered) else float(ordered[rank - 1])
 
 
 @dataclass
@@ -145,22 +146,31 @@ class LatencyPredictor:
         meta: dict[str, Any] | None = None,
         members: int = 8,
         alpha: float = 0.1,
+        groups: list[str] | None = None,
     ) -> LatencyPredictor:
-        """Fit `members` members on bootstrap resamples; keep the out-of-bag residuals."""
+        """Fit `members` members on bootstrap resamples; keep the out-of-bag residuals. With
+        `groups` (one key per record), architectures are resampled, not records, so repeated
+        measurements of one architecture are in or out of a member's bag together."""
         x_raw = np.asarray(features, dtype=np.float64)
         log_ms = np.log(np.asarray(latency_ms, dtype=np.float64))
         n = x_raw.shape[0]
         if n < MIN_RECORDS:
             raise PredictorError(f"need at least {MIN_RECORDS} measured architectures, found {n}")
+        if members < 2:
+            raise PredictorError(f"an ensemble needs at least 2 members, found {members}")
+        keys = np.array(list(range(n)) if groups is None else groups, dtype=object)
+        unique = np.array(list(dict.fromkeys(keys.tolist())), dtype=object)
         mean = x_raw.mean(axis=0)
         scale = np.where(x_raw.std(axis=0) > 0, x_raw.std(axis=0), 1.0)
         x = (x_raw - mean) / scale
         rng = np.random.default_rng(seed)
         fitted, out_of_bag = [], []
         for k in range(members):
-            chosen = rng.integers(0, n, n)
+            drawn = unique[rng.integers(0, len(unique), len(unique))]
+            counts = dict(zip(*np.unique(drawn, return_counts=True)))
+            chosen = np.array([i for i in range(n) for _ in range(counts.get(keys[i], 0))])
             fitted.append(_fit_member(x[chosen], log_ms[chosen], hidden, alpha, seed + k))
-            out_of_bag.append(~np.isin(np.arange(n), chosen))
+            out_of_bag.append(np.array([keys[i] not in counts for i in range(n)]))
         predictions = np.array([m.predict_log(x) for m in fitted])  # (K, N)
         oob = np.array(out_of_bag)
         seen = oob.any(axis=0)
@@ -347,11 +357,22 @@ def _read_arrays(path: Path, sha256: str) -> dict[str, np.ndarray]:
         return {name: data[name] for name in data.files}
 
 
-def split_by_arch(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Train indices (in random order, so any prefix is a random subset) and test indices."""
-    order = np.random.default_rng(seed).permutation(n)
-    n_test = max(1, round(n * test_fraction))
-    return order[n_test:], np.sort(order[:n_test])
+def split_by_arch(
+    n: int, test_fraction: float, seed: int, groups: list[str] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Train indices (in random order, so any prefix is a random subset) and test indices.
+
+    With `groups` (one key per record: `latency.dataset.record_key`), records of one
+    architecture (measured in several passes) fall on the same side; about `test_fraction` of
+    the architectures are held out."""
+    keys = list(range(n)) if groups is None else list(groups)
+    unique = list(dict.fromkeys(keys))
+    order = np.random.default_rng(seed).permutation(len(unique))
+    held = {unique[i] for i in order[: max(1, round(len(unique) * test_fraction))]}
+    rank = {unique[i]: r for r, i in enumerate(order)}
+    train = sorted((i for i in range(n) if keys[i] not in held), key=lambda i: (rank[keys[i]], i))
+    test = [i for i in range(n) if keys[i] in held]
+    return np.array(train, dtype=int), np.array(test, dtype=int)
 
 
 def dataset_digest(records: list[dict[str, Any]]) -> str:

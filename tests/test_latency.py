@@ -600,7 +600,7 @@ def test_verification_records_flow_back_into_the_dataset(tmp_path):
     records = read_records(dataset)
     assert len(records) == 72 and {r["source"] for r in records[60:]} == {"verification"}
     report = update_predictor(predictor)
-    assert report.path == predictor and report.n_train == round(72 * 0.8)
+    assert report.path == predictor and report.n_train + report.test.n == 72
     assert append_verification(shipped_path("onnxruntime-cpu"), measured, "r") == (None, 0)
 
 
@@ -621,3 +621,14 @@ def test_active_profiling_picks_members_whose_interval_holds_the_budget():
     assert np.all(np.diff(distance) >= 0)  # closest to the budget first
     with pytest.raises(ConfigError, match="go together"):
         run_profile("onnxruntime-cpu", "cpu-small", 2, near_budget_ms=60.0)
+
+
+def test_repeated_measurements_of_one_arch_stay_on_one_side_of_the_split():
+    keys = [f"a{i // 3}" for i in range(30)] + [f"b{i}" for i in range(20)]  # 10 archs x 3 passes
+    train, test = split_by_arch(len(keys), 0.2, 0, keys)
+    assert sorted([*train, *test]) == list(range(50))
+    assert not {keys[i] for i in train} & {keys[i] for i in test}
+    assert len({keys[i] for i in test}) == round(30 * 0.2)  # 30 archs, 20% of them held out
+    plain = split_by_arch(50, 0.2, 0)
+    same = split_by_arch(50, 0.2, 0, [str(i) for i in range(50)])
+    assert all(np.array_equal(a, b) for a, b in zip(plain, same))

@@ -69,6 +69,7 @@ class PredictorReport:
     curve: dict[int, Accuracy]
     elasticity: float | None  # of the drift correction; None: raw labels
     path: Path
+    label: str = "test"  # what the accuracy row is measured on
 
     def lines(self) -> list[str]:
         """What was written, then the accuracy table (held-out split, learning curve)."""
@@ -80,7 +81,7 @@ class PredictorReport:
         return [
             f"wrote {self.path} (trained on {self.n_train} archs, {labels})",
             ACCURACY_HEADER,
-            format_accuracy("test", self.test),
+            format_accuracy(self.label, self.test),
             *(format_accuracy(f"train {size}", acc) for size, acc in self.curve.items()),
         ]
 
@@ -164,13 +165,14 @@ def train_latency_predictor(
     space = load_space(space_name)
     space.require_task("translation", "a latency predictor")
     records = load_datasets(datasets, space)
-    train, test = split_by_arch(len(records), test_fraction, seed)
+    keys = [record_key(r) for r in records]  # an arch measured in several passes is one group
+    train, test = split_by_arch(len(records), test_fraction, seed, keys)
     # the drift model is fitted on the training architectures only
     data = label(records, [records[i] for i in train], corrected)
     meta = {
         "space": space.name,
         "device": records[0].get("profile"),
-        "datasets": [str(d) for d in datasets],
+        "datasets": [str(Path(d).resolve()) for d in datasets],
         "dataset_digest": dataset_digest(records),
         "drift_corrected": data.elasticity is not None,
         "drift_elasticity": data.elasticity,
@@ -179,16 +181,18 @@ def train_latency_predictor(
         "n_train": len(train),
         "seed": seed,
     }
-    x, y = data.features, data.labels_ms
-    fit = LatencyPredictor.fit
-    predictor = fit(x[train], y[train], list(space.feature_names), hidden, seed, meta, members)
+    x, y, names = data.features, data.labels_ms, list(space.feature_names)
+
+    def fit(rows: np.ndarray, info: dict | None = None) -> LatencyPredictor:
+        groups = [keys[i] for i in rows]
+        return LatencyPredictor.fit(
+            x[rows], y[rows], names, hidden, seed, info, members, groups=groups
+        )
+
+    predictor = fit(train, meta)
     predictor.save(out)
     curve = {
-        size: held_out_accuracy(
-            fit(x[train[:size]], y[train[:size]], list(space.feature_names), hidden, seed),
-            x[test],
-            y[test],
-        )
+        size: held_out_accuracy(fit(train[:size]), x[test], y[test])
         for size in curve_sizes
         if size <= len(train)
     }
@@ -208,12 +212,19 @@ def append_verification(
     """Append a search's verification measurements (`RUN/measured_PROFILE.jsonl`) to the
     dataset the predictor was trained on, each marked `source: "verification"` with its `run`;
     records already there (same architecture, pass and run) are skipped, so a rerun adds
-    nothing twice. Returns (dataset, records added); (None, 0) when the predictor ships with the
-    package (its data is read-only) or its dataset is not found from here."""
+    nothing twice. Returns (dataset, records added); (None, 0) when the predictor or its dataset
+    ships with the package (read-only data), or its dataset (an absolute path since this
+    version) is not there."""
     datasets = LatencyPredictor.load(predictor_file).meta.get("datasets") or []
     dataset = Path(datasets[0]) if datasets else None
-    if dataset is None or is_shipped(predictor_file) or not dataset.is_file():
+    if (
+        dataset is None
+        or is_shipped(predictor_file)
+        or is_shipped(dataset)
+        or not dataset.is_file()
+    ):
         return None, 0
+    run = str(Path(run).resolve())
     seen = {
         (record_key(r), r.get("pass"), r.get("run"))
         for r in read_records(dataset)
@@ -235,6 +246,11 @@ def update_predictor(
     """Refit a predictor with its settings on `datasets` (default: the ones it was trained on,
     which verification appends to; or its own dataset plus, say, `RUN/measured_PROFILE.jsonl`)."""
     old = LatencyPredictor.load(predictor_path)
+    if old.meta.get("transferred_from") is not None:
+        raise PredictorError(
+            f"{predictor_path} was transferred from {old.meta['transferred_from']}: run "
+            "`mos-search predictor transfer` again with the larger dataset"
+        )
     datasets = list(datasets) or list(old.meta.get("datasets") or [])
     if not datasets:
         raise PredictorError(f"{predictor_path} names no dataset: give --dataset")
@@ -265,7 +281,8 @@ def transfer_predictor(
     data = label(records, records, corrected)
     meta = {
         "device": records[0].get("profile"),
-        "datasets": [str(dataset)],
+        "vocab_size": measured_vocab_size(records[0], space),
+        "datasets": [str(Path(dataset).resolve())],
         "dataset_digest": dataset_digest(records),
         "drift_corrected": data.elasticity is not None,
         "drift_elasticity": data.elasticity,
@@ -280,6 +297,7 @@ def transfer_predictor(
         {},
         data.elasticity,
         Path(out),
+        "in-sample",
     )
 
 

@@ -229,7 +229,12 @@ def _feed_back(config: SearchConfig, out: Path, echo: Echo) -> None:
         path = predictor_path(device, config.predictors[i] if config.predictors else None)
         measured = out / f"measured_{load_profile(device).name}.jsonl"
         dataset, added = append_verification(path, measured, str(out))
-        if dataset is not None:
+        if dataset is None:
+            echo(
+                f"verification records kept in {measured} (the predictor's dataset is shipped "
+                "data or not found); refit with `predictor update --dataset` to use them"
+            )
+        else:
             echo(
                 f"{added} verification records appended to {dataset}; refit with "
                 f"`mos-search predictor update --predictor {path}`"

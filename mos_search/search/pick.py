@@ -54,9 +54,13 @@ def pick_from_search(run_dir: str | Path, pick: str) -> dict[str, Any]:
 
 def measured_upper_ms(row: dict[str, Any], device: str) -> float:
     """The upper end of a verified architecture's measured latency on `device` (ms, at the
-    predictor's reference speed; rows of mos-search 0.1 have the scaled median only)."""
-    interval = row.get("measured_interval_ms", {}).get(device)
-    return float(interval[1]) if interval else float(row["measured_scaled_ms"][device])
+    predictor's reference speed): the highest upper end of a pass's interval; rows written
+    before that field have the highest pass median, rows of mos-search 0.1 the median only."""
+    for field in ("measured_upper_ms", "measured_interval_ms"):
+        value = row.get(field, {}).get(device)
+        if value is not None:
+            return float(value[1] if isinstance(value, list) else value)
+    return float(row["measured_scaled_ms"][device])
 
 
 def _within_budget(

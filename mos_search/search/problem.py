@@ -102,6 +102,7 @@ class ArchEvaluator:
         self.space, self.metric = space, metric
         self._quality, self._costs, self._params = quality, costs, params
         self._bounds = dict(bounds or {})
+        self.bound_keys = set(self._bounds)
         self._quality_many: Callable[[list[ArchBase]], list[float]] | None = None
         self._precomputed: dict[str, float] = {}
         self.closers: list[Callable[[], None]] = []

@@ -222,7 +222,7 @@ def _check_budget_reachable(evaluator: ArchEvaluator, seed: int = 0) -> None:
             if best[i] is None or value < best[i][0]:
                 best[i] = (value, arch)
     parts = [
-        f"{b.name}: best of {len(candidates):,} members tried {_estimate(b)}"
+        f"{b.name}: best of {len(candidates):,} members tried {_estimate(b, evaluator)}"
         f"{b.format(value)} > budget {b.describe()}"
         for b, (value, _) in zip(evaluator.budgets, best)
         if value > b.limit
@@ -232,6 +232,9 @@ def _check_budget_reachable(evaluator: ArchEvaluator, seed: int = 0) -> None:
     )
 
 
-def _estimate(budget: Budget) -> str:
-    """How a cost is known: latency is predicted, memory and parameters are exact."""
-    return "predicted " if budget.metric == "latency" else ""
+def _estimate(budget: Budget, evaluator: ArchEvaluator) -> str:
+    """How the judged value is known: a predicted latency, or the upper bound of its prediction
+    interval (the search's confidence); memory and parameters are exact."""
+    if budget.metric != "latency":
+        return ""
+    return "predicted upper bound " if budget.cost_key in evaluator.bound_keys else "predicted "

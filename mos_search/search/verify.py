@@ -35,6 +35,7 @@ VERIFIED_FIELDS = {
     "interval_ms": "measured_interval_ms",
     "interval_coverage": "measured_interval_coverage",
     "flagged_passes": "measured_flagged_passes",
+    "upper_ms": "measured_upper_ms",
 }
 
 
@@ -76,12 +77,16 @@ def measured_latency(
     """
     records = [by_pass[p] for p in sorted(by_pass)]
     raw = [r["latency_ms"] for r in records]
-    scaled = [
-        r["latency_ms"] * (reference_ms / r["reference_ms"]) ** elasticity
+    factors = [
+        (reference_ms / r["reference_ms"]) ** elasticity
         if reference_ms and elasticity is not None and r.get("reference_ms")
-        else r["latency_ms"]
+        else 1.0
         for r in records
     ]
+    scaled = [r["latency_ms"] * f for r, f in zip(records, factors)]
+    # the budget is judged on the highest upper end of a pass's own interval (of its median
+    # over the repeats), scaled: the drift between passes and the noise within one both count
+    upper = max(r.get("high_ms", r["latency_ms"]) * f for r, f in zip(records, factors))
     interval = median_interval(scaled, confidence)
     return {
         "raw_ms": statistics.median(raw),
@@ -91,6 +96,7 @@ def measured_latency(
         "interval_ms": [interval.low, interval.high],
         "interval_coverage": interval.coverage,
         "flagged_passes": sum(bool(r.get("flagged")) for r in records),
+        "upper_ms": upper,
     }
 
 
