@@ -632,3 +632,22 @@ def test_repeated_measurements_of_one_arch_stay_on_one_side_of_the_split():
     plain = split_by_arch(50, 0.2, 0)
     same = split_by_arch(50, 0.2, 0, [str(i) for i in range(50)])
     assert all(np.array_equal(a, b) for a, b in zip(plain, same))
+
+
+def test_active_profiling_measures_new_members_each_time(tmp_path):
+    from latency.dataset import record_key
+    from mos_search.costs.predictors import shipped_path
+    from mos_search.costs.profiling import run_profile
+
+    dataset = tmp_path / "latency.jsonl"
+    options = {
+        "near_budget_ms": 60.0,
+        "predictor": str(shipped_path("onnxruntime-cpu")),
+        "dataset": str(dataset),
+        "progress": False,
+    }
+    first = run_profile("onnxruntime-cpu-quick", "cpu-small", 1, **options)
+    second = run_profile("onnxruntime-cpu-quick", "cpu-small", 1, **options)
+    assert (first.measured, second.measured) == (1, 1)
+    records = read_records(dataset)
+    assert len({record_key(r) for r in records}) == 2

@@ -136,7 +136,11 @@ def run_profile(
     if near_budget_ms is None:
         archs = sample_archs(models.space, n, seed)
     else:
-        archs = straddling_archs(models.space, predictor, near_budget_ms, n, seed)
+        from latency.dataset import arch_key, measured_keys
+
+        done = measured_keys(dataset_path, profile.digest())
+        candidates = straddling_archs(models.space, predictor, near_budget_ms, n + len(done), seed)
+        archs = [a for a in candidates if arch_key(a.to_dict()) not in done][:n]
     return measure_archs(profile, archs, models, dataset_path, reference, progress)
 
 
