@@ -26,7 +26,7 @@ import numpy as np
 sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 from devices import load_profile  # noqa: E402
-from latency.dataset import drift_corrected_ms, read_records  # noqa: E402
+from latency.dataset import drift_corrected_ms, drift_factor, read_records  # noqa: E402
 from latency.predictor import LatencyPredictor  # noqa: E402
 from latency.protocol import measure  # noqa: E402
 from mos_search.costs.profiling import exported_runs, folder_bundle  # noqa: E402
@@ -55,7 +55,9 @@ def fresh_passes(model_dir: Path, loaded, arch, passes: int, predictor) -> list[
     with exported_runs(profile, [bundle], loaded.space, shapes.vocab_size) as (runs, reference):
         results = [measure(*runs[0], profile, reference) for _ in range(passes)]
     typical, power = predictor.meta["reference_ms"], predictor.meta["drift_elasticity"]
-    return [m.seconds * 1000 * (typical / (m.reference_seconds * 1000)) ** power for m in results]
+    return [
+        m.seconds * 1000 * drift_factor(m.reference_seconds * 1000, typical, power) for m in results
+    ]
 
 
 def one_budget(k: int, budget_ms: float, args, loaded, predictor) -> dict:

@@ -194,11 +194,19 @@ def drift_corrected_ms(
         return [r["latency_ms"] for r in records]
     typical = typical_ms or statistics.median(refs)
     return [
-        r["latency_ms"] * (typical / r["reference_ms"]) ** elasticity
-        if r.get("reference_ms")
-        else r["latency_ms"]
-        for r in records
+        r["latency_ms"] * drift_factor(r.get("reference_ms"), typical, elasticity) for r in records
     ]
+
+
+def drift_factor(
+    reference_ms: float | None, typical_ms: float | None, elasticity: float | None
+) -> float:
+    """What a time measured beside a reference of `reference_ms` is multiplied by to bring it
+    to the machine speed where the reference takes `typical_ms`: (typical / reference) **
+    elasticity; 1 when any of the three is missing (a raw time stays raw)."""
+    if not reference_ms or not typical_ms or elasticity is None:
+        return 1.0
+    return (typical_ms / reference_ms) ** elasticity
 
 
 def fit_drift_elasticity(records: list[dict[str, Any]]) -> float:

@@ -88,9 +88,8 @@ class PredictorReport:
 
 @dataclass
 class Labelled:
-    """Records of one or more datasets with their features and drift-corrected labels."""
+    """Features and drift-corrected labels of records, and the drift model that made them."""
 
-    records: list[dict]
     features: np.ndarray  # (N, F)
     labels_ms: np.ndarray  # (N,)
     elasticity: float | None
@@ -125,7 +124,7 @@ def label(
         elasticity = typical_ms = None
         labels = [r["latency_ms"] for r in records]
     features = np.array([r["features"] for r in records], dtype=np.float64)
-    return Labelled(records, features, np.array(labels), elasticity, typical_ms)
+    return Labelled(features, np.array(labels), elasticity, typical_ms)
 
 
 def measured_vocab_size(record: dict, space: SearchSpace) -> int | None:

@@ -155,7 +155,7 @@ def straddling_archs(
     from latency.predictor import LatencyPredictor
 
     predictor = LatencyPredictor.load(predictor_file, list(space.feature_names), space.name)
-    pool = list(dict.fromkeys(sample_archs(space, ACTIVE_POOL, seed)))
+    pool = sample_archs(space, ACTIVE_POOL, seed)  # distinct members
     features = [space.features(a) for a in pool]
     mean = predictor.predict_ms(features)
     low, high = predictor.interval_ms(features, 0.9)

@@ -28,7 +28,7 @@ def load_predictors(config: SearchConfig, space: SearchSpace, vocab_size: int) -
     """One predictor per device of `config`, checked against the space and the vocabulary."""
     predictors: dict[str, LatencyPredictor] = {}
     for i, device in enumerate(config.devices):
-        path = predictor_path(device, config.predictors[i] if config.predictors else None)
+        path = device_predictor(config, i)
         if not path.is_file():
             raise PredictorError(
                 f"no latency predictor for {device} at {path}: run `mos-search profile --device "
@@ -43,6 +43,12 @@ def load_predictors(config: SearchConfig, space: SearchSpace, vocab_size: int) -
             )
         predictors[device] = predictor
     return predictors
+
+
+def device_predictor(config: SearchConfig, index: int) -> Path:
+    """The predictor file of the `index`-th device: the one given, else the shipped one."""
+    device = config.devices[index]
+    return predictor_path(device, config.predictors[index] if config.predictors else None)
 
 
 def latency_functions(
@@ -196,7 +202,7 @@ def verify_front_of(
         return
     drift = {}
     for i, device in enumerate(config.devices):
-        path = predictor_path(device, config.predictors[i] if config.predictors else None)
+        path = device_predictor(config, i)
         meta = LatencyPredictor.load(path).meta
         drift[device] = (meta.get("reference_ms"), meta.get("drift_elasticity"))
     rows = verify_front(
@@ -226,7 +232,7 @@ def _feed_back(config: SearchConfig, out: Path, echo: Echo) -> None:
     from mos_search.costs.predictors import append_verification
 
     for i, device in enumerate(config.devices):
-        path = predictor_path(device, config.predictors[i] if config.predictors else None)
+        path = device_predictor(config, i)
         measured = out / f"measured_{load_profile(device).name}.jsonl"
         dataset, added = append_verification(path, measured, str(out))
         if dataset is None:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from devices import load_profile
-from latency.dataset import arch_key, read_records
+from latency.dataset import arch_key, drift_factor, read_records
 from latency.protocol import median_interval
 from mos_search.errors import ConfigError
 from mos_search.files import write_json_atomic
@@ -77,12 +77,7 @@ def measured_latency(
     """
     records = [by_pass[p] for p in sorted(by_pass)]
     raw = [r["latency_ms"] for r in records]
-    factors = [
-        (reference_ms / r["reference_ms"]) ** elasticity
-        if reference_ms and elasticity is not None and r.get("reference_ms")
-        else 1.0
-        for r in records
-    ]
+    factors = [drift_factor(r.get("reference_ms"), reference_ms, elasticity) for r in records]
     scaled = [r["latency_ms"] * f for r, f in zip(records, factors)]
     # the budget is judged on the highest upper end of a pass's own interval (of its median
     # over the repeats), scaled: the drift between passes and the noise within one both count
