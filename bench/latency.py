@@ -7,7 +7,8 @@ For the same sub-networks of one space, in one run:
 2. repeatability: an ORT pass before and one after the paired pass (minutes apart), with the
    interleaved reference workload; the median relative difference between the two passes, raw and
    drift-corrected (every time brought to one typical reference speed, proportionally and with the
-   elasticity fitted on the profiling dataset).
+   elasticity fitted on the profiling dataset, and round by round: the median of each run's time
+   over the reference run right after it, `Measurement.reference_ratio`).
 Prints a table and writes JSON. Run it alone: anything else on 2 cores skews the timings.
 
     python bench/latency.py --space cpu-small --archs 20
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import tempfile
@@ -34,8 +36,9 @@ from mos_search.models.transformer import count_parameters  # noqa: E402
 from mos_search.space import load_space  # noqa: E402
 
 
-def ort_pass(archs, models, profile, reference, work: Path) -> list[tuple[float, float]]:
-    """(seconds, reference seconds) of every arch on ONNX Runtime."""
+def ort_pass(archs, models, profile, reference, work: Path) -> list[tuple[float, float, float]]:
+    """(seconds, reference seconds, per-round ratio to the reference) of every arch on ONNX
+    Runtime."""
     device, ref_device = open_device(profile), open_device(profile)
     ref_device.load(reference)
     ref_work = workload_for(ref_device, reference, profile)
@@ -44,7 +47,7 @@ def ort_pass(archs, models, profile, reference, work: Path) -> list[tuple[float,
         bundle = translation_bundle(models.model(arch), "onnx", work / f"a{i}")
         device.load(bundle)
         m = measure(device, workload_for(device, bundle, profile), profile, (ref_device, ref_work))
-        out.append((m.seconds, m.reference_seconds))
+        out.append((m.seconds, m.reference_seconds, m.reference_ratio))
     return out
 
 
@@ -84,29 +87,33 @@ def summarize(result: dict, elasticity: float, vocab_size: int, space) -> dict:
     first, second, torch_times = result["ort_pass1"], result["ort_pass2"], result["torch"]
     # paired ratios (this version); older results hold torch and ORT timed at different moments
     paired = result.get("torch_over_ort") or [t / a for t, (a, _) in zip(torch_times, first)]
-    ort_paired = result.get("ort_paired") or [a for a, _ in first]
+    ort_paired = result.get("ort_paired") or [p[0] for p in first]
     archs = [space.arch_from_dict(a) for a in result["archs"]]
-    typical = statistics.median([r for _, r in first] + [r for _, r in second])
+    typical = statistics.median([p[1] for p in first] + [p[1] for p in second])
 
     def corrected(seconds: float, ref: float, power: float) -> float:
         return seconds * (typical / ref) ** power
 
-    raw_diff, proportional_diff, fitted_diff, ratios = [], [], [], []
+    raw_diff, proportional_diff, fitted_diff, round_diff, ratios = [], [], [], [], []
     print(
         f"{'arch':>4}{'params M':>10}{'ORT ms':>9}{'pass-2 ms':>10}{'raw diff':>10}"
-        f"{'prop diff':>10}{'fit diff':>10} | paired:{'ORT ms':>8}{'torch ms':>10}{'torch/ORT':>10}"
+        f"{'prop diff':>10}{'fit diff':>10}{'round diff':>11} |"
+        f" paired:{'ORT ms':>8}{'torch ms':>10}{'torch/ORT':>10}"
     )
     for i, arch in enumerate(archs):
-        (a, ra), (b, rb) = first[i], second[i]
+        (a, ra, *qa), (b, rb, *qb) = first[i], second[i]
         raw_diff.append(abs(b - a) / a)
         for power, out in ((1.0, proportional_diff), (elasticity, fitted_diff)):
             ca, cb = corrected(a, ra, power), corrected(b, rb, power)
             out.append(abs(cb - ca) / ca)
+        if qa and qb:  # older results hold no per-round ratios
+            round_diff.append(abs(qb[0] - qa[0]) / qa[0])
         ratios.append(paired[i])
         params = count_parameters(arch, vocab_size, space.qkv_dim) / 1e6
         print(
             f"{i:>4}{params:>10.2f}{a * 1000:>9.1f}{b * 1000:>10.1f}{raw_diff[-1] * 100:>9.1f}%"
-            f"{proportional_diff[-1] * 100:>9.1f}%{fitted_diff[-1] * 100:>9.1f}% |        "
+            f"{proportional_diff[-1] * 100:>9.1f}%{fitted_diff[-1] * 100:>9.1f}%"
+            f"{(round_diff[-1] * 100 if round_diff else math.nan):>10.1f}% |        "
             f"{ort_paired[i] * 1000:>8.1f}{torch_times[i] * 1000:>10.1f}{ratios[-1]:>10.2f}"
         )
     own_diff, own_elasticities = own_data_repeatability(first, second, typical)
@@ -117,6 +124,7 @@ def summarize(result: dict, elasticity: float, vocab_size: int, space) -> dict:
         "median_repeat_diff_raw": statistics.median(raw_diff),
         "median_repeat_diff_proportional": statistics.median(proportional_diff),
         "median_repeat_diff_fitted": statistics.median(fitted_diff),
+        "median_repeat_diff_per_round": statistics.median(round_diff) if round_diff else None,
         "elasticity": elasticity,
         "largest_over_smallest_ort": first[0][0] / first[1][0],
     }
@@ -125,6 +133,7 @@ def summarize(result: dict, elasticity: float, vocab_size: int, space) -> dict:
         f"|pass2-pass1|/pass1): raw {summary['median_repeat_diff_raw'] * 100:.1f}%, "
         f"proportional correction {summary['median_repeat_diff_proportional'] * 100:.1f}%, "
         f"fitted elasticity {elasticity:.2f}: {summary['median_repeat_diff_fitted'] * 100:.1f}%, "
+        f"per-round ratio: {(summary['median_repeat_diff_per_round'] or math.nan) * 100:.1f}%, "
         f"this run's own elasticity (leave-one-arch-out, median "
         f"{summary['own_elasticity_median']:.2f}): "
         f"{summary['median_repeat_diff_own_elasticity'] * 100:.1f}%; "
@@ -146,10 +155,10 @@ def own_data_repeatability(
     records = [
         {"arch": {"i": i}, "features": [0.0], "latency_ms": s * 1000, "reference_ms": r * 1000}
         for i, passes in enumerate(zip(first, second))
-        for s, r in passes
+        for s, r, *_ in passes
     ]
     diffs, used = [], []
-    for i, ((a, ra), (b, rb)) in enumerate(zip(first, second)):
+    for i, ((a, ra, *_), (b, rb, *_)) in enumerate(zip(first, second)):
         others = [r for r in records if r["arch"]["i"] != i]
         power = fit_drift_elasticity_repeated(others)
         power = 1.0 if power is None else power

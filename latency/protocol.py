@@ -4,7 +4,11 @@ spread, retries, a reference, and comparisons that alternate run by run.
 A measurement whose spread (relative inter-quartile range) exceeds the profile's `max_spread` is
 repeated up to `retries` times and then kept with `flagged = True`. When a reference workload is
 given, it is timed interleaved with the measured one (one reference run after each measured run),
-so each record carries the machine's speed at that moment and drift can be divided out later.
+so each record carries the machine's speed at that moment and drift can be divided out later:
+`reference_ratio` is the median of the per-round ratios t_i / r_i (each run over the reference run
+right after it), which divides out load that comes and goes within seconds, not only slow drift.
+Rounds alternate the order of the measured workloads (A, B, reference, then B, A, reference), so
+neither always runs first after the reference (an ABBA design).
 
 Interval of the median (distribution-free, from order statistics). Sort the n repeats,
 x(1) <= ... <= x(n). The number B of repeats below the true median is Binomial(n, 1/2), so
@@ -22,7 +26,7 @@ interval for a quantile); also Hahn & Meeker, Statistical Intervals (1991), sec.
 Interval of the trimmed mean: a percentile bootstrap (2,000 resamples of the repeats drawn with a
 fixed seed, so the same samples always give the same interval); its coverage is nominal.
 
-Comparisons (`measure_pair`): A and B alternate run by run (A, B, reference, A, B, reference,
+Comparisons (`measure_pair`): A and B alternate run by run (A, B, reference, B, A, reference,
 ...; warm-ups likewise), so drift and load hit both alike, and the ratio B/A is the median of
 the per-round ratios b_i / a_i, with the same order-statistic interval over those ratios.
 """
@@ -132,6 +136,7 @@ class Measurement:
     low_seconds: float = math.nan
     high_seconds: float = math.nan
     coverage: float = math.nan  # probability that [low, high] covers the true statistic
+    reference_ratio: float | None = None  # median over rounds of t_i / reference t_i
 
     def to_dict(self) -> dict:
         """JSON-ready form."""
@@ -165,6 +170,7 @@ def _summarize(
     """The profile's statistic, its interval and the reference's statistic of one run's samples."""
     interval = statistic_interval(samples, profile)
     ref = robust_statistic(ref_samples, profile.statistic, profile.trim) if ref_samples else None
+    ratio = statistics.median(t / r for t, r in zip(samples, ref_samples)) if ref_samples else None
     return Measurement(
         seconds=robust_statistic(samples, profile.statistic, profile.trim),
         spread=spread,
@@ -175,15 +181,17 @@ def _summarize(
         low_seconds=interval.low,
         high_seconds=interval.high,
         coverage=interval.coverage,
+        reference_ratio=ratio,
     )
 
 
 def measure_interleaved(
     runs: Sequence[Run], profile: DeviceProfile, reference: Run | None = None
 ) -> list[Measurement]:
-    """Time several workloads round by round (each once per round, in order, then the reference
-    once); retried while any spread exceeds `max_spread`. One measurement per workload, all
-    sharing the reference's statistic; repeat i of every workload comes from round i."""
+    """Time several workloads round by round (each once per round, the order reversed every other
+    round, then the reference once); retried while any spread exceeds `max_spread`. One
+    measurement per workload, all sharing the reference's statistic; repeat i of every workload
+    comes from round i."""
     if not runs:
         raise ValueError("measure_interleaved: nothing to measure")
     timed = [*runs, reference] if reference is not None else list(runs)
@@ -195,8 +203,10 @@ def measure_interleaved(
         attempts += 1
         samples: list[list[float]] = [[] for _ in runs]
         ref_samples: list[float] = []
-        for _ in range(profile.repeats):
-            for i, (device, work) in enumerate(runs):
+        for round_index in range(profile.repeats):
+            order = range(len(runs)) if round_index % 2 == 0 else reversed(range(len(runs)))
+            for i in order:
+                device, work = runs[i]
                 samples[i].append(device.time(work))
             if reference is not None:
                 ref_samples.append(reference[0].time(reference[1]))
@@ -235,6 +245,7 @@ def measure_pair(
     profile: DeviceProfile,
     reference: Run | None = None,
 ) -> PairMeasurement:
-    """A and B alternately (A, B, reference, A, B, ...): both measurements and the paired B/A."""
+    """A and B alternately (A, B, reference, B, A, reference, ...): both measurements and the
+    paired B/A."""
     a, b = measure_interleaved([(device_a, work_a), (device_b, work_b)], profile, reference)
     return paired_ratio(a, b, profile.confidence)

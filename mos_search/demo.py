@@ -18,7 +18,13 @@ from typing import Any
 import numpy as np
 
 from mos_search.files import write_json_atomic
-from mos_search.search.config import Budget, OracleSettings, SearchConfig, VerifySettings
+from mos_search.search.config import (
+    DEFAULT_LATENCY_CONFIDENCE,
+    Budget,
+    OracleSettings,
+    SearchConfig,
+    VerifySettings,
+)
 
 DEVICE = "onnxruntime-cpu-quick"
 
@@ -40,7 +46,7 @@ class DemoConfig:
     verify_max: int = 4
     translate_sentences: int = 5
     budget_quantile: float = 0.5  # the latency budget: this quantile of the profiled latencies
-    latency_confidence: float = 0.9  # the search's budgets hold with this confidence
+    latency_confidence: float = DEFAULT_LATENCY_CONFIDENCE  # the search's budgets hold so
 
 
 class Stage:

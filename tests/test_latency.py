@@ -461,7 +461,7 @@ def test_measure_pair_alternates_run_by_run_and_pairs_the_ratio():
     log: list[str] = []
     a = LoggingDevice(profile, "a", [1.0, 2.0, 1.0, 1.0, 4.0], log)
     b = LoggingDevice(profile, "b", [2.0, 4.2, 1.9, 2.1, 8.0], log)
-    ref = LoggingDevice(profile, "r", [0.5] * 5, log)
+    ref = LoggingDevice(profile, "r", [0.5, 1.0, 0.5, 0.5, 2.0], log)
     warm: list[str] = []
     pair = measure_pair(
         a,
@@ -472,12 +472,14 @@ def test_measure_pair_alternates_run_by_run_and_pairs_the_ratio():
         (ref, lambda: warm.append("r")),
     )
     assert warm[:6] == ["a", "b", "r"] * 2  # warm-ups alternate too
-    assert log == ["a", "b", "r"] * 5
+    assert log == ["a", "b", "r", "b", "a", "r"] * 2 + ["a", "b", "r"]  # ABBA: neither leads
     assert pair.ratios == pytest.approx([2.0, 2.1, 1.9, 2.1, 2.0])
     assert pair.ratio == pytest.approx(2.0)  # median of paired ratios, not 2.1 / 1.0
     assert pair.ratio_low <= pair.ratio <= pair.ratio_high
     assert pair.a.reference_seconds == pair.b.reference_seconds == 0.5
     assert (pair.a.seconds, pair.b.seconds) == (1.0, 2.1)
+    # per-round ratios over the reference: b 4, 4.2, 3.8, 4.2, 4 -> 4.0 (median/median gives 4.2)
+    assert (pair.a.reference_ratio, pair.b.reference_ratio) == pytest.approx((2.0, 4.0))
 
 
 def test_profile_confidence_is_checked_and_leaves_the_digest_alone():

@@ -560,3 +560,28 @@ def test_verify_front_measures_in_passes_and_resumes(tiny_run, tmp_path):
     assert len(read_records(dataset)) == 4  # done: nothing measured again
     rows = verify_front(*args, test_limit=4, beam=1, passes=3, progress=False)
     assert len(read_records(dataset)) == 6 and len(rows[0]["measured_passes_ms"][device]) == 3
+
+
+def test_resuming_a_0_1_run_keeps_its_constraint_on_the_mean(tmp_path, monkeypatch):
+    """A 0.1 search constrained the predicted mean (saved: no latency_confidence). Resuming it
+    without --latency-confidence keeps that; asking for 0.9 is a change the resume refuses."""
+    from click.testing import CliRunner
+
+    from mos_search.cli import main
+    from mos_search.search.run import saved_config
+
+    run = tmp_path / "run"
+    run.mkdir()
+    saved = (ROOT / "bench" / "results" / "search-cpu-small" / "search.json").read_text()
+    (run / "search.json").write_text(saved)
+    assert saved_config(run).latency_confidence is None and saved_config(tmp_path) is None
+    monkeypatch.chdir(tmp_path)  # the saved checkpoint, runs/cpu-small-neuron, is absent here
+    args = ["search", "--ckpt", "runs/cpu-small-neuron", "--max-latency-ms", "80"]
+    args += ["--generations", "15", "--out", str(run), "--resume"]
+    result = CliRunner().invoke(main, [*args, "--latency-confidence", "0.9"])
+    assert result.exit_code == 2 and "differ from the saved run in latency_confidence" in (
+        result.output
+    )
+    assert (run / "search.json").read_text() == saved  # nothing rewritten by a refused resume
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2 and "no checkpoint at" in result.output  # past the resume check

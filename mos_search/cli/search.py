@@ -52,11 +52,9 @@ import click
 )
 @click.option(
     "--latency-confidence",
-    default=0.9,
-    show_default=True,
     type=click.FloatRange(0.5, 1.0, max_open=True),
     help="Latency budgets hold with this confidence: the search constrains the upper bound of "
-    "the predictor's interval, not its mean.",
+    "the predictor's interval, not its mean.  [default: 0.9; with --resume, the saved run's]",
 )
 @click.option("--max-params", type=int, help="Parameter budget.")
 @click.option("--max-memory-mib", type=float, help="bert: parameter memory budget (MiB, fp32).")
@@ -94,7 +92,7 @@ def search_command(
     threads: int,
     workers: int,
     max_latency_ms: tuple[str, ...],
-    latency_confidence: float,
+    latency_confidence: float | None,
     max_params: int | None,
     max_memory_mib: float | None,
     algorithm: str,
@@ -123,10 +121,14 @@ def search_command(
       mos-search search --task bert --objective perplexity-memory --ckpt runs/bert-neuron \\
           --max-memory-mib 12 --out runs/search-bert
     """
-    from mos_search.search.config import VerifySettings
+    from mos_search.search.config import DEFAULT_LATENCY_CONFIDENCE, VerifySettings
     from mos_search.search.objectives import search_task
     from mos_search.search.options import search_config
+    from mos_search.search.run import saved_config
 
+    if latency_confidence is None:
+        saved = saved_config(out) if resume else None
+        latency_confidence = saved.latency_confidence if saved else DEFAULT_LATENCY_CONFIDENCE
     config = search_config(
         task=task,
         checkpoint=ckpt,

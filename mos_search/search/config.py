@@ -17,6 +17,8 @@ from typing import Any
 from mos_search.errors import ConfigError
 from mos_search.settings import dataclass_from_dict
 
+DEFAULT_LATENCY_CONFIDENCE = 0.9  # latency budgets hold with this probability by default
+
 FORMAT = 2  # of search.json; 1 (no "format") kept the oracle settings in an untyped "extra"
 
 TASKS = ("mt", "bert")
@@ -200,7 +202,7 @@ class SearchConfig:
     oracle: OracleSettings | None = None
     # latency budgets hold with this confidence: they constrain the upper bound of the
     # predictor's interval, not its mean (None: the mean, as mos-search 0.1 did)
-    latency_confidence: float | None = 0.9
+    latency_confidence: float | None = DEFAULT_LATENCY_CONFIDENCE
     format: int = field(default=FORMAT)
 
     def __post_init__(self) -> None:

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from mos_search.errors import ConfigError
 from mos_search.search.config import (
     ALGORITHM_POPULATION,
+    DEFAULT_LATENCY_CONFIDENCE,
     OBJECTIVES,
     QUALITY_METRICS,
     TASKS,
@@ -57,7 +58,7 @@ def search_config(
     generations: int = 20,
     population: int | None = None,
     seed: int = 0,
-    latency_confidence: float | None = 0.9,
+    latency_confidence: float | None = DEFAULT_LATENCY_CONFIDENCE,
 ) -> SearchConfig:
     """The settings of `mos-search search`, checked, with the defaults that depend on options.
 

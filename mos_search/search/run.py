@@ -96,6 +96,17 @@ def _generation_record(
     }
 
 
+def saved_config(out: str | Path) -> SearchConfig | None:
+    """The settings of the search saved in `out` (its state's, else search.json's); None when
+    `out` holds no search."""
+    state_path, settings_path = Path(out) / "state.json", Path(out) / "search.json"
+    if state_path.exists():
+        return SearchConfig.from_dict(json.loads(state_path.read_text())["config"])
+    if settings_path.exists():
+        return SearchConfig.from_dict(json.loads(settings_path.read_text()))
+    return None
+
+
 def open_run(out: str | Path, config: SearchConfig, resume: bool) -> tuple[Path, dict | None]:
     """Create the run folder, or check a resumed one; the saved state, if resuming."""
     out = Path(out)
@@ -104,19 +115,16 @@ def open_run(out: str | Path, config: SearchConfig, resume: bool) -> tuple[Path,
         # no state.json yet: the run stopped in its first generation and starts again,
         # reusing the scores it had logged
         state = json.loads(state_path.read_text()) if state_path.exists() else None
-        settings_path = out / "search.json"
-        if state is None and not settings_path.exists():
+        saved = saved_config(out)
+        if saved is None:
             raise ConfigError(f"--resume: {out} holds no search (search.json)")
-        saved = SearchConfig.from_dict(
-            state["config"] if state else json.loads(settings_path.read_text())
-        )
         changed = config.resume_changes(saved)
         if changed:
             raise ConfigError(
                 f"--resume: settings differ from the saved run in {', '.join(changed)}; "
                 f"only {', '.join(RESUMABLE_CHANGES.values())} may change"
             )
-        write_json_atomic(settings_path, config.to_dict())
+        write_json_atomic(out / "search.json", config.to_dict())
         return out, state
     if state_path.exists() or (out / "evaluations.jsonl").exists():
         raise ConfigError(f"{out} already holds a search; add --resume or choose another --out")
