@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -58,13 +59,29 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def read_text(path: str | Path) -> str:
-    """The UTF-8 text of `path`; a MosSearchError naming the file when it cannot be read."""
+def decode_utf8(data: bytes, path: str | Path) -> str:
+    """`data` (the bytes of `path`) as text, without a leading byte-order mark; a MosSearchError
+    naming `path`, the line and the column of the first byte that is not UTF-8."""
     try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        start = exc.start
+        line = data.count(b"\n", 0, start) + 1
+        column = start - (data.rfind(b"\n", 0, start) + 1) + 1
+        raise MosSearchError(
+            f"{path}:{line}: not UTF-8 text (byte 0x{data[start]:02x} at column {column}); "
+            "save the file as UTF-8"
+        ) from None
+
+
+def read_text(path: str | Path) -> str:
+    """The UTF-8 text of `path` (a leading byte-order mark dropped); a MosSearchError naming the
+    file (and line, for bytes that are not UTF-8) when it cannot be read."""
+    try:
+        data = Path(path).read_bytes()
     except OSError as exc:
         raise MosSearchError(f"cannot read {path}: {exc.strerror}") from None
+    return decode_utf8(data, path)
 
 
 def read_json(path: str | Path) -> Any:
@@ -73,3 +90,46 @@ def read_json(path: str | Path) -> Any:
         return json.loads(read_text(path))
     except json.JSONDecodeError as exc:
         raise MosSearchError(f"{path} is not valid JSON: {exc}") from None
+
+
+def check_writable_dir(path: str | Path) -> None:
+    """Raise a MosSearchError unless `path` is, or can become, a folder this process can write:
+    a file in its place, a file among its parents, or a folder that refuses a new file (read-only,
+    immutable, or a read-only mount: probed by creating and removing a file, since permission
+    bits do not bind root) are each named in one line. Creates nothing that stays."""
+    path = Path(path)
+    existing = path
+    while not existing.exists():
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if not existing.is_dir():
+        where = "" if existing == path else f" (needed for {path})"
+        raise MosSearchError(f"cannot write to {existing}{where}: it is a file, not a folder")
+    probe = existing / f".mos-search-probe-{os.getpid()}"
+    try:
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise MosSearchError(f"cannot write to {existing}: {exc.strerror}") from None
+
+
+def prepare_output_dir(path: str | Path, overwrite: bool, what: str = "output") -> Path:
+    """The folder `path`, checked writable, ready for a new `what`: an existing non-empty folder is
+    refused (MosSearchError, exit 2 in the CLI) unless `overwrite`, which empties it first so
+    nothing stale (an old `int8/`, an old token file) stays beside the new files."""
+    path = Path(path)
+    check_writable_dir(path)
+    if path.is_dir() and any(path.iterdir()):
+        if not overwrite:
+            raise MosSearchError(
+                f"{path} already holds files; choose another folder, or add --overwrite to "
+                f"replace the {what} there"
+            )
+        for child in path.iterdir():
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -102,3 +104,28 @@ def tiny_run(tiny_corpus, tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
     train(tiny_train_config(tiny_corpus.root, out), progress=False)
     return out
+
+
+def tree_digests(*roots: Path) -> dict[str, str]:
+    """sha256 of every file under `roots` (files or folders), by path: compare before and after a
+    refused command to show it changed nothing."""
+    import hashlib
+
+    out = {}
+    for root in roots:
+        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+        for path in files:
+            out[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
+
+
+def assert_one_line_error(result, *fragments: str) -> str:
+    """A CliRunner result that is a toolkit error: exit code 2, exactly one line `error: ...`
+    holding every fragment, no traceback. Returns the line."""
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    return lines[0]

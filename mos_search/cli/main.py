@@ -25,6 +25,17 @@ class FriendlyGroup(click.Group):
         except (MosSearchError, DeviceError, ProfileError, PredictorError, DatasetError) as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
+        except OSError as exc:  # a path the command could not read or write
+            click.echo(f"error: {os_error_line(exc)}", err=True)
+            sys.exit(2)
+
+
+def os_error_line(exc: OSError) -> str:
+    """One line for a failed file operation: what, where and why (`cannot write x: Read-only
+    file system`)."""
+    names = [str(n) for n in (exc.filename, exc.filename2) if n is not None]
+    reason = exc.strerror or str(exc)
+    return f"cannot use {' -> '.join(names)}: {reason}" if names else reason
 
 
 @click.group(cls=FriendlyGroup, context_settings={"help_option_names": ["-h", "--help"]})
