@@ -7,8 +7,8 @@ May import: nothing of `mos_search` or `latency`; numpy, and each backend's libr
 """
 
 from devices.base import Device, DeviceError, ModelBundle
-from devices.profile import DeviceProfile, ProfileError, load_profile, profile_names
-from devices.registry import availability, device_class, open_device, registered
+from devices.profile import DeviceProfile, ProfileError, profile_names
+from devices.registry import availability, device_class, load_profile, open_device, registered
 
 __all__ = [
     "Device",

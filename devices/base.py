@@ -9,20 +9,41 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
-from devices.profile import DeviceProfile
+from devices.profile import DeviceProfile, ProfileError
+from devices.text import did_you_mean
 
 Array = Any  # a backend's own array type (numpy, torch tensor on a device, ...)
 
 
 class DeviceError(Exception):
     """A device cannot run here, or was asked something it cannot do; the message says why."""
+
+
+@dataclass(frozen=True)
+class Option:
+    """One key of a profile's `[options]` that a backend reads: its type (of each item, for a
+    list) and, where they are fixed, its allowed values."""
+
+    kind: type
+    choices: tuple[Any, ...] = ()
+    item: type | None = None
+
+    def problem(self, value: Any) -> str | None:
+        """What is wrong with `value` for this option, or None."""
+        if self.choices and value not in self.choices:
+            return f"expected one of {', '.join(map(str, self.choices))}, found {value!r}"
+        if isinstance(value, bool) != (self.kind is bool) or not isinstance(value, self.kind):
+            return f"expected a {self.kind.__name__}, found {value!r}"
+        if self.item is not None and not all(isinstance(v, self.item) for v in value):
+            return f"expected a list of {self.item.__name__}, found {value!r}"
+        return None
 
 
 @dataclass
@@ -47,10 +68,29 @@ class Device(ABC):
 
     name: ClassVar[str] = ""
     needs: ClassVar[str] = "onnx"  # which half of a bundle it runs: "onnx" or "torch"
+    # the profile `[options]` this backend reads; any other key is an error, never ignored
+    OPTIONS: ClassVar[dict[str, Option]] = {}
 
     def __init__(self, profile: DeviceProfile) -> None:
+        self.check_options(profile.options, f"profile {profile.name!r}")
         self.profile = profile
         self._graphs: dict[str, Any] = {}
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any], where: str) -> None:
+        """Raise ProfileError for an `[options]` key this backend does not read, or a value it
+        does not take; the message names the key, `where` (the profile file) and the backend."""
+        known = list(cls.OPTIONS)
+        for key, value in options.items():
+            if key not in cls.OPTIONS:
+                reads = f"it reads: {', '.join(known)}" if known else "it reads no options"
+                raise ProfileError(
+                    f"{where}: [options] {key} is not read by backend {cls.name!r} ({reads})"
+                    f"{did_you_mean([key], known)}"
+                )
+            problem = cls.OPTIONS[key].problem(value)
+            if problem:
+                raise ProfileError(f"{where}: [options] {key} of backend {cls.name!r}: {problem}")
 
     # ------------------------------------------------------------------ availability
     @classmethod

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from devices.base import DeviceError
+from devices.base import Option
 from devices.torch_cpu import TorchCPU
 
 DTYPES = ("float32", "float16", "bfloat16")
@@ -16,6 +16,11 @@ class CudaDevice(TorchCPU):
 
     name = "cuda"
     needs = "torch"
+    OPTIONS = {  # noqa: RUF012 - a read-only class table
+        "dtype": Option(str, DTYPES),
+        "index": Option(int),
+        "cuda_graphs": Option(bool),
+    }
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
@@ -33,9 +38,7 @@ class CudaDevice(TorchCPU):
 
         super().__init__(profile)
         self.check_available()
-        dtype = profile.options.get("dtype", "float32")
-        if dtype not in DTYPES:
-            raise DeviceError(f"cuda: dtype must be one of {', '.join(DTYPES)}, found {dtype!r}")
+        dtype = profile.options.get("dtype", "float32")  # one of DTYPES: checked in super()
         self.torch_device = torch.device("cuda", int(profile.options.get("index", 0)))
         self.float_dtype = getattr(torch, dtype)
         self.cuda_graphs = bool(profile.options.get("cuda_graphs", False))

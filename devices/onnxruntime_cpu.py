@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from devices.base import Device, DeviceError
+from devices.base import Device, DeviceError, Option
 from devices.numpy_arrays import NumpyArrays
 
 
@@ -16,6 +16,8 @@ class OnnxRuntimeCPU(NumpyArrays, Device):
 
     name = "onnxruntime-cpu"
     needs = "onnx"
+    # float32 graphs as exported; the execution providers are the one option
+    OPTIONS = {"providers": Option(list, item=str)}  # noqa: RUF012 - a read-only class table
 
     @classmethod
     def unavailable_reason(cls) -> str | None:

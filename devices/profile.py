@@ -1,4 +1,9 @@
-"""Device profiles: which backend runs and under what measuring conditions (TOML files)."""
+"""Device profiles: which backend runs and under what measuring conditions (TOML files).
+
+`parse_profile` reads a file (UTF-8, known settings of the right types); `devices.registry.
+load_profile` then has the backend check the `[options]` table, since only the backend knows
+which options it reads. Every problem is one `ProfileError` line naming the file.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,8 @@ from dataclasses import asdict, dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any
+
+from devices.text import NotUtf8, decode_utf8, did_you_mean
 
 STATISTICS = ("median", "trimmed_mean")
 
@@ -90,29 +97,69 @@ def profile_names() -> list[str]:
     return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".toml"))
 
 
-def load_profile(name_or_path: str | Path) -> DeviceProfile:
-    """A profile by shipped name (e.g. "onnxruntime-cpu") or from a TOML file."""
+def parse_profile(name_or_path: str | Path) -> tuple[DeviceProfile, str]:
+    """A profile by shipped name (e.g. "onnxruntime-cpu") or from a TOML file, and where it came
+    from for messages (the path, or `profile 'NAME'`). Its `[options]` are not checked here:
+    use `devices.load_profile`, which has the backend check them."""
     path = Path(name_or_path)
     if path.suffix == ".toml" or path.exists():
         if not path.is_file():
             raise ProfileError(f"device profile not found: {path}")
-        text, default_name = path.read_text(), path.stem
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ProfileError(f"cannot read {path}: {exc.strerror}") from None
+        text, name, where = decode_profile(data, path), path.stem, str(path)
     else:
         if str(name_or_path) not in profile_names():
             raise ProfileError(
                 f"unknown device profile {str(name_or_path)!r}; shipped: "
                 f"{', '.join(profile_names())} (or give a .toml path)"
             )
-        text = resources.files("devices.profiles").joinpath(f"{name_or_path}.toml").read_text()
-        default_name = str(name_or_path)
+        name = str(name_or_path)
+        text = resources.files("devices.profiles").joinpath(f"{name}.toml").read_text("utf-8")
+        where = f"profile {name!r}"
     try:
-        data = tomllib.loads(text)
+        settings = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ProfileError(f"{path}: not valid TOML: {exc}") from None
-    known = {f.name for f in fields(DeviceProfile)}
-    unknown = set(data) - known
+        raise ProfileError(f"{where}: not valid TOML: {exc}") from None
+    return profile_from_dict(settings, name, where), where
+
+
+# the type of each setting as a TOML file gives it (a float setting takes an integer too)
+_SETTING_TYPES: dict[str, tuple[type | tuple[type, ...], str]] = {
+    "str": (str, "a string"),
+    "int": (int, "an integer"),
+    "float": ((int, float), "a number"),
+    "dict[str, Any]": (dict, "an [options] table"),
+}
+
+
+def profile_from_dict(settings: dict[str, Any], name: str, where: str) -> DeviceProfile:
+    """A profile from the settings of a file; unknown settings, a missing backend and values of
+    the wrong type are a ProfileError naming `where`."""
+    known = [f.name for f in fields(DeviceProfile)]
+    unknown = sorted(set(settings) - set(known))
     if unknown:
-        raise ProfileError(f"{default_name}: unknown setting(s): {', '.join(sorted(unknown))}")
-    if "backend" not in data:
-        raise ProfileError(f"{default_name}: missing setting 'backend'")
-    return DeviceProfile(**{"name": default_name, **data})
+        raise ProfileError(
+            f"{where}: unknown setting(s): {', '.join(unknown)}; known: {', '.join(known)}"
+            f"{did_you_mean(unknown, known)}"
+        )
+    if "backend" not in settings:
+        raise ProfileError(f"{where}: missing setting 'backend'")
+    for f in fields(DeviceProfile):
+        value, (kind, expected) = settings.get(f.name), _SETTING_TYPES[str(f.type)]
+        if f.name in settings and (isinstance(value, bool) or not isinstance(value, kind)):
+            raise ProfileError(f"{where}: {f.name}: expected {expected}, found {value!r}")
+    try:
+        return DeviceProfile(**{"name": name, **settings})
+    except ProfileError as exc:  # its checks name the profile; the file is named here instead
+        raise ProfileError(f"{where}: {str(exc).removeprefix(f'{name}: ')}") from None
+
+
+def decode_profile(data: bytes, path: str | Path) -> str:
+    """The text of a profile file; a ProfileError `PATH:LINE: not UTF-8 text ...`."""
+    try:
+        return decode_utf8(data)
+    except NotUtf8 as exc:
+        raise ProfileError(f"{path}:{exc.line}: {exc}") from None

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import warnings
 from importlib.metadata import entry_points
+from pathlib import Path
 
 from devices.base import Device, DeviceError
-from devices.profile import DeviceProfile, load_profile
+from devices.profile import DeviceProfile, ProfileError, parse_profile
 
 GROUP = "mos_search.devices"
 
@@ -40,6 +41,21 @@ def device_class(name: str) -> type[Device]:
 def availability() -> dict[str, str | None]:
     """Each registered device -> None when it can run here, else the reason it cannot."""
     return {name: cls.unavailable_reason() for name, cls in sorted(registered().items())}
+
+
+def load_profile(name_or_path: str | Path) -> DeviceProfile:
+    """A profile by shipped name (e.g. "onnxruntime-cpu") or from a TOML file, checked whole:
+    its backend must be registered and read every key of its `[options]` (a `dtype` on a CPU
+    backend is an error, not a float32 run). Problems are a ProfileError naming the file."""
+    profile, where = parse_profile(name_or_path)
+    devices = registered()
+    if profile.backend not in devices:
+        raise ProfileError(
+            f"{where}: backend {profile.backend!r} is not a registered device; registered: "
+            f"{', '.join(sorted(devices))}"
+        )
+    devices[profile.backend].check_options(profile.options, where)
+    return profile
 
 
 def open_device(profile: DeviceProfile | str) -> Device:

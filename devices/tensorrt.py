@@ -11,7 +11,7 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from devices.base import DeviceError
+from devices.base import DeviceError, Option
 from devices.cuda import CudaDevice
 
 # Dynamic axes of the graph contract and their (min, opt, max) ranges, from the profile.
@@ -28,6 +28,13 @@ class TensorRTDevice(CudaDevice):
 
     name = "tensorrt"
     needs = "onnx"
+    # float32 I/O (fp16 is inside the engine), so no `dtype`
+    OPTIONS = {  # noqa: RUF012 - a read-only class table
+        "fp16": Option(bool),
+        "engine_cache": Option(str),
+        "index": Option(int),
+        "cuda_graphs": Option(bool),
+    }
 
     @classmethod
     def unavailable_reason(cls) -> str | None:

@@ -13,6 +13,7 @@ class TorchCPU(TorchArrays, Device):
 
     name = "torch-cpu"
     needs = "torch"
+    OPTIONS = {}  # noqa: RUF012 - it reads none: always float32 (a dtype here is an error)
 
     @classmethod
     def unavailable_reason(cls) -> str | None:

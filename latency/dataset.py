@@ -12,8 +12,10 @@ list of finite numbers, one per feature of the schema) and `latency_ms` (a posit
 number); `reference_ms`, when present and not null, is a positive finite number; `arch`, when
 present, is an object. Records without `arch` (features and latency exported by another tool)
 are valid: code that needs an identity uses `record_key`, never `record["arch"]`.
-A bad line raises `DatasetError` naming the file and line; only a torn last line (no newline at
-the end and not JSON: a crash while appending) is skipped, with a warning.
+Lines are UTF-8 JSON (a byte-order mark starting a line is dropped, so concatenated files read).
+A bad line (not UTF-8, not JSON, not a valid record) raises `DatasetError` naming the file and
+line; only a torn last line (no newline at the end and not JSON: a crash while appending) is
+skipped, with a warning.
 """
 
 from __future__ import annotations
@@ -24,9 +26,12 @@ import math
 import os
 import platform
 import statistics
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
+
+from devices.text import NotUtf8, decode_utf8
 
 
 class DatasetError(ValueError):
@@ -60,10 +65,12 @@ def record_key(record: dict[str, Any]) -> str:
 
 
 def _is_number(value: Any) -> bool:
-    """A finite JSON number (booleans are not numbers here)."""
+    """A finite JSON number that fits a float (booleans are not numbers here)."""
     if isinstance(value, float):
         return math.isfinite(value)
-    return isinstance(value, int) and not isinstance(value, bool)
+    return (
+        isinstance(value, int) and not isinstance(value, bool) and abs(value) <= sys.float_info.max
+    )
 
 
 def _record_problem(record: Any) -> str | None:
@@ -79,10 +86,10 @@ def _record_problem(record: Any) -> str | None:
         return "no 'latency_ms' (a positive number)"
     latency = record["latency_ms"]
     if not _is_number(latency) or latency <= 0:
-        return f"'latency_ms' must be a positive finite number, found {latency!r}"
+        return f"'latency_ms' must be a positive finite number, found {latency!r:.40}"
     reference = record.get("reference_ms")
     if reference is not None and (not _is_number(reference) or reference <= 0):
-        return f"'reference_ms' must be a positive finite number or absent, found {reference!r}"
+        return f"'reference_ms' must be a positive finite number or absent, found {reference!r:.40}"
     arch = record.get("arch")
     if arch is not None and not isinstance(arch, dict):
         return f"'arch' must be a JSON object, found {type(arch).__name__}"
@@ -90,8 +97,16 @@ def _record_problem(record: Any) -> str | None:
 
 
 def _parse_line(line: bytes) -> Any:
-    """The JSON value of one line; ValueError when it is not UTF-8 JSON."""
-    return json.loads(line.decode("utf-8"))
+    """The JSON value of one line; ValueError when it is not UTF-8 JSON (NotUtf8 when it is
+    not UTF-8)."""
+    return json.loads(decode_utf8(line))
+
+
+def _line_problem(error: ValueError) -> str:
+    """What `_parse_line`'s error says about its line, with the column where there is one."""
+    if isinstance(error, json.JSONDecodeError):
+        return f"not JSON ({error.msg}: column {error.colno})"
+    return str(error) if isinstance(error, NotUtf8) else f"not JSON ({error})"
 
 
 def read_records(
@@ -126,7 +141,7 @@ def read_records(
                     stacklevel=2,
                 )
                 continue
-            raise DatasetError(path, number, f"not JSON ({error})") from error
+            raise DatasetError(path, number, _line_problem(error)) from None
         problem = _record_problem(record)
         if problem is not None:
             raise DatasetError(path, number, problem)

@@ -17,7 +17,7 @@ is marginal (over architectures like the training ones), and measured on held-ou
 
 Files. `NAME.json` holds a small header (format, feature schema, meta, the digest of the arrays)
 and `NAME.npz` beside it every array; loading uses `numpy.load(allow_pickle=False)` and needs
-neither pickle nor scikit-learn.
+neither pickle nor scikit-learn, and checks both files first (`latency.predictor_file`).
 """
 
 from __future__ import annotations
@@ -32,13 +32,10 @@ from typing import Any
 
 import numpy as np
 
-FORMAT = "mos-search-latency-ensemble/2"
+from latency.predictor_file import FORMAT, PredictorError, read_arrays, read_header
+
 MIN_RECORDS = 10
 TRANSFER_RIDGE = 10.0  # on bench/transfer.py's torch-cpu data: 1-10 did best at 20-200 records
-
-
-class PredictorError(ValueError):
-    """A predictor file is missing, malformed, or does not fit the features it is given."""
 
 
 def quadratic_terms(x: np.ndarray) -> np.ndarray:
@@ -294,9 +291,10 @@ class LatencyPredictor:
     def load(
         cls, path: str | Path, feature_names: list[str] | None = None, space: str | None = None
     ) -> LatencyPredictor:
-        """Read a saved predictor; refuse it if its schema or space differs from the expected."""
+        """Read a saved predictor (both files checked: `latency.predictor_file`); refuse it if its
+        schema or space differs from the expected."""
         path = Path(path)
-        header = _read_header(path)
+        header = read_header(path)
         if feature_names is not None and header["feature_names"] != list(feature_names):
             raise PredictorError(
                 f"{path} was trained on features {header['feature_names']}, "
@@ -306,55 +304,26 @@ class LatencyPredictor:
             raise PredictorError(
                 f"{path} was trained for space {header['meta'].get('space')!r}, not {space!r}"
             )
-        arrays = _read_arrays(path.with_name(header["arrays"]), header["arrays_sha256"])
-        try:
-            members = [
-                Member(
-                    arrays[f"m{k}.quadratic"],
-                    [arrays[f"m{k}.w{i}"] for i in range(header["layers"])],
-                    [arrays[f"m{k}.b{i}"] for i in range(header["layers"])],
-                )
-                for k in range(header["members"])
-            ]
-            a, b = (float(v) for v in arrays["output_map"])
-            return cls(
-                header["feature_names"],
-                arrays["mean"],
-                arrays["scale"],
-                members,
-                arrays["residuals"],
-                header["meta"],
-                (a, b),
-                arrays["correction"],
+        arrays = read_arrays(path.with_name(header["arrays"]), header)
+        members = [
+            Member(
+                arrays[f"m{k}.quadratic"],
+                [arrays[f"m{k}.w{i}"] for i in range(header["layers"])],
+                [arrays[f"m{k}.b{i}"] for i in range(header["layers"])],
             )
-        except (KeyError, ValueError) as exc:
-            raise PredictorError(f"{path}: arrays do not match the header ({exc})") from None
-
-
-def _read_header(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise PredictorError(f"predictor file not found: {path}")
-    try:
-        header = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise PredictorError(f"{path} is not a JSON predictor header: {exc}") from None
-    if not isinstance(header, dict) or header.get("format") != FORMAT:
-        found = header.get("format") if isinstance(header, dict) else None
-        raise PredictorError(
-            f"{path} is not a latency predictor of format {FORMAT} (found {found!r}); "
-            "retrain it with `mos-search predictor train`"
+            for k in range(header["members"])
+        ]
+        a, b = (float(v) for v in arrays["output_map"])
+        return cls(
+            header["feature_names"],
+            arrays["mean"],
+            arrays["scale"],
+            members,
+            arrays["residuals"],
+            header["meta"],
+            (a, b),
+            arrays["correction"],
         )
-    return header
-
-
-def _read_arrays(path: Path, sha256: str) -> dict[str, np.ndarray]:
-    if not path.is_file():
-        raise PredictorError(f"the predictor's arrays are missing: {path}")
-    blob = path.read_bytes()
-    if hashlib.sha256(blob).hexdigest() != sha256:
-        raise PredictorError(f"{path} does not match its header (sha256 differs)")
-    with np.load(io.BytesIO(blob), allow_pickle=False) as data:
-        return {name: data[name] for name in data.files}
 
 
 def split_by_arch(

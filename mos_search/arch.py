@@ -10,10 +10,14 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import Any, ClassVar
 
 from mos_search.errors import ArchError, SpaceError
+from mos_search.files import read_text
 from mos_search.settings import dataclass_from_dict
+
+ARCH_FILE = "an architecture as JSON (an object with each field `mos-search space NAME` lists)"
 
 
 def _as_int_tuple(value: Any, field_name: str) -> tuple[int, ...]:
@@ -156,3 +160,24 @@ class BertArch(ArchBase):
 
 
 ARCH_TYPES: dict[str, type[ArchBase]] = {"translation": Arch, "bert": BertArch}
+
+
+def read_arch_file(path: str | Path, many: bool = False) -> list[dict[str, Any]]:
+    """The architectures of the JSON file `path`: one object, or with `many` also a non-empty
+    list of them. An error names the file and what was expected when it cannot be read, is
+    empty, is not UTF-8 or JSON, or holds something else; the fields are checked later, by the
+    space."""
+    expected = ARCH_FILE + (", or a list of them" if many else "")
+    text = read_text(path)
+    if not text.strip():
+        raise ArchError(f"{path} is empty: expected {expected}")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ArchError(
+            f"{path}:{exc.lineno}: not JSON ({exc.msg}: column {exc.colno}); expected {expected}"
+        ) from None
+    items = data if many and isinstance(data, list) else [data]
+    if not items or not all(isinstance(item, dict) for item in items):
+        raise ArchError(f"{path}: expected {expected}, found {json.dumps(data)[:60]}")
+    return items

@@ -8,7 +8,6 @@ Every stage writes into one run folder and is skipped (or resumed) when run agai
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -17,7 +16,13 @@ from typing import Any
 
 import numpy as np
 
-from mos_search.files import write_json_atomic
+from mos_search.files import (
+    check_writable_dir,
+    read_json,
+    read_text,
+    split_lines,
+    write_json_atomic,
+)
 from mos_search.search.config import (
     DEFAULT_LATENCY_CONFIDENCE,
     Budget,
@@ -55,9 +60,7 @@ class Stage:
     def __init__(self, root: Path, echo: Callable[[str], None]) -> None:
         self.root, self.echo = root, echo
         self.path = root / "demo.json"
-        self.record: dict[str, Any] = (
-            json.loads(self.path.read_text()) if self.path.exists() else {"stages": {}}
-        )
+        self.record: dict[str, Any] = read_json(self.path) if self.path.exists() else {"stages": {}}
 
     def run(self, name: str, work: Callable[[], Any], done: bool = False) -> Any:
         """Run `work` unless the stage is `done`; keep its wall time."""
@@ -89,6 +92,7 @@ class Demo:
 
     def run(self) -> dict[str, Any]:
         """Run (or continue) every stage; returns the summary also written to `demo.json`."""
+        check_writable_dir(self.root)
         self.root.mkdir(parents=True, exist_ok=True)
         write_json_atomic(self.root / "config.json", asdict(self.config))
         stage = Stage(self.root, self.echo)
@@ -124,7 +128,7 @@ class Demo:
         """The Bible corpus with a SentencePiece model of the demo's vocabulary."""
         from mos_search.data.corpus import build_bible_corpus
 
-        build_bible_corpus(self.data, self.config.vocab_size)
+        build_bible_corpus(self.data, self.config.vocab_size, overwrite=True)  # not done: redo
 
     def train_supernet(self) -> None:
         """A neuron-wise MoS supernet, trained for the demo's minutes (resumed if interrupted)."""
@@ -220,16 +224,17 @@ class Demo:
 
     def export(self) -> None:
         """Export the best verified model of the search (ONNX, card, measured latency)."""
-        from mos_search.deploy.package import export_model
+        from mos_search.deploy.package import export_checkpoint
         from mos_search.search.pick import pick_from_search
 
-        export_model(
+        export_checkpoint(
             str(self.supernet),
             pick_from_search(self.search, "best"),
             self.model,
-            str(self.data),
+            data=str(self.data),
             devices=(DEVICE,),
             test_limit=self.config.test_limit,
+            overwrite=True,  # the stage is not done: whatever is there is incomplete
             echo=self.echo,
         )
 
@@ -252,9 +257,9 @@ class Demo:
         """Stage times, the budget, the exported model's figures and where the report is."""
         from mos_search.search.pick import measured_upper_ms
 
-        card = json.loads((self.model / "card.json").read_text())
+        card = read_json(self.model / "card.json")
         latency = card["latency"][DEVICE]
-        verified = json.loads((self.search / "verified.json").read_text())["archs"]
+        verified = read_json(self.search / "verified.json")["archs"]
         row = next(v for v in verified if v["arch"] == card["arch"])
         return {
             "stages_seconds": stages,
@@ -285,7 +290,7 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = print) -> dict[st
 
 
 def _lines(path: Path) -> int:
-    return len(path.read_text().splitlines()) if path.exists() else 0
+    return len(split_lines(read_text(path))) if path.exists() else 0
 
 
 def _training_finished(run: Path, minutes: float) -> bool:
@@ -303,7 +308,7 @@ def _default_budget_ms(dataset: Path, search: Path, quantile: float = 0.5) -> fl
 
     settings = search / "search.json"
     if settings.exists():
-        config = SearchConfig.from_dict(json.loads(settings.read_text()))
+        config = SearchConfig.from_dict(read_json(settings))
         return next(b.limit for b in config.budgets if b.metric == "latency")
     records = read_records(dataset)
     corrected = drift_corrected_ms(records, fit_drift_elasticity(records))

@@ -4,18 +4,26 @@ An atomic write goes to `.NAME.tmp` in the target's folder, is flushed and fsync
 over the target (`os.replace`): a crash at any moment leaves either the old file or the new one,
 never a half-written one. Appends (`append_jsonl`) write one whole line and fsync it, so a crash
 cuts at most the last line short.
+
+Outputs are checked before any long work (`check_output_dir`, `check_output_file`). A new output
+folder is built in the sibling `.NAME.partial` (`staged_output_dir`); only when the build ends
+without an error is the earlier folder (refused unless `overwrite`) renamed to `.NAME.old`, the
+new one renamed into place and the old one removed: at every moment `NAME` is either the earlier
+folder whole or the new one whole, and nothing of the earlier one stays beside the new files.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from devices import text
 from mos_search.errors import MosSearchError
 
 
@@ -59,19 +67,23 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def split_lines(text: str) -> list[str]:
+    """Lines of `text` (the line contract of every text the toolkit reads:
+    `mos_search.data.parallel`): "a\\nb" and "a\\nb\\n" are both ["a", "b"],
+    "" is [], "\\n" is [""], "a\\x0cb\\r\\n" is ["a\\x0cb"]."""
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return [line.removesuffix("\r") for line in lines]
+
+
 def decode_utf8(data: bytes, path: str | Path) -> str:
     """`data` (the bytes of `path`) as text, without a leading byte-order mark; a MosSearchError
     naming `path`, the line and the column of the first byte that is not UTF-8."""
     try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        start = exc.start
-        line = data.count(b"\n", 0, start) + 1
-        column = start - (data.rfind(b"\n", 0, start) + 1) + 1
-        raise MosSearchError(
-            f"{path}:{line}: not UTF-8 text (byte 0x{data[start]:02x} at column {column}); "
-            "save the file as UTF-8"
-        ) from None
+        return text.decode_utf8(data)
+    except text.NotUtf8 as exc:
+        raise MosSearchError(f"{path}:{exc.line}: {exc}") from None
 
 
 def read_text(path: str | Path) -> str:
@@ -117,15 +129,10 @@ def check_writable_dir(path: str | Path) -> None:
 def prepare_output_dir(path: str | Path, overwrite: bool, what: str = "output") -> Path:
     """The folder `path`, checked writable, ready for a new `what`: an existing non-empty folder is
     refused (MosSearchError, exit 2 in the CLI) unless `overwrite`, which empties it first so
-    nothing stale (an old `int8/`, an old token file) stays beside the new files."""
-    path = Path(path)
-    check_writable_dir(path)
-    if path.is_dir() and any(path.iterdir()):
-        if not overwrite:
-            raise MosSearchError(
-                f"{path} already holds files; choose another folder, or add --overwrite to "
-                f"replace the {what} there"
-            )
+    nothing stale (an old `int8/`, an old token file) stays beside the new files. Prefer
+    `staged_output_dir`, which keeps the earlier folder whole until the new one is complete."""
+    path = check_output_dir(path, overwrite, what)
+    if path.is_dir():
         for child in path.iterdir():
             if child.is_dir() and not child.is_symlink():
                 shutil.rmtree(child)
@@ -133,3 +140,78 @@ def prepare_output_dir(path: str | Path, overwrite: bool, what: str = "output") 
                 child.unlink()
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def check_output_dir(path: str | Path, overwrite: bool, what: str) -> Path:
+    """`path`, checked to be able to receive a new `what`: writable (`check_writable_dir`), and
+    absent or empty unless `overwrite`; a MosSearchError naming the path otherwise. Changes
+    nothing."""
+    path = Path(path)
+    check_writable_dir(path)
+    if overwrite and Path.cwd().resolve().is_relative_to(path.resolve()):
+        raise MosSearchError(
+            f"--overwrite would replace {path}, which holds the current folder; choose another"
+        )
+    if not overwrite and path.is_dir() and any(path.iterdir()):
+        raise MosSearchError(
+            f"{path} already holds files; choose another folder, or add --overwrite to "
+            f"replace the {what} there"
+        )
+    return path
+
+
+def check_output_file(path: str | Path) -> Path:
+    """`path`, checked to be a file this process can write or append to: not a folder, in a
+    writable folder, and (when it exists) open for appending; a MosSearchError naming the path
+    otherwise. Creates nothing."""
+    path = Path(path)
+    if path.is_dir():
+        raise MosSearchError(f"cannot write to {path}: it is a folder, not a file")
+    blocker = next((p for p in path.parents if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise MosSearchError(
+            f"cannot write to {blocker} (needed for {path}): it is a file, not a folder"
+        )
+    check_writable_dir(path.parent)
+    if path.exists():
+        try:
+            path.open("a").close()  # appends nothing: the file and its times stay as they are
+        except OSError as exc:
+            raise MosSearchError(f"cannot write to {path}: {exc.strerror}") from None
+    return path
+
+
+@contextlib.contextmanager
+def staged_output_dir(path: str | Path, overwrite: bool, what: str) -> Iterator[Path]:
+    """A fresh folder to build a `what` in, which becomes `path` when the block ends without an
+    error (see the module docstring); an error or Ctrl-C in the block removes it and leaves
+    `path` as it was. A writable folder inside a read-only one cannot be swapped: it is emptied
+    (with `overwrite`) and built in place."""
+    path = check_output_dir(path, overwrite, what)
+    target = path.resolve()  # a symlinked folder is swapped where it points
+    if not _writable(target.parent):
+        yield prepare_output_dir(path, overwrite, what)
+        return
+    partial = target.with_name(f".{target.name}.partial")
+    old = target.with_name(f".{target.name}.old")
+    for leftover in (partial, old):  # left by a build that was killed
+        if leftover.exists():
+            shutil.rmtree(leftover)
+    partial.mkdir(parents=True)
+    try:
+        yield partial
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    if target.exists():
+        os.rename(target, old)
+    os.rename(partial, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _writable(folder: Path) -> bool:
+    try:
+        check_writable_dir(folder)
+    except MosSearchError:
+        return False
+    return True

@@ -1,8 +1,11 @@
 """Settings read from dicts (JSON, TOML, checkpoints): one check for missing and unknown keys.
 
 Every `from_dict` of a configuration goes through `check_keys` (or `dataclass_from_dict`), so a
-misspelt option is always the same error, naming what was found and what is known:
-`training options: unknown key(s): lr_max; known: data, out, ...`.
+misspelt option is always the same error, naming what was found, what is known and, where one is
+close, the key that was probably meant:
+`space.toml: unknown key(s): descripton; known: name, task, ... (did you mean description?)`.
+Unknown keys are reported before missing ones, so a misspelling is named as such, not as the
+key it was meant to be.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import MISSING, fields
 from typing import Any, TypeVar
 
+from devices.text import did_you_mean
 from mos_search.errors import ConfigError
 
 T = TypeVar("T")
@@ -29,14 +33,16 @@ def check_keys(
     if not isinstance(data, Mapping):
         raise error(f"{what}: expected a mapping of {noun}s, found {type(data).__name__}")
     allowed = list(allowed)
+    unknown = sorted(str(key) for key in set(data) - set(allowed))
+    if unknown:
+        known = ", ".join(allowed) if allowed else "none"
+        raise error(
+            f"{what}: unknown {noun}(s): {', '.join(unknown)}; known: {known}"
+            f"{did_you_mean(unknown, allowed)}"
+        )
     missing = [name for name in required if name not in data]
     if missing:
         raise error(f"{what}: missing {noun}(s): {', '.join(sorted(missing))}")
-    unknown = set(data) - set(allowed)
-    if unknown:
-        raise error(
-            f"{what}: unknown {noun}(s): {', '.join(sorted(unknown))}; known: {', '.join(allowed)}"
-        )
 
 
 def dataclass_from_dict(

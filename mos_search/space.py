@@ -8,6 +8,8 @@ derived from that description, so a second task (BERT) only adds another archite
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -19,9 +21,13 @@ import numpy as np
 
 from mos_search.arch import ARCH_TYPES, ArchBase
 from mos_search.errors import ArchError, SpaceError
+from mos_search.files import read_text
 from mos_search.settings import check_keys
 
 PRESET_PACKAGE = "mos_search.presets"
+# top-level keys of a space file: these, the [choices] table and the task's settings
+SPACE_KEYS = ("name", "task", "description", "choices")
+TASK_SETTINGS: dict[str, tuple[str, ...]] = {"translation": ("qkv_dim",), "bert": ()}
 
 
 class SearchSpace:
@@ -98,6 +104,23 @@ class SearchSpace:
             "choices": {k: list(v) for k, v in self.choices.items()},
             **self.settings,
         }
+
+    @property
+    def digest(self) -> str:
+        """Short sha256 of what the space holds: task, choices and settings (not its name or
+        description). A custom space that reuses a preset's name with other choices differs
+        here, so checks that two spaces match compare this, not only the name."""
+        content = {
+            "task": self.task,
+            "choices": {k: list(v) for k, v in self.choices.items()},
+            "settings": self.settings,
+        }
+        return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:12]
+
+    @property
+    def identity(self) -> str:
+        """Name and content digest, for messages: `'cpu-small' (choices 3f2a...)`."""
+        return f"{self.name!r} (choices {self.digest})"
 
     # ----------------------------------------------------------------- membership
     def validate(self, arch: ArchBase) -> ArchBase:
@@ -274,7 +297,7 @@ def load_space(name_or_path: str | Path) -> SearchSpace:
     if path.suffix == ".toml" or path.exists():
         if not path.is_file():
             raise SpaceError(f"search-space file not found: {path}")
-        text, source = path.read_text(encoding="utf-8"), str(path)
+        text, source = read_text(path), str(path)  # not UTF-8: `PATH:LINE: not UTF-8 text`
     else:
         known = preset_names()
         if str(name_or_path) not in known:
@@ -297,16 +320,20 @@ def space_from_toml(text: str, source: str = "<string>") -> SearchSpace:
 
 
 def space_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> SearchSpace:
-    """Build a space from parsed preset data (as `SearchSpace.to_dict` writes it)."""
+    """Build a space from parsed preset data (as `SearchSpace.to_dict` writes it); every problem,
+    an unknown top-level key included, is a SpaceError naming `source`."""
+    task = data.get("task") if isinstance(data, Mapping) else None
+    if task in TASK_SETTINGS:
+        settings_keys = TASK_SETTINGS[task]
+    else:  # the task is reported below; a misspelt key is reported first
+        settings_keys = tuple(dict.fromkeys(k for keys in TASK_SETTINGS.values() for k in keys))
+    check_keys(data, (*SPACE_KEYS, *settings_keys), source, error=SpaceError)
     try:
-        task = data.get("task")
         if task not in ARCH_TYPES:
             raise SpaceError(f"task: expected one of {sorted(ARCH_TYPES)}, found {task!r}")
         if not isinstance(data.get("choices"), dict):
             raise SpaceError("expected a [choices] table")
-        settings = {
-            k: v for k, v in data.items() if k not in ("name", "task", "description", "choices")
-        }
+        settings = {k: v for k, v in data.items() if k not in SPACE_KEYS}
         return SearchSpace(
             name=str(data.get("name", source)),
             arch_type=ARCH_TYPES[task],

@@ -28,7 +28,7 @@ def supernet(request, cpu_space):
     return Supernet(SupernetConfig(space=cpu_space, mode=request.param, vocab_size=97)).eval()
 
 
-TINY_SPACE = str(__import__("pathlib").Path(__file__).with_name("tiny.toml"))
+TINY_SPACE = str(Path(__file__).with_name("tiny.toml"))
 WORDS = {
     "uno": "one",
     "dos": "two",
@@ -129,3 +129,26 @@ def assert_one_line_error(result, *fragments: str) -> str:
     for fragment in fragments:
         assert fragment in lines[0], (fragment, lines[0])
     return lines[0]
+
+
+def immutable(path):
+    """`path` made immutable with chattr +i (root only, filesystems that support it); a context
+    manager that undoes it, or None where it cannot be done."""
+    import contextlib
+    import os
+    import subprocess
+
+    if (
+        os.geteuid() != 0
+        or subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode
+    ):
+        return None
+
+    @contextlib.contextmanager
+    def undo():
+        try:
+            yield path
+        finally:
+            subprocess.run(["chattr", "-i", str(path)], check=True)
+
+    return undo()

@@ -43,7 +43,7 @@ def test_empty_file(tmp_path):
 
 def test_bad_encoding_names_file_and_line(tmp_path):
     src = write(tmp_path / "a.es", b"bien\nmal \xff\xfe aqui\n")
-    with pytest.raises(DataError, match=r"a\.es:2: not valid UTF-8"):
+    with pytest.raises(DataError, match=r"a\.es:2: not UTF-8 text \(byte 0xff at column 5\)"):
         read_parallel(src, src)
 
 

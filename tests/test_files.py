@@ -9,6 +9,8 @@ import pytest
 from mos_search.errors import MosSearchError
 from mos_search.files import check_writable_dir, prepare_output_dir, read_json, read_text
 
+from conftest import immutable
+
 
 def test_text_that_is_not_utf8_names_file_line_and_column(tmp_path):
     path = tmp_path / "space.toml"
@@ -20,10 +22,13 @@ def test_text_that_is_not_utf8_names_file_line_and_column(tmp_path):
         read_json(path)
 
 
-def test_a_byte_order_mark_is_dropped(tmp_path):
+def test_a_byte_order_mark_is_dropped_and_not_counted(tmp_path):
     path = tmp_path / "arch.json"
     path.write_bytes(b'\xef\xbb\xbf{"a": 1}')
     assert read_json(path) == {"a": 1}
+    path.write_bytes(b"\xef\xbb\xbfab\n\xffc")
+    with pytest.raises(MosSearchError, match=r":2: not UTF-8 text \(byte 0xff at column 1\)"):
+        read_text(path)
 
 
 def test_unwritable_output_folders_are_named(tmp_path):
@@ -63,28 +68,6 @@ def test_existing_output_is_refused_unless_overwrite_which_leaves_nothing_stale(
     empty = tmp_path / "empty"
     empty.mkdir()
     assert prepare_output_dir(empty, overwrite=False) == empty  # an empty folder is fine
-
-
-def immutable(path):
-    """`path` made immutable with chattr +i (root only, filesystems that support it); a context
-    manager that undoes it, or None where it cannot be done."""
-    import contextlib
-    import subprocess
-
-    if (
-        os.geteuid() != 0
-        or subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode
-    ):
-        return None
-
-    @contextlib.contextmanager
-    def undo():
-        try:
-            yield path
-        finally:
-            subprocess.run(["chattr", "-i", str(path)], check=True)
-
-    return undo()
 
 
 def test_an_immutable_folder_is_refused_even_for_root(tmp_path):

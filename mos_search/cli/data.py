@@ -4,6 +4,15 @@ from __future__ import annotations
 
 import click
 
+from mos_search.cli.types import COUNT
+
+overwrite_option = click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace the corpus already in --out (the new one is built aside and swapped in at the "
+    "end; without this flag a folder holding files is refused).",
+)
+
 
 @click.command("space")
 @click.argument("name", default="cpu-small")
@@ -11,6 +20,7 @@ import click
     "--vocab-size",
     default=8000,
     show_default=True,
+    type=COUNT,
     help="Vocabulary size used for the parameter counts.",
 )
 def space_command(name: str, vocab_size: int) -> None:
@@ -38,8 +48,11 @@ def data_group() -> None:
 
 @data_group.command("bible")
 @click.option("--out", default="data/bible", show_default=True, help="Corpus folder to write.")
-@click.option("--vocab-size", default=8000, show_default=True, help="SentencePiece vocabulary.")
-def data_bible(out: str, vocab_size: int) -> None:
+@click.option(
+    "--vocab-size", default=8000, show_default=True, type=COUNT, help="SentencePiece vocabulary."
+)
+@overwrite_option
+def data_bible(out: str, vocab_size: int, overwrite: bool) -> None:
     """The default corpus: Spanish (Reina-Valera 1909) -> English (World English Bible).
 
     Reads Debian's SWORD modules (apt-get install libsword-utils sword-text-sparv sword-text-web).
@@ -47,10 +60,11 @@ def data_bible(out: str, vocab_size: int) -> None:
     \b
     Example:
       mos-search data bible --out data/bible --vocab-size 8000
+      mos-search data bible --out data/bible --vocab-size 16000 --overwrite
     """
     from mos_search.data.corpus import build_bible_corpus
 
-    corpus = build_bible_corpus(out, vocab_size)
+    corpus = build_bible_corpus(out, vocab_size, overwrite)
     click.echo(f"wrote {corpus.describe()}")
 
 
@@ -62,9 +76,16 @@ def data_bible(out: str, vocab_size: int) -> None:
 @click.option("--valid", required=True, help="Validation split, as --train.")
 @click.option("--test", required=True, help="Test split, as --train.")
 @click.option("--out", required=True, help="Corpus folder to write.")
-@click.option("--vocab-size", default=8000, show_default=True)
+@click.option("--vocab-size", default=8000, show_default=True, type=COUNT)
+@overwrite_option
 def data_parallel(
-    langs: tuple[str, str], train: str, valid: str, test: str, out: str, vocab_size: int
+    langs: tuple[str, str],
+    train: str,
+    valid: str,
+    test: str,
+    out: str,
+    vocab_size: int,
+    overwrite: bool,
 ) -> None:
     """A corpus folder from your own parallel text.
 
@@ -75,7 +96,9 @@ def data_parallel(
     """
     from mos_search.data.corpus import build_parallel_corpus
 
-    corpus = build_parallel_corpus(out, langs[0], langs[1], train, valid, test, vocab_size)
+    corpus = build_parallel_corpus(
+        out, langs[0], langs[1], train, valid, test, vocab_size, overwrite
+    )
     click.echo(f"wrote {corpus.describe()}")
 
 
@@ -84,9 +107,17 @@ def data_parallel(
 @click.option("--file", "text_file", help="Plain text, one sentence per line (last 10% held out).")
 @click.option("--from-corpus", help="A parallel corpus folder: take one side, keep its splits.")
 @click.option("--side", help="Language of --from-corpus [default: its target language].")
-@click.option("--vocab-size", default=8000, show_default=True, help="SentencePiece vocabulary.")
+@click.option(
+    "--vocab-size", default=8000, show_default=True, type=COUNT, help="SentencePiece vocabulary."
+)
+@overwrite_option
 def data_text(
-    out: str, text_file: str | None, from_corpus: str | None, side: str | None, vocab_size: int
+    out: str,
+    text_file: str | None,
+    from_corpus: str | None,
+    side: str | None,
+    vocab_size: int,
+    overwrite: bool,
 ) -> None:
     """A text corpus for masked-LM (BERT) training, with a `<mask>` token.
 
@@ -101,7 +132,7 @@ def data_text(
     """
     from mos_search.data.text import make_text_corpus
 
-    corpus = make_text_corpus(out, vocab_size, text_file, from_corpus, side)
+    corpus = make_text_corpus(out, vocab_size, text_file, from_corpus, side, overwrite)
     click.echo(f"wrote {corpus.describe()}")
 
 

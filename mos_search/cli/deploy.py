@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from mos_search.files import read_text
+from mos_search.cli.types import COUNT, NON_NEGATIVE, POSITIVE
 
 
 @click.command("export")
@@ -22,9 +22,17 @@ from mos_search.files import read_text
 @click.option("--data", help="Data folder [default: the checkpoint's].")
 @click.option("--out", required=True, help="Model folder to write.")
 @click.option("--device", "devices", multiple=True, default=["onnxruntime-cpu"], show_default=True)
-@click.option("--test-limit", default=300, show_default=True, help="Test sentences for BLEU.")
-@click.option("--beam", default=5, show_default=True)
+@click.option(
+    "--test-limit", default=300, show_default=True, type=COUNT, help="Test sentences for BLEU."
+)
+@click.option("--beam", default=5, show_default=True, type=COUNT)
 @click.option("--quantize", type=click.Choice(["int8"]), help="Also write an int8 model.")
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace the model already in --out (the new one is built aside and swapped in when "
+    "complete; without this flag a folder holding files is refused).",
+)
 def export_command(
     ckpt: str,
     arch_file: str | None,
@@ -36,6 +44,7 @@ def export_command(
     test_limit: int,
     beam: int,
     quantize: str | None,
+    overwrite: bool,
 ) -> None:
     """Export one sub-network as ONNX, with its tokenizer and a model card.
 
@@ -46,6 +55,7 @@ def export_command(
     Example:
       mos-search export --ckpt runs/neuron --from-search runs/search --pick best --out model
       mos-search export --ckpt runs/neuron --arch arch.json --out model --quantize int8
+      mos-search export --ckpt runs/neuron --from-search runs/search --out model --overwrite
       mos-search export --ckpt runs/bert-neuron --from-search runs/search-bert --out bert-model
     """
     from mos_search.deploy.package import card_summary, export_checkpoint
@@ -61,6 +71,7 @@ def export_command(
         test_limit=test_limit,
         beam=beam,
         quantize=quantize,
+        overwrite=overwrite,
         echo=click.echo,
     )
     click.echo(card_summary(card, out))
@@ -73,12 +84,16 @@ def export_command(
 @click.option("--pick", default="best", show_default=True, help="See `export --help`.")
 @click.option("--data", help="Data folder [default: the checkpoint's].")
 @click.option("--out", required=True, help="Run folder of the fine-tuned model.")
-@click.option("--minutes", default=5.0, show_default=True, help="Wall-clock training budget.")
-@click.option("--lr", default=3e-4, show_default=True)
-@click.option("--max-tokens", default=4096, show_default=True)
-@click.option("--threads", default=1, show_default=True)
-@click.option("--test-limit", default=300, show_default=True, help="Test sentences for BLEU.")
-@click.option("--beam", default=5, show_default=True)
+@click.option(
+    "--minutes", default=5.0, show_default=True, type=POSITIVE, help="Wall-clock training budget."
+)
+@click.option("--lr", default=3e-4, show_default=True, type=POSITIVE)
+@click.option("--max-tokens", default=4096, show_default=True, type=COUNT)
+@click.option("--threads", default=1, show_default=True, type=COUNT)
+@click.option(
+    "--test-limit", default=300, show_default=True, type=COUNT, help="Test sentences for BLEU."
+)
+@click.option("--beam", default=5, show_default=True, type=COUNT)
 @click.option("--resume", is_flag=True, help="Continue an interrupted fine-tuning run.")
 def finetune_command(
     ckpt: str,
@@ -126,36 +141,40 @@ def finetune_command(
 @click.command("translate")
 @click.option("--model", "model_dir", required=True, help="An exported model folder.")
 @click.option("--input", "input_file", help="Text file, one sentence per line [default: stdin].")
-@click.option("--beam", default=5, show_default=True)
-@click.option("--lenpen", default=1.0, show_default=True)
-@click.option("--threads", default=1, show_default=True)
+@click.option("--beam", default=5, show_default=True, type=COUNT)
+@click.option("--lenpen", default=1.0, show_default=True, type=NON_NEGATIVE)
+@click.option("--threads", default=1, show_default=True, type=COUNT)
 def translate_command(
     model_dir: str, input_file: str | None, beam: int, lenpen: float, threads: int
 ) -> None:
     """Translate sentences with an exported model: ONNX Runtime, SentencePiece, numpy; no torch.
 
+    One UTF-8 output line per input line, in order: lines end at "\\n" only, and a line with
+    nothing to translate (empty, blank) stays empty. Input that is not UTF-8 is refused whole.
+
     \b
     Example:
       echo "En el principio creó Dios los cielos y la tierra." | mos-search translate --model model
     """
-    from mos_search.deploy.translate import OnnxTranslator, read_lines
+    from mos_search.deploy.translate import OnnxTranslator, read_sentences
 
     translator = OnnxTranslator(model_dir, threads)
-    text = read_text(input_file).splitlines() if input_file else sys.stdin
-    lines = read_lines(text)
-    for line in translator.translate(lines, beam, lenpen):
-        click.echo(line)
+    lines = read_sentences(input_file, sys.stdin.buffer)
+    out = translator.translate(lines, beam, lenpen)
+    click.echo("".join(line + "\n" for line in out).encode("utf-8"), nl=False)
 
 
 @click.command("demo")
 @click.option("--out", default="runs/demo", show_default=True, help="Run folder of every stage.")
 @click.option("--preset", default="cpu-tiny", show_default=True, help="Search space.")
-@click.option("--vocab-size", default=4000, show_default=True)
-@click.option("--minutes", default=8.0, show_default=True, help="Supernet training budget.")
-@click.option("--profile-archs", default=80, show_default=True)
-@click.option("--generations", default=8, show_default=True)
-@click.option("--population", default=24, show_default=True)
-@click.option("--threads", default=2, show_default=True)
+@click.option("--vocab-size", default=4000, show_default=True, type=COUNT)
+@click.option(
+    "--minutes", default=8.0, show_default=True, type=POSITIVE, help="Supernet training budget."
+)
+@click.option("--profile-archs", default=80, show_default=True, type=COUNT)
+@click.option("--generations", default=8, show_default=True, type=COUNT)
+@click.option("--population", default=24, show_default=True, type=click.IntRange(min=2))
+@click.option("--threads", default=2, show_default=True, type=COUNT)
 def demo_command(
     out: str,
     preset: str,

@@ -6,6 +6,9 @@ import sys
 
 import click
 
+from mos_search.cli.types import COUNT, OPEN_FRACTION, POSITIVE, SEED
+from mos_search.files import check_output_file
+
 
 @click.command("devices")
 def devices_command() -> None:
@@ -30,12 +33,15 @@ def devices_command() -> None:
     help="Device profile: a shipped name (see `mos-search devices`) or a .toml path.",
 )
 @click.option("--space", default="cpu-small", show_default=True)
-@click.option("-n", "count", default=100, show_default=True, help="Architectures to measure.")
-@click.option("--seed", default=0, show_default=True)
+@click.option(
+    "-n", "count", default=100, show_default=True, type=COUNT, help="Architectures to measure."
+)
+@click.option("--seed", default=0, show_default=True, type=SEED)
 @click.option(
     "--vocab-size",
     default=8000,
     show_default=True,
+    type=COUNT,
     help="Vocabulary of the measured models (ignored with --ckpt).",
 )
 @click.option("--ckpt", help="Measure sub-networks extracted from this checkpoint.")
@@ -43,7 +49,7 @@ def devices_command() -> None:
 @click.option("--no-reference", is_flag=True, help="Skip the interleaved reference workload.")
 @click.option(
     "--near-budget-ms",
-    type=float,
+    type=POSITIVE,
     help="Active profiling: measure the members whose predicted interval contains this budget "
     "(needs --predictor), closest first.",
 )
@@ -111,15 +117,17 @@ def predictor_group() -> None:
 )
 @click.option("--out", help="Predictor file [default: beside the first dataset, predictor.json].")
 @click.option("--space", default="cpu-small", show_default=True)
-@click.option("--test-fraction", default=0.2, show_default=True)
-@click.option("--seed", default=0, show_default=True)
+@click.option("--test-fraction", default=0.2, show_default=True, type=OPEN_FRACTION)
+@click.option("--seed", default=0, show_default=True, type=SEED)
 @click.option(
     "--hidden",
     default="32",
     show_default=True,
     help="Hidden widths of each member's MLP (on a quadratic model; HAT's MLP: 400,400,400).",
 )
-@click.option("--members", default=8, show_default=True, help="Ensemble members (bootstrap).")
+@click.option(
+    "--members", default=8, show_default=True, type=COUNT, help="Ensemble members (bootstrap)."
+)
 @click.option("--raw", is_flag=True, help="Train on raw times, without drift correction.")
 def predictor_train(
     datasets: tuple[str, ...],
@@ -149,6 +157,8 @@ def predictor_train(
         raise click.BadParameter(
             f"expected comma-separated integers, found {hidden!r}", param_hint="--hidden"
         ) from None
+    if out is not None:
+        check_output_file(out)  # before the fit, not after it
     report = train_latency_predictor(
         datasets, out, space, test_fraction, seed, not raw, hidden=widths, members=members
     )
@@ -171,8 +181,9 @@ def predictor_eval(predictor_path: str, dataset: str, space: str, raw: bool) -> 
     """
     from mos_search.costs.predictors import ACCURACY_HEADER, evaluate_predictor, format_accuracy
 
+    accuracy = evaluate_predictor(predictor_path, dataset, space, not raw)  # may refuse: no header
     click.echo(ACCURACY_HEADER)
-    click.echo(format_accuracy("all", evaluate_predictor(predictor_path, dataset, space, not raw)))
+    click.echo(format_accuracy("all", accuracy))
 
 
 @predictor_group.command("update")
@@ -196,6 +207,7 @@ def predictor_update(predictor_path: str, datasets: tuple[str, ...], out: str | 
     """
     from mos_search.costs.predictors import update_predictor
 
+    check_output_file(out or predictor_path)
     for line in update_predictor(predictor_path, datasets, out).lines():
         click.echo(line)
 
@@ -217,5 +229,6 @@ def predictor_transfer(source: str, dataset: str, out: str, raw: bool) -> None:
     """
     from mos_search.costs.predictors import transfer_predictor
 
+    check_output_file(out)
     for line in transfer_predictor(source, dataset, out, not raw).lines():
         click.echo(line)

@@ -25,6 +25,10 @@ class FriendlyGroup(click.Group):
         except (MosSearchError, DeviceError, ProfileError, PredictorError, DatasetError) as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
+        except click.BadParameter as exc:  # an option value out of its range, or of no number
+            message = exc.format_message()
+            click.echo(f"error: {message[:1].lower()}{message[1:]}", err=True)
+            sys.exit(2)
         except OSError as exc:  # a path the command could not read or write
             click.echo(f"error: {os_error_line(exc)}", err=True)
             sys.exit(2)

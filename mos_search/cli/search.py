@@ -6,6 +6,8 @@ import sys
 
 import click
 
+from mos_search.cli.types import COUNT, POSITIVE, SEED
+
 
 @click.command("search")
 @click.option("--task", type=click.Choice(["mt", "bert"]), default="mt", show_default=True)
@@ -36,13 +38,18 @@ import click
     help="Oracle score searched on [default: validation loss for mt (fast; BLEU still "
     "reported), perplexity for bert].",
 )
-@click.option("--limit", default=200, show_default=True, help="Validation sentences scored.")
-@click.option("--beam", default=1, show_default=True, help="Beam of --quality bleu.")
-@click.option("--threads", default=2, show_default=True, help="Torch threads of the oracle.")
+@click.option(
+    "--limit", default=200, show_default=True, type=COUNT, help="Validation sentences scored."
+)
+@click.option("--beam", default=1, show_default=True, type=COUNT, help="Beam of --quality bleu.")
+@click.option(
+    "--threads", default=2, show_default=True, type=COUNT, help="Torch threads of the oracle."
+)
 @click.option(
     "--workers",
     default=1,
     show_default=True,
+    type=COUNT,
     help="Score each generation's new candidates in N processes (1 thread each; same results).",
 )
 @click.option(
@@ -56,27 +63,37 @@ import click
     help="Latency budgets hold with this confidence: the search constrains the upper bound of "
     "the predictor's interval, not its mean.  [default: 0.9; with --resume, the saved run's]",
 )
-@click.option("--max-params", type=int, help="Parameter budget.")
-@click.option("--max-memory-mib", type=float, help="bert: parameter memory budget (MiB, fp32).")
+@click.option("--max-params", type=COUNT, help="Parameter budget.")
+@click.option("--max-memory-mib", type=POSITIVE, help="bert: parameter memory budget (MiB, fp32).")
 @click.option(
     "--algorithm", type=click.Choice(["nsga2", "hat-evo"]), default="nsga2", show_default=True
 )
-@click.option("--generations", default=20, show_default=True)
-@click.option("--population", type=int, help="Population [default: 40 for nsga2, 125 for hat-evo].")
-@click.option("--seed", default=0, show_default=True)
+@click.option("--generations", default=20, show_default=True, type=COUNT)
+@click.option(
+    "--population",
+    type=click.IntRange(min=2),
+    help="Population [default: 40 for nsga2, 125 for hat-evo].",
+)
+@click.option("--seed", default=0, show_default=True, type=SEED)
 @click.option("--out", required=True, help="Run folder.")
 @click.option("--resume", is_flag=True, help="Continue the search saved in --out.")
 @click.option("--no-verify", is_flag=True, help="Skip measuring and test-scoring the front.")
 @click.option(
-    "--verify-limit", default=300, show_default=True, help="Test sentences (BLEU or perplexity)."
+    "--verify-limit",
+    default=300,
+    show_default=True,
+    type=COUNT,
+    help="Test sentences (BLEU or perplexity).",
 )
-@click.option("--verify-beam", default=5, show_default=True)
-@click.option("--verify-max", default=8, show_default=True, help="Front archs verified (spread).")
+@click.option("--verify-beam", default=5, show_default=True, type=COUNT)
+@click.option(
+    "--verify-max", default=8, show_default=True, type=COUNT, help="Front archs verified (spread)."
+)
 @click.option(
     "--verify-passes",
     default=3,
     show_default=True,
-    type=click.IntRange(min=1),
+    type=COUNT,
     help="Separated measuring passes over the verified archs (median and interval).",
 )
 def search_command(

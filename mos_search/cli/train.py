@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import sys
 
 import click
 
+from mos_search.arch import read_arch_file
+from mos_search.cli.types import COUNT, COUNT_OR_ZERO, FRACTION, POSITIVE, SEED
 from mos_search.constants import METRICS, MODES, SAMPLINGS
-from mos_search.files import read_json, read_text
 
 
 @click.command("train")
@@ -30,23 +32,29 @@ from mos_search.files import read_json, read_text
     show_default=True,
     help="sandwich: largest+smallest+k random; random: k random.",
 )
-@click.option("--random-archs", default=2, show_default=True, help="k random archs per step.")
-@click.option("--max-tokens", default=4096, show_default=True, help="Tokens per batch.")
-@click.option("--lr", default=1e-3, show_default=True)
-@click.option("--warmup", default=200, show_default=True)
-@click.option("--dropout", default=0.1, show_default=True)
+@click.option(
+    "--random-archs",
+    default=2,
+    show_default=True,
+    type=COUNT_OR_ZERO,
+    help="k random archs per step.",
+)
+@click.option("--max-tokens", default=4096, show_default=True, type=COUNT, help="Tokens per batch.")
+@click.option("--lr", default=1e-3, show_default=True, type=POSITIVE)
+@click.option("--warmup", default=200, show_default=True, type=COUNT_OR_ZERO)
+@click.option("--dropout", default=0.1, show_default=True, type=FRACTION)
 @click.option(
     "--scale-dropout",
     is_flag=True,
     help="HAT's rule: scale dropout by the sub-network's width over the largest.",
 )
-@click.option("--max-steps", default=1000, show_default=True)
-@click.option("--minutes", type=float, help="Wall-clock budget (counts across resumes).")
-@click.option("--save-every", default=100, show_default=True)
-@click.option("--log-every", default=10, show_default=True)
-@click.option("--valid-every", default=200, show_default=True)
-@click.option("--seed", default=1, show_default=True)
-@click.option("--threads", default=1, show_default=True, help="Torch intra-op threads.")
+@click.option("--max-steps", default=1000, show_default=True, type=COUNT)
+@click.option("--minutes", type=POSITIVE, help="Wall-clock budget (counts across resumes).")
+@click.option("--save-every", default=100, show_default=True, type=COUNT)
+@click.option("--log-every", default=10, show_default=True, type=COUNT)
+@click.option("--valid-every", default=200, show_default=True, type=COUNT_OR_ZERO)
+@click.option("--seed", default=1, show_default=True, type=SEED)
+@click.option("--threads", default=1, show_default=True, type=COUNT, help="Torch intra-op threads.")
 @click.option(
     "--device",
     default="auto",
@@ -92,7 +100,7 @@ def train_command(arch_file: str | None, resume: bool, **options) -> None:
         given.pop("out", None)
         config = resumed_config(options["out"], **given)
     else:
-        config = TrainConfig(arch=read_json(arch_file) if arch_file else None, **options)
+        config = TrainConfig(arch=read_arch_file(arch_file)[0] if arch_file else None, **options)
     result = train(config, resume=resume)
     state = "interrupted" if result.interrupted else "done"
     click.echo(f"{state} at step {result.step}; checkpoint {result.checkpoint}")
@@ -125,7 +133,7 @@ def train_command(arch_file: str | None, resume: bool, **options) -> None:
 @click.option("--split", type=click.Choice(["valid", "test"]), default="valid", show_default=True)
 @click.option(
     "--limit",
-    type=click.IntRange(min=1),
+    type=COUNT,
     help="Score N sentences spread evenly over the split (fast search scoring).",
 )
 @click.option(
@@ -135,7 +143,7 @@ def train_command(arch_file: str | None, resume: bool, **options) -> None:
     type=click.IntRange(1, 64),
     help="Beam size (1 = greedy).",
 )
-@click.option("--threads", default=1, show_default=True)
+@click.option("--threads", default=1, show_default=True, type=COUNT)
 def score_command(
     ckpt: str,
     data: str | None,
@@ -161,7 +169,7 @@ def score_command(
         score_report(
             ckpt,
             data=data,
-            arch_json=read_text(arch_file) if arch_file else None,
+            arch_json=json.dumps(read_arch_file(arch_file, many=True)) if arch_file else None,
             presets=list(preset_arch),
             metrics=list(metric) or None,
             split=split,

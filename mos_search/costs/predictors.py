@@ -29,6 +29,7 @@ from latency.predictor import (
     dataset_digest,
     split_by_arch,
 )
+from mos_search.costs.identity import check_dataset_space, load_predictor
 from mos_search.models.transformer import count_parameters
 from mos_search.space import SearchSpace, load_space
 
@@ -97,9 +98,14 @@ class Labelled:
 
 
 def load_datasets(datasets: Sequence[str | Path], space: SearchSpace) -> list[dict]:
-    """Every record of `datasets` (validated against the space's features), in order."""
+    """Every record of `datasets` (validated against the space's features, and checked to have
+    been profiled on it), in order."""
     names = list(space.feature_names)
-    records = [r for path in datasets for r in read_records(path, names)]
+    records = []
+    for path in datasets:
+        found = read_records(path, names)
+        check_dataset_space(found, space, path)
+        records += found
     if len(records) < MIN_RECORDS:
         shown = ", ".join(str(d) for d in datasets)
         raise PredictorError(f"{shown}: {len(records)} records; at least {MIN_RECORDS} are needed")
@@ -170,6 +176,7 @@ def train_latency_predictor(
     data = label(records, [records[i] for i in train], corrected)
     meta = {
         "space": space.name,
+        "space_digest": space.digest,  # the name alone does not tell two spaces apart
         "device": records[0].get("profile"),
         "datasets": [str(Path(d).resolve()) for d in datasets],
         "dataset_digest": dataset_digest(records),
@@ -250,6 +257,7 @@ def update_predictor(
             f"{predictor_path} was transferred from {old.meta['transferred_from']}: run "
             "`mos-search predictor transfer` again with the larger dataset"
         )
+    load_predictor(predictor_path, load_space(old.meta["space"]))  # the choices it recorded
     datasets = list(datasets) or list(old.meta.get("datasets") or [])
     if not datasets:
         raise PredictorError(f"{predictor_path} names no dataset: give --dataset")
@@ -274,8 +282,8 @@ def transfer_predictor(
     """A predictor for another device from its (few) measurements and an existing predictor:
     the source's log-latency mapped by a line fitted on the target's records (all of them;
     `predictor eval` on other records measures it)."""
-    source = LatencyPredictor.load(source_path)
-    space = load_space(source.meta["space"])
+    space = load_space(LatencyPredictor.load(source_path).meta["space"])
+    source = load_predictor(source_path, space)
     records = _records_for_transfer(dataset, space)
     data = label(records, records, corrected)
     meta = {
@@ -302,6 +310,7 @@ def transfer_predictor(
 
 def _records_for_transfer(dataset: str | Path, space: SearchSpace) -> list[dict]:
     records = read_records(dataset, list(space.feature_names))
+    check_dataset_space(records, space, dataset)
     if len(records) < 3:
         raise PredictorError(f"{dataset}: {len(records)} records; transfer needs at least 3")
     return records
@@ -311,12 +320,14 @@ def evaluate_predictor(
     predictor_path: str | Path, dataset: str | Path, space_name: str, corrected: bool = True
 ) -> Accuracy:
     """Accuracy (with interval coverage) of a saved predictor on every record of a dataset,
-    labels corrected with the predictor's own drift model."""
+    labels corrected with the predictor's own drift model. The predictor and the dataset must
+    both be of the space (by content, not only by name): else a ConfigError, not a MAPE."""
     space = load_space(space_name)
-    predictor = LatencyPredictor.load(predictor_path, list(space.feature_names), space.name)
+    predictor = load_predictor(predictor_path, space)
     records = read_records(dataset, list(space.feature_names))
     if not records:
         raise PredictorError(f"{dataset}: no records")
+    check_dataset_space(records, space, dataset)
     elasticity = predictor.meta.get("drift_elasticity") if corrected else None
     data = label(
         records, records, elasticity is not None, elasticity, predictor.meta.get("reference_ms")

@@ -26,6 +26,7 @@ from latency.protocol import Measurement, Run, median_interval
 from latency.workloads import workload_for
 from mos_search.arch import Arch
 from mos_search.errors import ConfigError
+from mos_search.files import check_output_file
 from mos_search.models.onnx import DecoderStepGraph, EncoderGraph, GraphShapes, export_onnx
 from mos_search.models.transformer import TranslationTransformer, count_parameters
 from mos_search.space import SearchSpace, load_space
@@ -126,13 +127,19 @@ def run_profile(
     closest prediction first (where the predictor is least sure which side they fall on).
     """
     profile: DeviceProfile = load_profile(device_profile)
+    dataset_path = Path(dataset or default_dataset_path(profile.name))
+    check_output_file(dataset_path)  # appended to: checked before any model is built or timed
     if checkpoint:
         models = ArchModels.from_checkpoint(checkpoint)
     else:
         models = ArchModels(load_space(space_name), vocab_size)
-    dataset_path = Path(dataset or default_dataset_path(profile.name))
     if (near_budget_ms is None) != (predictor is None):
         raise ConfigError("--near-budget-ms and --predictor go together (active profiling)")
+    if dataset_path.is_file():  # appending another space's records would mix two feature sets
+        from latency.dataset import read_records
+        from mos_search.costs.identity import check_dataset_space
+
+        check_dataset_space(read_records(dataset_path), models.space, dataset_path)
     if near_budget_ms is None:
         archs = sample_archs(models.space, n, seed)
     else:
@@ -152,9 +159,9 @@ def straddling_archs(
 ) -> list[Arch]:
     """Up to `n` distinct members whose predicted 90% interval contains `budget_ms`, the ones
     predicted closest to it first (active profiling: measure where a budget is decided)."""
-    from latency.predictor import LatencyPredictor
+    from mos_search.costs.identity import load_predictor
 
-    predictor = LatencyPredictor.load(predictor_file, list(space.feature_names), space.name)
+    predictor = load_predictor(predictor_file, space)  # of this space, choices included
     pool = sample_archs(space, ACTIVE_POOL, seed)  # distinct members
     features = [space.features(a) for a in pool]
     mean = predictor.predict_ms(features)

@@ -14,7 +14,8 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 
-from mos_search.errors import DataError
+from mos_search.errors import DataError, MosSearchError
+from mos_search.files import decode_utf8, split_lines
 
 SOURCE_MODULE = "spaRV1909eb"
 TARGET_MODULE = "engWEB2015eb"
@@ -64,7 +65,7 @@ def parse_imp(dump: str) -> dict[tuple[str, int, int], str]:
             if text:
                 verses[key] = text
 
-    for line in dump.splitlines():
+    for line in split_lines(dump):  # "\n" only: a form feed inside a verse ends no line
         if line.startswith("$$$"):
             flush()
             match = _KEY.match(line[3:].strip())
@@ -85,13 +86,16 @@ def dump_module(module: str) -> str:
             f"mod2imp not found; install the corpus packages: "
             f"apt-get install {DEBIAN_PACKAGES} (or run `make setup`)"
         )
-    result = subprocess.run(["mod2imp", module], capture_output=True, text=True, check=False)
-    if result.returncode != 0 or "$$$" not in result.stdout:
+    result = subprocess.run(["mod2imp", module], capture_output=True, check=False)
+    if result.returncode != 0 or b"$$$" not in result.stdout:
         raise DataError(
             f"SWORD module {module} not found; install it: "
             f"apt-get install {DEBIAN_PACKAGES} (or run `make setup`)"
         )
-    return result.stdout
+    try:  # UTF-8 whatever the locale; a bad byte is one line naming the module, line and column
+        return decode_utf8(result.stdout, f"mod2imp {module}")
+    except MosSearchError as exc:
+        raise DataError(str(exc)) from None
 
 
 def bible_verses() -> list[Verse]:

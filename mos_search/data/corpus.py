@@ -17,7 +17,12 @@ from mos_search.constants import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 from mos_search.data.manifest import PARALLEL_KIND, manifest_digest, read_manifest, write_manifest
 from mos_search.data.parallel import read_parallel, read_tsv
 from mos_search.errors import DataError
-from mos_search.files import write_lines_atomic
+from mos_search.files import (
+    check_output_dir,
+    check_writable_dir,
+    staged_output_dir,
+    write_lines_atomic,
+)
 
 SPLITS = ("train", "valid", "test")
 TOKENIZER_SAMPLE = 2_000_000  # SentencePiece trains on at most this many sentences
@@ -124,47 +129,52 @@ def build_corpus(
     target_lang: str,
     vocab_size: int,
     extra: dict | None = None,
+    overwrite: bool = False,
 ) -> Corpus:
-    """Write aligned splits, train the joint tokenizer on the training split, write the manifest."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    """Write aligned splits, train the joint tokenizer on the training split, write the manifest.
+
+    The folder is built aside and swapped in at the end (`staged_output_dir`): an existing,
+    non-empty `out` is refused unless `overwrite`, and a failed build leaves it as it was.
+    """
+    from mos_search.data.tokenizer import Tokenizer
+
     missing = [s for s in SPLITS if not splits.get(s)]
     if missing:
         raise DataError(f"no sentence pairs for split(s): {', '.join(missing)}")
-    for split, pairs in splits.items():
-        write_lines(out / f"{split}.{source_lang}", [s for s, _ in pairs])
-        write_lines(out / f"{split}.{target_lang}", [t for _, t in pairs])
-    train = splits["train"]
-    train_tokenizer([s for s, _ in train] + [t for _, t in train], out / "spm", vocab_size)
-    from mos_search.data.tokenizer import Tokenizer
-
-    vocab_size = Tokenizer(out / "spm.model").vocab_size
-    meta = {
-        "source_lang": source_lang,
-        "target_lang": target_lang,
-        "vocab_size": vocab_size,
-        "pairs": {s: len(p) for s, p in splits.items()},
-        **(extra or {}),
-    }
-    write_manifest(out, meta)
-    corpus = open_corpus(out)
-    tokenize_training_split(corpus)
-    return corpus
+    with staged_output_dir(out, overwrite, "corpus") as folder:
+        for split, pairs in splits.items():
+            write_lines(folder / f"{split}.{source_lang}", [s for s, _ in pairs])
+            write_lines(folder / f"{split}.{target_lang}", [t for _, t in pairs])
+        train = splits["train"]
+        train_tokenizer([s for s, _ in train] + [t for _, t in train], folder / "spm", vocab_size)
+        meta = {
+            "source_lang": source_lang,
+            "target_lang": target_lang,
+            "vocab_size": Tokenizer(folder / "spm.model").vocab_size,
+            "pairs": {s: len(p) for s, p in splits.items()},
+            **(extra or {}),
+        }
+        write_manifest(folder, meta)
+        tokenize_training_split(open_corpus(folder))
+    return open_corpus(out)
 
 
 def tokenize_training_split(corpus: Corpus) -> Path:
     """Write the corpus's memory-mapped training token store (`tokens/`), one streaming pass."""
-    from mos_search.data.tokenized import build_token_store
+    from mos_search.data.tokenized import STORE, build_token_store
     from mos_search.data.tokenizer import Tokenizer
 
+    check_writable_dir(corpus.root / STORE)  # before the pass, which is long for a big corpus
     files = [path.name for path in corpus.split_paths("train")]
     return build_token_store(corpus.root, files, Tokenizer(corpus.tokenizer_path))
 
 
-def build_bible_corpus(out: str | Path, vocab_size: int = 8000) -> Corpus:
-    """The default corpus (Spanish -> English Bible), split by whole books."""
+def build_bible_corpus(out: str | Path, vocab_size: int = 8000, overwrite: bool = False) -> Corpus:
+    """The default corpus (Spanish -> English Bible), split by whole books; an existing corpus
+    in `out` is refused unless `overwrite`."""
     from mos_search.data import bible
 
+    check_output_dir(out, overwrite, "corpus")  # before reading the Bible
     splits: dict[str, list[tuple[str, str]]] = {s: [] for s in SPLITS}
     for verse in bible.bible_verses():
         splits[bible.split_of(verse.book)].append((verse.source, verse.target))
@@ -178,7 +188,7 @@ def build_bible_corpus(out: str | Path, vocab_size: int = 8000) -> Corpus:
             "train": "every other book present in both texts",
         },
     }
-    return build_corpus(out, splits, "es", "en", vocab_size, extra)
+    return build_corpus(out, splits, "es", "en", vocab_size, extra, overwrite)
 
 
 def read_split(path: str, source_lang: str, target_lang: str) -> list[tuple[str, str]]:
@@ -196,10 +206,13 @@ def build_parallel_corpus(
     valid: str,
     test: str,
     vocab_size: int = 8000,
+    overwrite: bool = False,
 ) -> Corpus:
-    """A corpus folder from your own parallel text (each split a .tsv or a file prefix)."""
+    """A corpus folder from your own parallel text (each split a .tsv or a file prefix); an
+    existing corpus in `out` is refused unless `overwrite`."""
+    check_output_dir(out, overwrite, "corpus")  # before reading the text
     splits = {
         name: read_split(path, source_lang, target_lang)
         for name, path in (("train", train), ("valid", valid), ("test", test))
     }
-    return build_corpus(out, splits, source_lang, target_lang, vocab_size)
+    return build_corpus(out, splits, source_lang, target_lang, vocab_size, overwrite=overwrite)

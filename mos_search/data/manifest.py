@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mos_search.errors import DataError
-from mos_search.files import sha256_file, write_json_atomic
+from mos_search.errors import DataError, MosSearchError
+from mos_search.files import read_text, sha256_file, write_json_atomic
 
 MANIFEST = "corpus.json"
 PARALLEL_KIND, TEXT_KIND = "parallel", "text"
@@ -67,7 +67,11 @@ def read_manifest(root: str | Path, kind: str) -> Manifest:
             f"{root} is not a corpus folder (no {MANIFEST}); build one with {BUILD_HINTS[kind]}"
         )
     try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
+        text = read_text(path)
+    except MosSearchError as exc:  # not UTF-8 (file and line named)
+        raise DataError(str(exc)) from None
+    try:
+        meta = json.loads(text)
         found = meta.get("kind", PARALLEL_KIND)
         if found not in KINDS:
             raise ValueError(f"kind {found!r} is not one of {', '.join(KINDS)}")

@@ -1,28 +1,37 @@
-"""Readers for parallel text: two aligned plain-text files, or one tab-separated file."""
+"""Readers for parallel text: two aligned plain-text files, or one tab-separated file.
+
+The line contract of every text the toolkit reads (corpora, references, `translate` input;
+`mos_search.files.split_lines`):
+lines end at "\\n" only, never at a form feed, U+2028 or another character `str.splitlines`
+treats as a line end; one "\\r" before the "\\n" is dropped (CRLF files read as LF files); a
+final line without "\\n" counts; a UTF-8 byte-order mark at the start of a file is dropped.
+"""
 
 from __future__ import annotations
 
+import codecs
 from pathlib import Path
 
 from mos_search.errors import DataError
 
 
 def read_lines(path: str | Path) -> list[str]:
-    """Lines of a UTF-8 text file without line endings; errors name the file and line."""
+    """Lines of a UTF-8 text file under the contract above; errors name the file and line."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"file not found: {path}")
-    data = path.read_bytes()
+    data = path.read_bytes().removeprefix(codecs.BOM_UTF8)
     lines = data.split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()
     out = []
     for number, raw in enumerate(lines, start=1):
         try:
-            out.append(raw.decode("utf-8").rstrip("\r"))
+            out.append(raw.decode("utf-8").removesuffix("\r"))
         except UnicodeDecodeError as exc:
             raise DataError(
-                f"{path}:{number}: not valid UTF-8 ({exc.reason} at byte {exc.start})"
+                f"{path}:{number}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at column "
+                f"{exc.start + 1}); save the file as UTF-8"
             ) from None
     if not out or not any(line.strip() for line in out):
         raise DataError(f"{path}: file is empty")

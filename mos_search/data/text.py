@@ -22,6 +22,7 @@ from mos_search.data.manifest import TEXT_KIND, manifest_digest, read_manifest, 
 from mos_search.data.parallel import read_lines
 from mos_search.data.tokenizer import MASK_PIECE, Tokenizer
 from mos_search.errors import DataError
+from mos_search.files import check_output_dir, staged_output_dir
 
 
 @dataclass(frozen=True)
@@ -62,32 +63,42 @@ def open_text_corpus(root: str | Path) -> TextCorpus:
 
 
 def build_text_corpus(
-    out: str | Path, splits: dict[str, list[str]], vocab_size: int, extra: dict | None = None
+    out: str | Path,
+    splits: dict[str, list[str]],
+    vocab_size: int,
+    extra: dict | None = None,
+    overwrite: bool = False,
 ) -> TextCorpus:
-    """Write the splits, train the tokenizer (with `<mask>`) on train, write the manifest."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    """Write the splits, train the tokenizer (with `<mask>`) on train, write the manifest; built
+    aside and swapped in (`staged_output_dir`: an existing corpus is refused unless
+    `overwrite`)."""
     splits = {name: [line for line in lines if line.strip()] for name, lines in splits.items()}
     missing = [s for s in SPLITS if not splits.get(s)]
     if missing:
         raise DataError(f"no sentences for split(s): {', '.join(missing)}")
-    for split, lines in splits.items():
-        write_lines(out / f"{split}.txt", lines)
-    train_tokenizer(splits["train"], out / "spm", vocab_size, user_symbols=(MASK_PIECE,))
-    tokenizer = Tokenizer(out / "spm.model")
-    meta = {
-        "kind": TEXT_KIND,
-        "vocab_size": tokenizer.vocab_size,
-        "mask_id": tokenizer.mask_id,
-        "sentences": {s: len(lines) for s, lines in splits.items()},
-        **(extra or {}),
-    }
-    write_manifest(out, meta)
+    with staged_output_dir(out, overwrite, "corpus") as folder:
+        for split, lines in splits.items():
+            write_lines(folder / f"{split}.txt", lines)
+        train_tokenizer(splits["train"], folder / "spm", vocab_size, user_symbols=(MASK_PIECE,))
+        tokenizer = Tokenizer(folder / "spm.model")
+        meta = {
+            "kind": TEXT_KIND,
+            "vocab_size": tokenizer.vocab_size,
+            "mask_id": tokenizer.mask_id,
+            "sentences": {s: len(lines) for s, lines in splits.items()},
+            **(extra or {}),
+        }
+        write_manifest(folder, meta)
     return open_text_corpus(out)
 
 
 def text_from_corpus(
-    out: str | Path, corpus_dir: str | Path, side: str | None = None, vocab_size: int = 8000
+    out: str | Path,
+    corpus_dir: str | Path,
+    side: str | None = None,
+    vocab_size: int = 8000,
+    *,
+    overwrite: bool = False,
 ) -> TextCorpus:
     """One side (default: the target language) of a parallel corpus, keeping its splits."""
     corpus = open_corpus(corpus_dir)
@@ -99,10 +110,10 @@ def text_from_corpus(
     index = 0 if side == corpus.source_lang else 1
     splits = {s: [pair[index] for pair in corpus.pairs(s)] for s in SPLITS}
     extra = {"from_corpus": str(corpus_dir), "language": side}
-    return build_text_corpus(out, splits, vocab_size, extra)
+    return build_text_corpus(out, splits, vocab_size, extra, overwrite)
 
 
-def bible_text(out: str | Path, vocab_size: int = 8000) -> TextCorpus:
+def bible_text(out: str | Path, vocab_size: int = 8000, *, overwrite: bool = False) -> TextCorpus:
     """The default masked-LM corpus: the English verses of the default corpus, same book split."""
     from mos_search.data import bible
 
@@ -110,11 +121,16 @@ def bible_text(out: str | Path, vocab_size: int = 8000) -> TextCorpus:
     for verse in bible.bible_verses():
         splits[bible.split_of(verse.book)].append(verse.target)
     extra = {"name": "bible-en", "module": bible.TARGET_MODULE, "language": "en"}
-    return build_text_corpus(out, splits, vocab_size, extra)
+    return build_text_corpus(out, splits, vocab_size, extra, overwrite)
 
 
 def text_from_file(
-    out: str | Path, path: str | Path, vocab_size: int = 8000, held_out: float = 0.05
+    out: str | Path,
+    path: str | Path,
+    vocab_size: int = 8000,
+    held_out: float = 0.05,
+    *,
+    overwrite: bool = False,
 ) -> TextCorpus:
     """A plain-text file, one sentence per line: the last `2 * held_out` of it (in two equal,
     contiguous blocks) becomes validation and test, so held-out text never interleaves with
@@ -130,7 +146,7 @@ def text_from_file(
         "valid": lines[-2 * count : -count],
         "test": lines[-count:],
     }
-    return build_text_corpus(out, splits, vocab_size, {"from_file": str(path)})
+    return build_text_corpus(out, splits, vocab_size, {"from_file": str(path)}, overwrite)
 
 
 def encode_text_split(
@@ -159,13 +175,16 @@ def make_text_corpus(
     text_file: str | None = None,
     from_corpus: str | None = None,
     side: str | None = None,
+    overwrite: bool = False,
 ) -> TextCorpus:
     """`mos-search data text`: from a plain-text file, from one side of a parallel corpus, or
-    (neither given) the English side of the default Bible corpus; not from both."""
+    (neither given) the English side of the default Bible corpus; not from both. An existing
+    corpus in `out` is refused unless `overwrite`."""
     if text_file and from_corpus:
         raise DataError("give --file or --from-corpus, not both")
+    check_output_dir(out, overwrite, "corpus")  # before reading the text
     if text_file:
-        return text_from_file(out, text_file, vocab_size)
+        return text_from_file(out, text_file, vocab_size, overwrite=overwrite)
     if from_corpus:
-        return text_from_corpus(out, from_corpus, side, vocab_size)
-    return bible_text(out, vocab_size)
+        return text_from_corpus(out, from_corpus, side, vocab_size, overwrite=overwrite)
+    return bible_text(out, vocab_size, overwrite=overwrite)

@@ -10,7 +10,6 @@ only the rows of the current batch are read. A store whose text or tokenizer cha
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,19 +19,26 @@ import numpy as np
 from mos_search.constants import EOS_ID
 from mos_search.data.encoded import EncodedSplit
 from mos_search.data.manifest import PARALLEL_KIND, read_manifest
-from mos_search.errors import DataError
-from mos_search.files import sha256_file, write_json_atomic
+from mos_search.errors import DataError, MosSearchError
+from mos_search.files import read_json, sha256_file, write_json_atomic
 
 STORE = "tokens"
 CHUNK_LINES = 20_000
 
 
 def _lines(path: Path) -> Iterator[list[str]]:
-    """Chunks of a text file's lines, split on "\\n" only, as `read_lines` splits them."""
+    """Chunks of a text file's lines, split on "\\n" only, as `read_lines` splits them; a
+    DataError names the line and column of a byte that is not UTF-8."""
     chunk: list[str] = []
     with path.open("rb") as f:
-        for line in f:
-            chunk.append(line.rstrip(b"\n").decode("utf-8").rstrip("\r"))
+        for number, line in enumerate(f, start=1):
+            try:
+                chunk.append(line.rstrip(b"\n").decode("utf-8").rstrip("\r"))
+            except UnicodeDecodeError as exc:
+                raise DataError(
+                    f"{path}:{number}: not UTF-8 text (byte 0x{line[exc.start]:02x} at column "
+                    f"{exc.start + 1}); save the file as UTF-8"
+                ) from None
             if len(chunk) == CHUNK_LINES:
                 yield chunk
                 chunk = []
@@ -122,37 +128,61 @@ def open_training_split(
 ) -> MemmapSplit | None:
     """The memory-mapped training pairs of a corpus folder (pairs with a side longer than
     `max_len` dropped, as in memory), or None when there is no store or it is out of date
-    (checked against the digests of the corpus manifest, which `open_corpus` verified)."""
+    (checked against the digests of the corpus manifest, which `open_corpus` verified). A
+    `meta.json` that is not UTF-8 JSON is refused (DataError naming it and how to rebuild it)."""
     store = Path(root) / STORE
     meta_path = store / "meta.json"
     if not meta_path.is_file():
         return None
     try:
-        meta = json.loads(meta_path.read_text())
+        meta = read_json(meta_path)
+    except MosSearchError as exc:
+        raise DataError(
+            f"{exc} (the token store's index: `mos-search data tokenize --data {root}` rebuilds it)"
+        ) from None
+    try:
         files, dtype = meta["files"], meta["dtype"]
         digests = read_manifest(root, PARALLEL_KIND).sha256
         current = all(
             files[name]["source_sha256"] == digests[name] for name in (source_file, target_file)
         )
-    except (json.JSONDecodeError, KeyError, TypeError, OSError, DataError):
-        return None  # damaged or from another version: tokenise in memory instead
+    except (KeyError, TypeError, OSError, DataError):
+        return None  # from another version, or stale: tokenise in memory instead
     counts = {files[source_file]["sentences"], files[target_file]["sentences"]}
     if not current or meta.get("tokenizer") != digests.get("spm.model") or len(counts) != 1:
         return None
-    sides = []
-    for name in (source_file, target_file):
-        everything = np.arange(files[name]["sentences"])
-        sides.append(
-            MemmapRows(store / f"{name}.bin", store / f"{name}.idx.npy", dtype, everything)
-        )
-    source, target = sides
+    source, target = (
+        _open_rows(root, name, files[name], dtype) for name in (source_file, target_file)
+    )
     keep = np.flatnonzero((source.lengths() <= max_len) & (target.lengths() <= max_len))
     return MemmapSplit(source.view(keep), target.view(keep))
 
 
+def _open_rows(root: str | Path, name: str, info: dict, dtype: str) -> MemmapRows:
+    """Every row of the id file of `name`, checked to hold the sentences and ids `meta.json`
+    says, and its offsets to end at its last id (a truncated or foreign file is a DataError
+    naming it)."""
+    bin_path, idx_path = Path(root) / STORE / f"{name}.bin", Path(root) / STORE / f"{name}.idx.npy"
+    sentences, tokens = info["sentences"], info.get("tokens")
+    try:
+        rows = MemmapRows(bin_path, idx_path, dtype, np.arange(sentences))
+        found = (len(rows.offsets) - 1, len(rows.ids))
+        problem = f"found {found[0]} sentences and {found[1]} ids"
+        whole = int(rows.offsets[-1]) == found[1] and found[0] == sentences
+    except (OSError, ValueError, IndexError, TypeError) as exc:
+        whole, problem = False, str(exc)
+    if not whole or tokens not in (None, found[1]):
+        raise DataError(
+            f"{bin_path} or {idx_path.name} is damaged: expected {sentences} sentences and "
+            f"{tokens} ids as {STORE}/meta.json says ({problem}); rebuild them with "
+            f"`mos-search data tokenize --data {root}`"
+        )
+    return rows
+
+
 def describe_store(store: Path) -> list[str]:
     """One line per id file of a token store: sentences and tokens."""
-    meta = json.loads((store / "meta.json").read_text(encoding="utf-8"))
+    meta = read_json(store / "meta.json")
     return [
         f"{store}/{name}.bin: {info['sentences']:,} sentences, {info['tokens']:,} tokens"
         for name, info in meta["files"].items()

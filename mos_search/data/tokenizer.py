@@ -19,7 +19,15 @@ class Tokenizer:
         if not path.is_file():
             raise DataError(f"tokenizer model not found: {path}")
         self.path = path
-        self._sp = spm.SentencePieceProcessor(model_file=str(path))
+        try:
+            self._sp = spm.SentencePieceProcessor(model_file=str(path))
+        except (RuntimeError, OSError):  # SentencePiece says INTERNAL: could not parse ...
+            raise DataError(
+                f"{path} is not a SentencePiece model (truncated, damaged or another kind of "
+                "file); it is written with its corpus "
+                "(`mos-search data bible`, `data parallel` or `data text`) and copied into an "
+                "exported model (`mos-search export`): rebuild the one it came from"
+            ) from None
         self.pad_id, self.unk_id = self._sp.pad_id(), self._sp.unk_id()
         self.bos_id, self.eos_id = self._sp.bos_id(), self._sp.eos_id()
         mask = self._sp.piece_to_id(MASK_PIECE)

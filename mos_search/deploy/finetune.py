@@ -12,7 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mos_search.files import write_json_atomic
+from mos_search.errors import CheckpointError
+from mos_search.files import check_writable_dir, write_json_atomic
 from mos_search.models.checkpoint import read_state, resolve_checkpoint
 
 
@@ -39,6 +40,9 @@ def finetune(
     from mos_search.training.config import TrainConfig
     from mos_search.training.train import train
 
+    check_writable_dir(out)  # before scoring and training, not at the first checkpoint
+    if not resume and Path(out, "checkpoints").exists():
+        raise CheckpointError(f"{out} already holds a run; add --resume or choose another --out")
     Path(out).mkdir(parents=True, exist_ok=True)
     Path(out, "arch.json").write_text(json.dumps(arch_dict) + "\n")
     source = resolve_checkpoint(checkpoint)

@@ -22,7 +22,7 @@ import numpy as np
 
 from mos_search.constants import BOS_ID, EOS_ID
 from mos_search.errors import ConfigError
-from mos_search.files import sha256_file, write_json_atomic
+from mos_search.files import sha256_file, staged_output_dir, write_json_atomic
 
 PARITY_SENTENCES = 20
 BERT_PARITY_TOLERANCE = 1e-3  # float32 ONNX Runtime vs PyTorch: differences are ~1e-6
@@ -343,19 +343,24 @@ def export_checkpoint(
     test_limit: int | None = 300,
     beam: int = 5,
     quantize: str | None = None,
+    overwrite: bool = False,
     echo: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Export `arch_dict` of a checkpoint as its task asks (translation: encoder + decoder step
-    with latency on `devices`; BERT: one encoder with memory); returns the card."""
+    with latency on `devices`; BERT: one encoder with memory); returns the card. The folder is
+    built aside and swapped in when complete: a model already in `out` is refused unless
+    `overwrite`, and kept whole if the export fails."""
     from mos_search.models.build import checkpoint_task
 
-    if checkpoint_task(checkpoint) != "bert":
-        return export_model(
-            checkpoint, arch_dict, out, data, devices, test_limit, beam, quantize, echo
-        )
-    if quantize:
+    task = checkpoint_task(checkpoint)
+    if quantize and task == "bert":
         raise ConfigError("--quantize is for translation models")
-    return export_bert_model(checkpoint, arch_dict, out, data, test_limit, echo=echo)
+    with staged_output_dir(out, overwrite, "model") as folder:
+        if task != "bert":
+            return export_model(
+                checkpoint, arch_dict, folder, data, devices, test_limit, beam, quantize, echo
+            )
+        return export_bert_model(checkpoint, arch_dict, folder, data, test_limit, echo=echo)
 
 
 def card_summary(card: dict[str, Any], out: str | Path) -> str:

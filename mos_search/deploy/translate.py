@@ -4,21 +4,31 @@ Nothing here imports torch: a deployment environment needs `onnxruntime`, `sente
 `numpy`. The decoding algorithm is the one the PyTorch oracle uses (`mos_search/oracle/beam.py`);
 only the stepper differs: it runs `encoder.onnx` once and `decoder_step.onnx` once per token,
 carrying the caches.
+
+Line contract (`read_sentences` + `translate`): exactly one output line per input line, in order.
+Input lines end at "\\n" only (a form feed, U+2028 or U+0085 inside a line ends nothing), one "\\r"
+before it is dropped, a final line without "\\n" counts, a leading byte-order mark is dropped; an
+input line with no subword after normalisation gives an empty output line; an output line never
+holds a line-ending character. Input that is not UTF-8 is refused whole, before any output.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import codecs
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
 from mos_search.constants import EOS_ID, PAD_ID
-from mos_search.errors import ConfigError
+from mos_search.errors import ConfigError, MosSearchError
+from mos_search.files import decode_utf8, split_lines
 from mos_search.oracle.beam import beam_search, greedy_search
 
 MODEL_FILES = ("encoder.onnx", "decoder_step.onnx", "spm.model")
+STDIN = "<stdin>"  # how errors name standard input
+_LINE_ENDS = {ord(c): " " for c in "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"}  # see `one_line`
 
 
 class OnnxStepper:
@@ -112,14 +122,15 @@ class OnnxTranslator:
         return out
 
     def translate(self, sentences: list[str], beam: int = 5, lenpen: float = 1.0) -> list[str]:
-        """Detokenised translations of `sentences`, in order; a blank line stays blank."""
-        filled = [i for i, s in enumerate(sentences) if s.strip()]
-        ids = self.translate_ids(
-            self.tokenizer.encode_batch([sentences[i] for i in filled]), beam, lenpen
-        )
+        """One translation per sentence, in order, each a single line (see `one_line`); a
+        sentence with no subword left after the tokenizer's normalisation (empty, blank, a
+        zero-width space alone) is not decoded: its translation is empty."""
+        ids = self.tokenizer.encode_batch(sentences) if sentences else []
+        filled = [i for i, row in enumerate(ids) if row]
+        hyps = self.translate_ids([ids[i] for i in filled], beam, lenpen)
         out = [""] * len(sentences)
-        for i, hyp in zip(filled, ids):
-            out[i] = self.tokenizer.decode(hyp)
+        for i, hyp in zip(filled, hyps):
+            out[i] = one_line(self.tokenizer.decode(hyp))
         return out
 
 
@@ -135,6 +146,24 @@ def _length_batches(order: list[int], sources: list[list[int]], budget: int) -> 
         yield batch
 
 
-def read_lines(stream: Iterable[str]) -> list[str]:
-    """Input lines without their newline (blank ones kept, so output lines match input lines)."""
-    return [line.rstrip("\n") for line in stream]
+def read_sentences(path: str | Path | None, stdin: BinaryIO) -> list[str]:
+    """The sentences to translate, one per line of `path` (or of the bytes of `stdin`, called
+    `<stdin>` in errors): UTF-8 with a leading byte-order mark dropped, split on "\\n" only
+    (`mos_search/data/parallel.py`); bytes that are not UTF-8 are a MosSearchError naming the
+    input, line and column, raised before anything is translated."""
+    if path is None:
+        data, where = stdin.read(), STDIN
+    else:
+        try:
+            data, where = Path(path).read_bytes(), str(path)
+        except OSError as exc:
+            raise MosSearchError(f"cannot read {path}: {exc.strerror}") from None
+    # the mark goes before decoding, so an error's line and column count in the text after it
+    return split_lines(decode_utf8(data.removeprefix(codecs.BOM_UTF8), where))
+
+
+def one_line(text: str) -> str:
+    """`text` with every character that ends a line for `str.splitlines` (\\n, \\r, \\v, \\f,
+    \\x1c-\\x1e, \\x85, U+2028, U+2029) turned into a space, so one translation is one output
+    line whoever splits the output."""
+    return text.translate(_LINE_ENDS)

@@ -89,7 +89,7 @@ class ScoredModel:
     model: nn.Module
     space: SearchSpace
     vocab_size: int
-    digest: str
+    digest: str  # sha256 of the weights file's content, checked against the recorded one
 
     def sub_network(self, arch: ArchBase) -> nn.Module:
         """The standalone model of `arch` in eval mode (extracted from a supernet)."""
@@ -136,13 +136,13 @@ def load_model(checkpoint: str | Path) -> ScoredModel:
     if not isinstance(state.get("model"), dict) or "model_sha256" not in state:
         raise CheckpointError(f"{path} has no model description: not a mos-search checkpoint")
     model = build_model(state["model"])
-    load_weights(model, path)
+    digest = load_weights(model, path)  # the weights' content digest, checked as recorded
     model.eval()
     if isinstance(model, ElasticModel):
         space, vocab = model.config.space, model.config.vocab_size
     else:
         space, vocab = space_from_dict(state["model"]["space"], "checkpoint"), model.vocab_size
-    return ScoredModel(path, state["model"]["kind"], model, space, vocab, state["model_sha256"])
+    return ScoredModel(path, state["model"]["kind"], model, space, vocab, str(digest))
 
 
 def describe_space(name_or_path: str | Path, vocab_size: int) -> str:

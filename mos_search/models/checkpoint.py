@@ -4,10 +4,13 @@ A run folder holds `checkpoints/step_NNNNNNN/` directories, each complete on its
 (`model.safetensors`, `optimizer.safetensors`, `state.json`), and `checkpoints/latest`, a one-line
 file naming the newest. A checkpoint is written under a temporary name and renamed into place,
 then `latest` is replaced: a crash at any moment leaves the previous checkpoint intact.
+`state.json` records the sha256 of `model.safetensors`; loading the weights checks it, so a
+weights file replaced in place is refused instead of scored under the old one's identity.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -15,11 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load as load_bytes
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from mos_search.errors import CheckpointError
-from mos_search.files import sha256_file, write_json_atomic, write_text_atomic
+from mos_search.files import read_text, sha256_file, write_json_atomic, write_text_atomic
 
 MODEL_FILE, OPTIMIZER_FILE, STATE_FILE, LATEST = (
     "model.safetensors",
@@ -99,7 +103,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
         return path
     latest = path / "checkpoints" / LATEST
     if latest.is_file():
-        found = path / "checkpoints" / latest.read_text().strip()
+        found = path / "checkpoints" / read_text(latest).strip()
         if (found / STATE_FILE).is_file():
             return found
     raise CheckpointError(
@@ -112,26 +116,48 @@ def read_state(checkpoint: str | Path) -> dict[str, Any]:
     """The JSON state of a checkpoint (run folder or checkpoint directory)."""
     path = resolve_checkpoint(checkpoint)
     try:
-        return json.loads((path / STATE_FILE).read_text())
+        return json.loads(read_text(path / STATE_FILE))
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{path / STATE_FILE} is not valid JSON: {exc}") from exc
 
 
-def load_tensors(checkpoint: str | Path, file: str = MODEL_FILE) -> dict[str, torch.Tensor]:
-    """Tensors of a checkpoint file (safetensors: nothing is unpickled)."""
+def load_tensors(
+    checkpoint: str | Path, file: str = MODEL_FILE, sha256: str | None = None
+) -> dict[str, torch.Tensor]:
+    """Tensors of a checkpoint file (safetensors: nothing is unpickled). With `sha256` (the
+    digest recorded when it was saved) the bytes must still have it: they are read once, hashed
+    and parsed, so what is checked is what is loaded."""
     path = resolve_checkpoint(checkpoint) / file
     if not path.is_file():
         raise CheckpointError(f"checkpoint file missing: {path}")
+    if sha256 is None:
+        data: bytes | None = None
+    else:
+        data = path.read_bytes()
+        check_digest(path, hashlib.sha256(data).hexdigest(), sha256)
     try:
-        return load_file(path)
+        return load_file(path) if data is None else load_bytes(data)
     except Exception as exc:  # safetensors raises its own error types for corrupt files
         raise CheckpointError(f"cannot read {path}: {exc}") from exc
 
 
-def load_weights(model: nn.Module, checkpoint: str | Path) -> None:
-    """Load model weights, with a clear error when they do not fit the model."""
+def check_digest(path: Path, found: str, recorded: str) -> None:
+    """A CheckpointError naming `path` when its content digest is not the recorded one."""
+    if found != recorded:
+        raise CheckpointError(
+            f"{path}: weights changed since they were saved (sha256 {found[:16]} != recorded "
+            f"{str(recorded)[:16]}); restore the file, or retrain or re-save the checkpoint"
+        )
+
+
+def load_weights(model: nn.Module, checkpoint: str | Path) -> str | None:
+    """Load model weights, checked against the digest recorded in the checkpoint's state (a
+    file replaced in place is refused), with a clear error when they do not fit the model.
+    Returns that content digest (None for a checkpoint that records none)."""
+    recorded = read_state(checkpoint).get("model_sha256")
     try:
-        model.load_state_dict(load_tensors(checkpoint), strict=True)
+        model.load_state_dict(load_tensors(checkpoint, sha256=recorded), strict=True)
     except RuntimeError as exc:
         first = str(exc).splitlines()[0]
         raise CheckpointError(f"weights in {checkpoint} do not fit the model: {first}") from None
+    return recorded

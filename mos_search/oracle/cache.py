@@ -6,7 +6,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from mos_search.files import append_jsonl, write_lines_atomic
+from mos_search.files import append_jsonl, read_text, split_lines, write_lines_atomic
 
 SCORE_VERSION = 3  # bump when scoring or decoding changes, so old cached scores are not reused
 
@@ -17,7 +17,7 @@ class ScoreCache:
     def __init__(self, path: Path | None) -> None:
         self.path, self.values = path, {}
         if path is not None and path.is_file():
-            for line in path.read_text().splitlines():
+            for line in split_lines(read_text(path)):
                 try:
                     record = json.loads(line)
                 except json.JSONDecodeError:
@@ -56,7 +56,7 @@ class ScoreCache:
         if key in self._lines:
             return self._lines[key]
         if self.path is not None and self._lines_path(key).is_file():
-            return self._lines_path(key).read_text().splitlines()
+            return split_lines(read_text(self._lines_path(key)))
         return None
 
     def _lines_path(self, key: str) -> Path:

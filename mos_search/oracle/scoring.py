@@ -1,9 +1,11 @@
 """The scoring oracle: loss, sacreBLEU or masked-LM perplexity of any architecture a checkpoint
 holds, cached.
 
-Scores are cached on disk (one JSON line each) under a key of (checkpoint digest, corpus digest,
-arch, metric and its settings, split, slice), so a search never scores the same thing twice and a
-retrained checkpoint never reuses stale scores.
+Scores are cached on disk (one JSON line each) under a key of (the weights' content digest,
+corpus digest, arch, metric and its settings, split, slice), so a search never scores the same
+thing twice and a retrained checkpoint never reuses stale scores. The content digest is checked
+against the one the checkpoint recorded when the weights are loaded: a weights file replaced in
+place is refused before the cache is opened.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ Nothing downstream branches on units.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -85,8 +86,10 @@ class Budget:
             raise ConfigError(
                 f"a {self.metric} budget is in {UNITS[self.metric]}, found unit {self.unit!r}"
             )
-        if not self.limit > 0:
-            raise ConfigError(f"{self.flag} {self.limit:g}: must be positive")
+        if not (math.isfinite(self.limit) and self.limit > 0):  # nan fails every comparison
+            raise ConfigError(
+                f"{self.flag} {self.limit:g}: must be positive (a finite number of {self.unit})"
+            )
         if (self.metric == "latency") != (self.device is not None):
             raise ConfigError("a latency budget names its device; other budgets name none")
 
@@ -177,6 +180,14 @@ class VerifySettings:
     beam: int = 5
     max_archs: int = 8
     passes: int = 3
+
+    def __post_init__(self) -> None:
+        flags = {"test_limit": "--verify-limit", "beam": "--verify-beam"}
+        flags |= {"max_archs": "--verify-max", "passes": "--verify-passes"}
+        for name, flag in flags.items():
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"{flag}: expected at least 1, found {value}")
 
 
 # settings a resumed run may change (how long it goes on, how many scoring processes): key -> flag

@@ -14,6 +14,7 @@ from typing import Any
 
 from latency.predictor import LatencyPredictor, PredictorError
 from mos_search.arch import ArchBase
+from mos_search.costs.identity import load_predictor
 from mos_search.costs.predictors import predictor_path
 from mos_search.errors import ConfigError
 from mos_search.search.config import MEMORY_COST, OracleSettings, SearchConfig, VerifySettings
@@ -34,7 +35,7 @@ def load_predictors(config: SearchConfig, space: SearchSpace, vocab_size: int) -
                 f"no latency predictor for {device} at {path}: run `mos-search profile --device "
                 f"{device}` and `mos-search predictor train`, then give --predictor"
             )
-        predictor = LatencyPredictor.load(path, list(space.feature_names), space.name)
+        predictor = load_predictor(path, space)  # the checkpoint's space, choices included
         measured_vocab = predictor.meta.get("vocab_size")
         if measured_vocab is not None and measured_vocab != vocab_size:
             raise PredictorError(

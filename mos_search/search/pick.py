@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from mos_search.arch import read_arch_file
 from mos_search.errors import ConfigError
 from mos_search.files import read_json
 from mos_search.search.config import QUALITY_SIGN, Budget, SearchConfig
@@ -25,16 +26,16 @@ def pick_from_search(run_dir: str | Path, pick: str) -> dict[str, Any]:
     front_path = run_dir / "front.json"
     if not front_path.is_file():
         raise ConfigError(f"{run_dir} has no front.json: not a finished search run")
-    front = json.loads(front_path.read_text())
+    front = read_json(front_path)
     if pick != "best":
         return front[_rank(pick, len(front)) - 1]["arch"]
-    config = SearchConfig.from_dict(json.loads((run_dir / "search.json").read_text()))
+    config = SearchConfig.from_dict(read_json(run_dir / "search.json"))
     latency_budgets = [b for b in config.budgets if b.metric == "latency"]
     rank_of = {json.dumps(p["arch"], sort_keys=True): i for i, p in enumerate(front, 1)}
     verified_path = run_dir / "verified.json"
     verified = []
     if verified_path.is_file():
-        rows = json.loads(verified_path.read_text())["archs"]
+        rows = read_json(verified_path)["archs"]
         verified = [v for v in rows if json.dumps(v["arch"], sort_keys=True) in rank_of]
     if latency_budgets:
         if not verified:
@@ -104,7 +105,4 @@ def chosen_arch(arch_file: str | None, from_search: str | None, pick: str) -> di
         raise ConfigError("give exactly one of --arch FILE and --from-search DIR")
     if from_search is not None:
         return pick_from_search(from_search, pick)
-    arch = read_json(arch_file)
-    if not isinstance(arch, dict):
-        raise ConfigError(f"{arch_file}: expected one architecture (a JSON object)")
-    return arch
+    return read_arch_file(arch_file)[0]

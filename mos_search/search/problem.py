@@ -24,7 +24,7 @@ from pymoo.core.repair import Repair
 
 from mos_search.arch import ArchBase
 from mos_search.errors import ConfigError
-from mos_search.files import append_jsonl, write_lines_atomic
+from mos_search.files import append_jsonl, read_text, split_lines, write_lines_atomic
 from mos_search.search.config import QUALITY_SIGN, Budget
 from mos_search.space import SearchSpace
 
@@ -113,7 +113,7 @@ class ArchEvaluator:
         # scores written by an earlier process, not yet asked for in this one
         self._earlier: list[Evaluation] = []
         if self.log_path and self.log_path.exists():
-            for line in self.log_path.read_text().splitlines():
+            for line in split_lines(read_text(self.log_path)):
                 try:
                     self._earlier.append(Evaluation.from_dict(json.loads(line)))
                 except (json.JSONDecodeError, TypeError):
@@ -144,7 +144,7 @@ class ArchEvaluator:
             self.known[self._key(e.arch)] = e
         self._earlier_by_key = {self._key(e.arch): e for e in self._earlier[self.logged :]}
         if self.log_path and self.log_path.exists():  # drop lines after the state: redone
-            kept = self.log_path.read_text().splitlines()[: self.logged]
+            kept = split_lines(read_text(self.log_path))[: self.logged]
             write_lines_atomic(self.log_path, kept)
 
     @staticmethod

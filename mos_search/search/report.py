@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mos_search.errors import ConfigError
-from mos_search.files import write_json_atomic, write_text_atomic
+from mos_search.files import read_json, read_text, split_lines, write_json_atomic, write_text_atomic
 from mos_search.search.config import MEMORY_COST, SearchConfig
 from mos_search.search.pick import measured_upper_ms
 from mos_search.search.problem import Evaluation
@@ -37,11 +37,11 @@ def load_run(run: str | Path) -> dict[str, Any]:
     missing = [n for n in needed if not (run / n).is_file()]
     if missing:
         raise ConfigError(f"{run} is not a finished search run: missing {', '.join(missing)}")
-    data = {n.removesuffix(".json"): json.loads((run / n).read_text()) for n in needed}
+    data = {n.removesuffix(".json"): read_json(run / n) for n in needed}
     verified = run / "verified.json"
-    data["verified"] = json.loads(verified.read_text())["archs"] if verified.is_file() else []
+    data["verified"] = read_json(verified)["archs"] if verified.is_file() else []
     evaluations = []
-    for line in (run / "evaluations.jsonl").read_text().splitlines():
+    for line in split_lines(read_text(run / "evaluations.jsonl")):
         try:
             evaluations.append(Evaluation.from_dict(json.loads(line)).to_dict())
         except (json.JSONDecodeError, TypeError):

@@ -21,7 +21,7 @@ from pymoo.indicators.hv import HV
 
 from mos_search.arch import ArchBase
 from mos_search.errors import ConfigError
-from mos_search.files import write_json_atomic
+from mos_search.files import check_writable_dir, read_json, write_json_atomic
 from mos_search.interrupt import GracefulStop
 from mos_search.search.algorithms import make_algorithm
 from mos_search.search.config import QUALITY_SIGN, RESUMABLE_CHANGES, Budget, SearchConfig
@@ -101,20 +101,21 @@ def saved_config(out: str | Path) -> SearchConfig | None:
     `out` holds no search."""
     state_path, settings_path = Path(out) / "state.json", Path(out) / "search.json"
     if state_path.exists():
-        return SearchConfig.from_dict(json.loads(state_path.read_text())["config"])
+        return SearchConfig.from_dict(read_json(state_path)["config"])
     if settings_path.exists():
-        return SearchConfig.from_dict(json.loads(settings_path.read_text()))
+        return SearchConfig.from_dict(read_json(settings_path))
     return None
 
 
 def open_run(out: str | Path, config: SearchConfig, resume: bool) -> tuple[Path, dict | None]:
     """Create the run folder, or check a resumed one; the saved state, if resuming."""
     out = Path(out)
+    check_writable_dir(out)  # before the model and the first generation, not after it
     state_path = out / "state.json"
     if resume:
         # no state.json yet: the run stopped in its first generation and starts again,
         # reusing the scores it had logged
-        state = json.loads(state_path.read_text()) if state_path.exists() else None
+        state = read_json(state_path) if state_path.exists() else None
         saved = saved_config(out)
         if saved is None:
             raise ConfigError(f"--resume: {out} holds no search (search.json)")

@@ -15,7 +15,6 @@ prediction against the scaled median (`latency_error_pct`).
 
 from __future__ import annotations
 
-import json
 import statistics
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from devices import load_profile
 from latency.dataset import arch_key, drift_factor, read_records
 from latency.protocol import median_interval
 from mos_search.errors import ConfigError
-from mos_search.files import write_json_atomic
+from mos_search.files import read_json, write_json_atomic
 
 # verified.json fields (per device) filled from `measured_latency`'s keys
 VERIFIED_FIELDS = {
@@ -122,7 +121,7 @@ def verify_front(
     front_path = run_dir / "front.json"
     if not front_path.is_file():
         raise ConfigError(f"{run_dir} has no front.json: the search has not finished")
-    chosen = spread_pick(json.loads(front_path.read_text()), max_archs)
+    chosen = spread_pick(read_json(front_path), max_archs)
     models = ArchModels.from_checkpoint(checkpoint)
     archs = [models.space.arch_from_dict(r["arch"]) for r in chosen]
     measured: dict[str, dict[str, dict[str, Any]]] = {}
@@ -190,7 +189,7 @@ def verify_bert_front(
     front_path = run_dir / "front.json"
     if not front_path.is_file():
         raise ConfigError(f"{run_dir} has no front.json: the search has not finished")
-    chosen = spread_pick(json.loads(front_path.read_text()), max_archs)
+    chosen = spread_pick(read_json(front_path), max_archs)
     oracle = Oracle(checkpoint, data, split="test", limit=test_limit)
     vocab = oracle.loaded.vocab_size
     out = []

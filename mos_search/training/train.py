@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from mos_search.errors import CheckpointError
-from mos_search.files import append_jsonl, write_json_atomic
+from mos_search.files import append_jsonl, check_writable_dir, write_json_atomic
 from mos_search.interrupt import GracefulStop
 from mos_search.models.build import build_model, spec_space, standalone_spec, supernet_spec
 from mos_search.models.checkpoint import (
@@ -85,6 +85,7 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, resume: bool = False) -> None:
         self.run_dir = Path(config.out)
+        check_writable_dir(self.run_dir)  # before the data and model, not at the first save
         state: dict[str, Any] = {}
         if resume:
             state = read_state(self.run_dir)

@@ -1,0 +1,33 @@
+"""Click types of the numeric options: ranges, and numbers that must be finite.
+
+A bad value is a `click.BadParameter`, which the `mos-search` group prints as one line
+(`error: invalid value for '--beam': 0 is not in the range x>=1.`) with exit code 2.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import click
+
+
+class FiniteFloat(click.FloatRange):
+    """A `click.FloatRange` that also refuses nan and the infinities (a range alone lets nan
+    through: every comparison with it is false)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """The number, checked against the range and for being finite."""
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
+COUNT = click.IntRange(min=1)  # beams, sentences, steps, architectures, threads, processes
+COUNT_OR_ZERO = click.IntRange(min=0)  # warm-up steps, "every N steps" where 0 turns it off
+SEED = click.IntRange(min=0)
+POSITIVE = FiniteFloat(min=0, min_open=True)  # minutes, learning rates, budgets
+NON_NEGATIVE = FiniteFloat(min=0)  # length penalties
+FRACTION = FiniteFloat(min=0, max=1, max_open=True)  # dropout
+OPEN_FRACTION = FiniteFloat(min=0, max=1, min_open=True, max_open=True)  # held-out shares
