@@ -109,7 +109,7 @@ def summarize(result: dict, elasticity: float, vocab_size: int, space) -> dict:
         if qa and qb:  # older results hold no per-round ratios
             round_diff.append(abs(qb[0] - qa[0]) / qa[0])
         ratios.append(paired[i])
-        params = count_parameters(arch, vocab_size, space.qkv_dim) / 1e6
+        params = count_parameters(arch, vocab_size, space.qkv_dim, space.share_embeddings) / 1e6
         print(
             f"{i:>4}{params:>10.2f}{a * 1000:>9.1f}{b * 1000:>10.1f}{raw_diff[-1] * 100:>9.1f}%"
             f"{proportional_diff[-1] * 100:>9.1f}%{fitted_diff[-1] * 100:>9.1f}%"

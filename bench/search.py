@@ -74,7 +74,7 @@ def run_one(name, algorithm, population, generations, args, memo, predictor, wor
         quality=memo.charged(ledger),
         metric="loss",
         costs=latency_functions({"device": predictor}, space),
-        params=lambda a: count_parameters(a, vocab, space.qkv_dim),
+        params=lambda a: count_parameters(a, vocab, space.qkv_dim, space.share_embeddings),
         budgets=budgets,
         log_path=out / "evaluations.jsonl",
     )

@@ -5,7 +5,8 @@ architectures: a quadratic least-squares model of log-latency in the standardise
 plus a scikit-learn MLP on its residual (early stopping, L2 `alpha`). The prediction is the
 mean over members of log-latency, so `predict_ms` returns a geometric mean. On the shipped
 500-architecture `cpu-small` dataset the quadratic base does most of the work and the MLP adds
-the interactions it misses; a bare 400-400-400 MLP (HAT's) was worse on 400 noisy samples.
+the interactions it misses; a bare 400-400-400 MLP (HAT's shape, one hidden layer short) was
+worse on 400 noisy samples.
 
 Intervals. Out-of-bag residual quantiles (jackknife-after-bootstrap, in the spirit of Kim, Xu &
 Barber 2020, without their finite-sample guarantee): each training architecture is predicted by the

@@ -106,8 +106,11 @@ def profile_archs(
     reference: ModelBundle | None = None,
     progress: bool = True,
     passes: int | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> ProfileRun:
     """Measure every architecture not yet in `dataset`; Ctrl-C stops after the last record.
+    `extra` fields (what the caller knows of the models, e.g. how they share embeddings) go into
+    every record.
 
     With `passes`, every architecture is measured once per pass, pass after pass (all archs in
     pass 0, then all in pass 1, ...), so a pass is minutes from the next rather than back to
@@ -133,6 +136,7 @@ def profile_archs(
                 record = {
                     "arch": arch,
                     "features": features(arch),
+                    **(extra or {}),
                     "params": (count := params(arch)),
                     "param_bytes_fp32": 4 * count,
                     **measurement_fields(result),

@@ -19,6 +19,15 @@ from mos_search.settings import dataclass_from_dict
 
 ARCH_FILE = "an architecture as JSON (an object with each field `mos-search space NAME` lists)"
 
+# Which token-embedding tables of a translation model are one table (the space's
+# `share_embeddings`): "all" = encoder input, decoder input and output projection (fairseq's
+# share-all-embeddings, as HAT; needs one vocabulary for both languages, which every corpus of
+# this project has: one SentencePiece model is trained on both sides, `data/corpus.py`);
+# "decoder" = a source table, and a target table tied to the output projection.
+SHARE_EMBEDDINGS = ("all", "decoder")
+# What a space saved before the setting existed means (its checkpoints hold two tables).
+SHARE_EMBEDDINGS_DEFAULT = "decoder"
+
 
 def _as_int_tuple(value: Any, field_name: str) -> tuple[int, ...]:
     if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
@@ -115,10 +124,17 @@ class Arch(ArchBase):
 
     @classmethod
     def check_choices(cls, choices: Mapping[str, tuple[int, ...]], settings: Mapping) -> None:
-        """qkv_dim must be divisible by every head count; ende depth within the encoder depth."""
+        """qkv_dim must be divisible by every head count; ende depth within the encoder depth;
+        share_embeddings (optional) one of SHARE_EMBEDDINGS."""
         qkv = settings.get("qkv_dim")
         if not isinstance(qkv, int) or qkv <= 0:
             raise SpaceError(f"qkv_dim: expected a positive integer, found {qkv!r}")
+        share = settings.get("share_embeddings", SHARE_EMBEDDINGS_DEFAULT)
+        if share not in SHARE_EMBEDDINGS:
+            raise SpaceError(
+                f"share_embeddings: expected one of {', '.join(map(repr, SHARE_EMBEDDINGS))}, "
+                f"found {share!r}"
+            )
         for name in ("encoder_heads", "decoder_self_heads", "decoder_cross_heads"):
             bad = [h for h in choices[name] if qkv % h]
             if bad:

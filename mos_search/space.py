@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from mos_search.arch import ARCH_TYPES, ArchBase
+from mos_search.arch import ARCH_TYPES, SHARE_EMBEDDINGS_DEFAULT, ArchBase
 from mos_search.errors import ArchError, SpaceError
 from mos_search.files import read_text
 from mos_search.settings import check_keys
@@ -27,7 +27,13 @@ from mos_search.settings import check_keys
 PRESET_PACKAGE = "mos_search.presets"
 # top-level keys of a space file: these, the [choices] table and the task's settings
 SPACE_KEYS = ("name", "task", "description", "choices")
-TASK_SETTINGS: dict[str, tuple[str, ...]] = {"translation": ("qkv_dim",), "bert": ()}
+TASK_SETTINGS: dict[str, tuple[str, ...]] = {
+    "translation": ("qkv_dim", "share_embeddings"),
+    "bert": (),
+}
+# Settings that change no architecture's layers or features, only the size of its embedding
+# tables: left out of the digest, so predictors and spaces saved before they existed still match.
+TABLE_SETTINGS = ("share_embeddings",)
 
 
 class SearchSpace:
@@ -74,6 +80,15 @@ class SearchSpace:
             raise SpaceError(f"space {self.name!r} ({self.task}) has no fixed qkv_dim")
         return int(self.settings["qkv_dim"])
 
+    @property
+    def share_embeddings(self) -> str:
+        """Which embedding tables a translation model shares (`arch.SHARE_EMBEDDINGS`): "all"
+        (one table for encoder input, decoder input and output projection) or "decoder" (the
+        target table tied to the output projection). A space without the setting, saved
+        before it existed, means "decoder": its checkpoints hold two tables."""
+        self.require_task("translation", "share_embeddings")
+        return str(self.settings.get("share_embeddings", SHARE_EMBEDDINGS_DEFAULT))
+
     def require_task(self, task: str, what: str) -> None:
         """A clear error when `what` does not apply to this space's task."""
         if self.task != task:
@@ -108,12 +123,13 @@ class SearchSpace:
     @property
     def digest(self) -> str:
         """Short sha256 of what the space holds: task, choices and settings (not its name or
-        description). A custom space that reuses a preset's name with other choices differs
+        description, nor `TABLE_SETTINGS`: which tables are shared changes no layer, feature or
+        latency). A custom space that reuses a preset's name with other choices differs
         here, so checks that two spaces match compare this, not only the name."""
         content = {
             "task": self.task,
             "choices": {k: list(v) for k, v in self.choices.items()},
-            "settings": self.settings,
+            "settings": {k: v for k, v in self.settings.items() if k not in TABLE_SETTINGS},
         }
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:12]
 

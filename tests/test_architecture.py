@@ -30,6 +30,7 @@ ALLOWED: dict[str, set[str]] = {
     "shipped": set(),
     "arch": CORE,
     "space": CORE | {"arch"},
+    "hat": CORE | {"arch", "space"},  # HAT SubTransformer configs read as members of a space
     "data": CORE,
     "models": CORE | {"arch", "space", "data"},
     "training": _MODELS,
@@ -38,7 +39,7 @@ ALLOWED: dict[str, set[str]] = {
     "search": _MODELS | {"oracle", "costs"} | MEASURING,
     "deploy": _MODELS | {"training", "oracle", "costs", "search"} | MEASURING,
     "demo": _MODELS | {"training", "oracle", "costs", "search", "deploy"} | MEASURING,
-    "cli": _MODELS | {"training", "oracle", "costs", "search", "deploy", "demo"} | MEASURING,
+    "cli": _MODELS | {"hat", "training", "oracle", "costs", "search", "deploy", "demo"} | MEASURING,
 }
 LOWER_PACKAGES = {"latency": {"devices"}, "devices": set()}
 

@@ -22,7 +22,7 @@ def test_version():
 def test_space_command_shows_sizes():
     result = CliRunner().invoke(main, ["space", "cpu-small"])
     assert result.exit_code == 0
-    assert "largest" in result.output and "9.63 M parameters" in result.output
+    assert "largest" in result.output and "7.58 M parameters" in result.output
 
 
 def test_unknown_space_is_one_line_error():
@@ -30,7 +30,7 @@ def test_unknown_space_is_one_line_error():
     assert result.exit_code == 2
     assert result.output.strip().splitlines() == [
         "error: unknown search space 'nope'; presets: bert-bottleneck, bert-cpu, cpu-small, "
-        "cpu-tiny, hat-wmt14 "
+        "cpu-tiny, hat-iwslt14, hat-wmt14 "
         "(or give a .toml path)"
     ]
 

@@ -28,6 +28,16 @@ def test_hat_preset_is_the_published_space(hat_space):
     assert hat_space.qkv_dim == 512
 
 
+def test_translation_presets_share_all_embeddings():
+    """hat-wmt14 shares like HAT, the CPU presets share (their corpora have one vocabulary); a
+    space file without the setting means "decoder", as spaces written before it did."""
+    for name in ("hat-wmt14", "cpu-small", "cpu-tiny"):
+        assert SPACES[name].share_embeddings == "all"
+    assert space_from_toml(GOOD).share_embeddings == "decoder"
+    with pytest.raises(SpaceError, match="share_embeddings is for translation spaces"):
+        _ = SPACES["bert-cpu"].share_embeddings
+
+
 def test_largest_and_smallest(cpu_space):
     big, small = cpu_space.largest(), cpu_space.smallest()
     assert big.decoder_layers == 3 and set(big.decoder_ffn_dims) == {1024}
@@ -174,6 +184,10 @@ def test_space_from_toml_text():
             r"exceeds the smallest encoder depth 2",
         ),
         (GOOD.replace("qkv_dim = 8", "qkv_dim = 0"), r"qkv_dim: expected a positive integer"),
+        (
+            GOOD.replace("qkv_dim = 8", 'qkv_dim = 8\nshare_embeddings = "source"'),
+            r"share_embeddings: expected one of 'all', 'decoder', found 'source'",
+        ),
         (GOOD.replace("decoder_layers = [1, 2]", "decoder_layers = [1, 1]"), r"repeat a value"),
     ],
 )

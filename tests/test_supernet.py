@@ -27,10 +27,12 @@ def archs_of(space, n: int) -> list[Arch]:
     return [space.largest(), space.smallest()] + [space.sample(rng) for _ in range(n)]
 
 
-def independent_count(arch: Arch, vocab: int, q: int) -> int:
-    """Parameters counted by hand, layer by layer, without the library formula."""
+def independent_count(arch: Arch, vocab: int, q: int, share: str = "decoder") -> int:
+    """Parameters counted by hand, layer by layer, without the library formula; `share`:
+    "all" is one table as wide as the wider stack, "decoder" a table per stack."""
     e, d = arch.encoder_embed_dim, arch.decoder_embed_dim
-    n = vocab * e + vocab * d + 2 * e + 2 * d
+    n = vocab * max(e, d) if share == "all" else vocab * e + vocab * d
+    n += 2 * e + 2 * d  # final norms
     for f in arch.encoder_ffn_dims:
         n += (e * q + q) * 3 + (q * e + e)  # q, k, v, out
         n += (e * f + f) + (f * e + e) + 4 * e  # fc1, fc2, two norms
@@ -59,13 +61,16 @@ def test_extracted_size_is_the_arch_size(supernet):
     for arch in archs_of(space, 6):
         sub = supernet.extract(arch)
         n = sum(p.numel() for p in sub.parameters())
-        assert n == independent_count(arch, VOCAB, space.qkv_dim)
-        assert n == count_parameters(arch, VOCAB, space.qkv_dim)
+        assert n == independent_count(arch, VOCAB, space.qkv_dim, space.share_embeddings)
+        assert n == count_parameters(arch, VOCAB, space.qkv_dim, space.share_embeddings)
 
 
-def test_hat_space_sizes_by_formula(hat_space):
+@pytest.mark.parametrize("share", ["all", "decoder"])
+def test_hat_space_sizes_by_formula(hat_space, share):
     for arch in (hat_space.largest(), hat_space.smallest()):
-        assert count_parameters(arch, 32000, 512) == independent_count(arch, 32000, 512)
+        counted = count_parameters(arch, 32000, 512, share)
+        assert counted == independent_count(arch, 32000, 512, share)
+    assert hat_space.share_embeddings == "all"  # as HAT trains: one table
 
 
 def test_extracted_model_stands_alone(supernet):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from mos_search.cli.types import COUNT
@@ -14,7 +16,33 @@ overwrite_option = click.option(
 )
 
 
-@click.command("space")
+class SpaceGroup(click.Group):
+    """`space NAME` is short for `space show NAME`: arguments that do not start with a
+    subcommand's name (a preset, a .toml path, an option, or none) go to `show`."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """Put `show` in front unless the first argument names a subcommand or asks for help."""
+        if not args or (args[0] not in self.commands and args[0] not in ctx.help_option_names):
+            args = ["show", *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group("space", cls=SpaceGroup)
+def space_command() -> None:
+    """Show a search space; import a HAT SubTransformer config as an architecture of one.
+
+    `mos-search space NAME` is short for `mos-search space show NAME` (NAME: a preset or a
+    .toml path; cpu-small when left out).
+
+    \b
+    Example:
+      mos-search space hat-wmt14 --vocab-size 32000
+      mos-search space import-hat HAT_wmt14ende_xeon@450.9ms_bleu@28.5.yml \\
+          --space hat-wmt14 --out arch.json
+    """
+
+
+@space_command.command("show", short_help="Choices and size range of a space (the default).")
 @click.argument("name", default="cpu-small")
 @click.option(
     "--vocab-size",
@@ -23,16 +51,54 @@ overwrite_option = click.option(
     type=COUNT,
     help="Vocabulary size used for the parameter counts.",
 )
-def space_command(name: str, vocab_size: int) -> None:
+def space_show(name: str, vocab_size: int) -> None:
     """Show a search space (preset name or .toml path): choices and size range.
 
     \b
     Example:
       mos-search space hat-wmt14 --vocab-size 32000
+      mos-search space show my-space.toml
     """
     from mos_search.models.build import describe_space
 
     click.echo(describe_space(name, vocab_size))
+
+
+@space_command.command("import-hat", short_help="A HAT SubTransformer YAML as architecture JSON.")
+@click.argument("config_file", metavar="FILE.yml")
+@click.option(
+    "--space",
+    "space_name",
+    required=True,
+    help="Space (preset name or .toml path) the architecture must belong to, e.g. hat-wmt14.",
+)
+@click.option("--out", help="Architecture JSON file to write [default: print it].")
+def space_import_hat(config_file: str, space_name: str, out: str | None) -> None:
+    """A HAT SubTransformer config (HAT's configs/*/subtransformer/*.yml) as architecture JSON.
+
+    The JSON is what `score --arch` and `export --arch` read. A value outside the space is an
+    error naming the YAML key, the value and the space's choices; nothing is written then.
+
+    \b
+    Example:
+      mos-search space import-hat HAT_wmt14ende_xeon@450.9ms_bleu@28.5.yml \\
+          --space hat-wmt14 --out arch.json
+      mos-search space import-hat HAT_iwslt14deen_titanxp@45.6ms_bleu@33.4.yml --space hat-iwslt14
+    """
+    from mos_search.files import check_output_file, write_text_atomic
+    from mos_search.hat import arch_json_text, import_hat_file
+    from mos_search.space import load_space
+
+    space = load_space(space_name)
+    if out is not None:
+        check_output_file(out)
+    text = arch_json_text(import_hat_file(config_file, space))
+    if out is None:
+        click.echo(text, nl=False)
+    else:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out, text)
+        click.echo(f"wrote {out}: an architecture of space {space.name!r}")
 
 
 @click.group("data")
@@ -51,8 +117,14 @@ def data_group() -> None:
 @click.option(
     "--vocab-size", default=8000, show_default=True, type=COUNT, help="SentencePiece vocabulary."
 )
+@click.option(
+    "--tokenizer",
+    type=click.Path(dir_okay=False),
+    help="Use this spm.model instead of training one (a pretrained supernet's, so its token ids "
+    "mean the same words).",
+)
 @overwrite_option
-def data_bible(out: str, vocab_size: int, overwrite: bool) -> None:
+def data_bible(out: str, vocab_size: int, tokenizer: str | None, overwrite: bool) -> None:
     """The default corpus: Spanish (Reina-Valera 1909) -> English (World English Bible).
 
     Reads Debian's SWORD modules (apt-get install libsword-utils sword-text-sparv sword-text-web).
@@ -61,10 +133,11 @@ def data_bible(out: str, vocab_size: int, overwrite: bool) -> None:
     Example:
       mos-search data bible --out data/bible --vocab-size 8000
       mos-search data bible --out data/bible --vocab-size 16000 --overwrite
+      mos-search data bible --out data/bible --tokenizer pretrained/cpu-small-neuron/spm.model
     """
     from mos_search.data.corpus import build_bible_corpus
 
-    corpus = build_bible_corpus(out, vocab_size, overwrite)
+    corpus = build_bible_corpus(out, vocab_size, overwrite, tokenizer)
     click.echo(f"wrote {corpus.describe()}")
 
 

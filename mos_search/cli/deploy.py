@@ -6,7 +6,14 @@ import sys
 
 import click
 
-from mos_search.cli.types import COUNT, NON_NEGATIVE, POSITIVE
+from mos_search.cli.types import (
+    COUNT,
+    COUNT_OR_ZERO,
+    LENPEN_HELP,
+    NO_REPEAT_HELP,
+    NON_NEGATIVE,
+    POSITIVE,
+)
 
 
 @click.command("export")
@@ -26,6 +33,15 @@ from mos_search.cli.types import COUNT, NON_NEGATIVE, POSITIVE
     "--test-limit", default=300, show_default=True, type=COUNT, help="Test sentences for BLEU."
 )
 @click.option("--beam", default=5, show_default=True, type=COUNT)
+@click.option("--lenpen", default=1.0, show_default=True, type=NON_NEGATIVE, help=LENPEN_HELP)
+@click.option(
+    "--no-repeat-ngram",
+    "no_repeat_ngram_size",
+    default=0,
+    show_default=True,
+    type=COUNT_OR_ZERO,
+    help=NO_REPEAT_HELP,
+)
 @click.option("--quantize", type=click.Choice(["int8"]), help="Also write an int8 model.")
 @click.option(
     "--overwrite",
@@ -43,6 +59,8 @@ def export_command(
     devices: tuple[str, ...],
     test_limit: int,
     beam: int,
+    lenpen: float,
+    no_repeat_ngram_size: int,
     quantize: str | None,
     overwrite: bool,
 ) -> None:
@@ -70,6 +88,8 @@ def export_command(
         devices=devices,
         test_limit=test_limit,
         beam=beam,
+        lenpen=lenpen,
+        no_repeat_ngram_size=no_repeat_ngram_size,
         quantize=quantize,
         overwrite=overwrite,
         echo=click.echo,
@@ -142,10 +162,23 @@ def finetune_command(
 @click.option("--model", "model_dir", required=True, help="An exported model folder.")
 @click.option("--input", "input_file", help="Text file, one sentence per line [default: stdin].")
 @click.option("--beam", default=5, show_default=True, type=COUNT)
-@click.option("--lenpen", default=1.0, show_default=True, type=NON_NEGATIVE)
+@click.option("--lenpen", default=1.0, show_default=True, type=NON_NEGATIVE, help=LENPEN_HELP)
+@click.option(
+    "--no-repeat-ngram",
+    "no_repeat_ngram_size",
+    default=0,
+    show_default=True,
+    type=COUNT_OR_ZERO,
+    help=NO_REPEAT_HELP,
+)
 @click.option("--threads", default=1, show_default=True, type=COUNT)
 def translate_command(
-    model_dir: str, input_file: str | None, beam: int, lenpen: float, threads: int
+    model_dir: str,
+    input_file: str | None,
+    beam: int,
+    lenpen: float,
+    no_repeat_ngram_size: int,
+    threads: int,
 ) -> None:
     """Translate sentences with an exported model: ONNX Runtime, SentencePiece, numpy; no torch.
 
@@ -155,12 +188,13 @@ def translate_command(
     \b
     Example:
       echo "En el principio creó Dios los cielos y la tierra." | mos-search translate --model model
+      mos-search translate --model model --no-repeat-ngram 3 < sentences.es.txt
     """
     from mos_search.deploy.translate import OnnxTranslator, read_sentences
 
     translator = OnnxTranslator(model_dir, threads)
     lines = read_sentences(input_file, sys.stdin.buffer)
-    out = translator.translate(lines, beam, lenpen)
+    out = translator.translate(lines, beam, lenpen, no_repeat_ngram_size)
     click.echo("".join(line + "\n" for line in out).encode("utf-8"), nl=False)
 
 
@@ -175,6 +209,16 @@ def translate_command(
 @click.option("--generations", default=8, show_default=True, type=COUNT)
 @click.option("--population", default=24, show_default=True, type=click.IntRange(min=2))
 @click.option("--threads", default=2, show_default=True, type=COUNT)
+@click.option(
+    "--pretrained",
+    help="Start from this pretrained supernet folder (its space and tokenizer; weights checked "
+    "against its card)  [default: the shipped pretrained/cpu-small-neuron]",
+)
+@click.option(
+    "--from-scratch",
+    is_flag=True,
+    help="Train a supernet for --minutes on --preset / --vocab-size instead.",
+)
 def demo_command(
     out: str,
     preset: str,
@@ -184,21 +228,30 @@ def demo_command(
     generations: int,
     population: int,
     threads: int,
+    pretrained: str | None,
+    from_scratch: bool,
 ) -> None:
     """The whole chain on the embedded defaults, on the CPU; rerun to continue after a stop.
 
-    Corpus, MoS supernet, CPU latency profile, predictor, NSGA-II search, verified front,
-    report, export of the best model under the budget, and translations with ONNX Runtime.
+    Corpus, MoS supernet (the shipped pretrained one, or trained here with --from-scratch), CPU
+    latency profile, predictor, NSGA-II search, verified front, report, export of the best model
+    under the budget, and translations with ONNX Runtime.
 
     \b
     Example:
-      mos-search demo                                  # about 20 minutes on 2 cores
-      mos-search demo --preset cpu-small --vocab-size 8000 --minutes 60 --out runs/demo-60
+      mos-search demo                                  # from the pretrained supernet
+      mos-search demo --from-scratch --out runs/demo-scratch   # trains 8 minutes first
+      mos-search demo --from-scratch --preset cpu-small --vocab-size 8000 --minutes 60 \\
+          --out runs/demo-60
     """
-    from mos_search.demo import DemoConfig, run_demo
+    from mos_search.demo import DemoConfig, default_pretrained, run_demo
+    from mos_search.errors import ConfigError
 
+    if from_scratch and pretrained:
+        raise ConfigError("--pretrained and --from-scratch exclude each other")
     summary = run_demo(
         DemoConfig(
+            pretrained=None if from_scratch else (pretrained or str(default_pretrained())),
             out=out,
             preset=preset,
             vocab_size=vocab_size,
@@ -218,4 +271,43 @@ def demo_command(
         f"{model['device']} (verified {model['verified_ms']:.1f} ms, upper "
         f"{model['verified_upper_ms']:.1f} ms against the {summary['budget_ms']:.1f} ms budget); "
         f"report {summary['report']}"
+    )
+
+
+@click.command("pack-supernet")
+@click.option("--ckpt", required=True, help="Trained supernet (run folder or checkpoint).")
+@click.option("--out", required=True, help="Pretrained folder to write.")
+@click.option("--data", help="Corpus [default: the one the run was trained on].")
+@click.option("--test-limit", default=200, show_default=True, type=COUNT)
+@click.option("--beam", default=5, show_default=True, type=COUNT)
+@click.option("--threads", default=2, show_default=True, type=COUNT)
+@click.option("--overwrite", is_flag=True, help="Replace the pretrained folder in --out.")
+def pack_supernet_command(
+    ckpt: str,
+    out: str,
+    data: str | None,
+    test_limit: int,
+    beam: int,
+    threads: int,
+    overwrite: bool,
+) -> None:
+    """Pack a trained supernet to ship: fp16 weights, its spm.model and a card.
+
+    The card holds the training command, commit, steps, wall time, and the validation loss and
+    test BLEU of the space's largest and smallest members, measured on the packed weights.
+    `demo --pretrained OUT` and `train --init OUT` start from it.
+
+    \b
+    Example:
+      mos-search pack-supernet --ckpt runs/pretrained --out pretrained/cpu-small-neuron
+    """
+    from mos_search.deploy.pretrained import pack_supernet
+
+    card = pack_supernet(
+        ckpt, out, data=data, test_limit=test_limit, beam=beam, threads=threads,
+        overwrite=overwrite, echo=click.echo,
+    )  # fmt: skip
+    click.echo(
+        f"wrote {out}: {card['weights_bytes'] / 2**20:.1f} MiB of fp16 weights, "
+        f"{card['steps']} steps"
     )

@@ -67,5 +67,6 @@ for _command in (
     deploy.finetune_command,
     deploy.translate_command,
     deploy.demo_command,
+    deploy.pack_supernet_command,
 ):
     main.add_command(_command)

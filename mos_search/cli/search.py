@@ -6,7 +6,15 @@ import sys
 
 import click
 
-from mos_search.cli.types import COUNT, POSITIVE, SEED
+from mos_search.cli.types import (
+    COUNT,
+    COUNT_OR_ZERO,
+    LENPEN_HELP,
+    NO_REPEAT_HELP,
+    NON_NEGATIVE,
+    POSITIVE,
+    SEED,
+)
 
 
 @click.command("search")
@@ -87,6 +95,16 @@ from mos_search.cli.types import COUNT, POSITIVE, SEED
 )
 @click.option("--verify-beam", default=5, show_default=True, type=COUNT)
 @click.option(
+    "--verify-lenpen", default=1.0, show_default=True, type=NON_NEGATIVE, help=LENPEN_HELP
+)
+@click.option(
+    "--verify-no-repeat-ngram",
+    default=0,
+    show_default=True,
+    type=COUNT_OR_ZERO,
+    help=NO_REPEAT_HELP,
+)
+@click.option(
     "--verify-max", default=8, show_default=True, type=COUNT, help="Front archs verified (spread)."
 )
 @click.option(
@@ -121,6 +139,8 @@ def search_command(
     no_verify: bool,
     verify_limit: int,
     verify_beam: int,
+    verify_lenpen: float,
+    verify_no_repeat_ngram: int,
     verify_max: int,
     verify_passes: int,
 ) -> None:
@@ -167,9 +187,8 @@ def search_command(
         population=population,
         seed=seed,
     )
-    verify = (
-        None if no_verify else VerifySettings(verify_limit, verify_beam, verify_max, verify_passes)
-    )
+    checks = (verify_limit, verify_beam, verify_max, verify_passes, verify_lenpen)
+    verify = None if no_verify else VerifySettings(*checks, verify_no_repeat_ngram)
     result = search_task(config, out, resume, verify, echo=click.echo)
     if result.interrupted:
         sys.exit(130)

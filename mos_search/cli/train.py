@@ -8,7 +8,16 @@ import sys
 import click
 
 from mos_search.arch import read_arch_file
-from mos_search.cli.types import COUNT, COUNT_OR_ZERO, FRACTION, POSITIVE, SEED
+from mos_search.cli.types import (
+    COUNT,
+    COUNT_OR_ZERO,
+    FRACTION,
+    LENPEN_HELP,
+    NO_REPEAT_HELP,
+    NON_NEGATIVE,
+    POSITIVE,
+    SEED,
+)
 from mos_search.constants import METRICS, MODES, SAMPLINGS
 
 
@@ -69,6 +78,12 @@ from mos_search.constants import METRICS, MODES, SAMPLINGS
     help="auto: bf16 autocast on a GPU, float32 on the CPU.",
 )
 @click.option("--resume", is_flag=True, help="Continue the run in --out where it stopped.")
+@click.option(
+    "--init",
+    "init_from",
+    help="Start from this supernet (a run, checkpoint or pretrained folder): its space, mode "
+    "and weights, a fresh optimizer; with --arch, that architecture's inherited weights.",
+)
 def train_command(arch_file: str | None, resume: bool, **options) -> None:
     """Train a supernet (or, with --arch, one standalone architecture).
 
@@ -83,6 +98,7 @@ def train_command(arch_file: str | None, resume: bool, **options) -> None:
     Example:
       mos-search train --data data/bible --out runs/neuron --mode neuron --max-steps 2000
       mos-search train --out runs/neuron --max-steps 4000 --resume
+      mos-search train --init pretrained/cpu-small-neuron --out runs/more --minutes 30
       mos-search train --data data/bible-en --space bert-cpu --out runs/bert-neuron --minutes 20
       torchrun --nproc-per-node 8 -m mos_search.cli train --data data/wmt --space hat-wmt14 \\
           --out runs/hat-neuron --max-tokens 65536 --max-steps 40000
@@ -143,6 +159,15 @@ def train_command(arch_file: str | None, resume: bool, **options) -> None:
     type=click.IntRange(1, 64),
     help="Beam size (1 = greedy).",
 )
+@click.option("--lenpen", default=1.0, show_default=True, type=NON_NEGATIVE, help=LENPEN_HELP)
+@click.option(
+    "--no-repeat-ngram",
+    "no_repeat_ngram_size",
+    default=0,
+    show_default=True,
+    type=COUNT_OR_ZERO,
+    help=NO_REPEAT_HELP,
+)
 @click.option("--threads", default=1, show_default=True, type=COUNT)
 def score_command(
     ckpt: str,
@@ -153,6 +178,8 @@ def score_command(
     split: str,
     limit: int | None,
     beam: int,
+    lenpen: float,
+    no_repeat_ngram_size: int,
     threads: int,
 ) -> None:
     """Score architectures of a checkpoint: loss and sacreBLEU, or masked-LM perplexity.
@@ -176,5 +203,7 @@ def score_command(
             limit=limit,
             beam=beam,
             threads=threads,
+            lenpen=lenpen,
+            no_repeat_ngram_size=no_repeat_ngram_size,
         )
     )

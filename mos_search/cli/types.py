@@ -31,3 +31,15 @@ POSITIVE = FiniteFloat(min=0, min_open=True)  # minutes, learning rates, budgets
 NON_NEGATIVE = FiniteFloat(min=0)  # length penalties
 FRACTION = FiniteFloat(min=0, max=1, max_open=True)  # dropout
 OPEN_FRACTION = FiniteFloat(min=0, max=1, min_open=True, max_open=True)  # held-out shares
+
+# the decoding options of `score`, `translate`, `export` and `search` (mos_search/oracle/beam.py)
+LENPEN_HELP = (
+    "Length penalty of beam search: the finished hypothesis of best log-probability / "
+    "length**lenpen wins (fairseq's; 1 = per token, lower favours shorter translations, higher "
+    "longer; no effect at beam 1)."
+)
+NO_REPEAT_HELP = (
+    "Block any token that would repeat an n-gram of this many tokens within a translation "
+    "(fairseq's no_repeat_ngram_size; 0 = off; 3 stops loops such as 'of the children of the "
+    "children of')."
+)

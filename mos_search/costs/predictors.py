@@ -134,13 +134,16 @@ def label(
 
 
 def measured_vocab_size(record: dict, space: SearchSpace) -> int | None:
-    """The vocabulary of a measured model, solved from its exact parameter count (linear in it);
-    None for a record without its arch and parameter count (a features-only dataset)."""
+    """The vocabulary of a measured model, solved from its exact parameter count (linear in it,
+    with the embedding tables the record says it had: records written before `share_embeddings`
+    was recorded had two); None for a record without its arch and parameter count (a
+    features-only dataset)."""
     if "arch" not in record or "params" not in record:
         return None
     arch = space.arch_from_dict(record["arch"])
-    base = count_parameters(arch, 0, space.qkv_dim)
-    per_token = count_parameters(arch, 1, space.qkv_dim) - base
+    sharing = record.get("share_embeddings", "decoder")
+    base = count_parameters(arch, 0, space.qkv_dim, sharing)
+    per_token = count_parameters(arch, 1, space.qkv_dim, sharing) - base
     return round((record["params"] - base) / per_token)
 
 

@@ -95,7 +95,13 @@ class ArchModels:
         if self.loaded is not None:
             return self.loaded.sub_network(arch)
         torch.manual_seed(0)
-        return TranslationTransformer(arch, self.vocab_size, self.space.qkv_dim, dropout=0.0).eval()
+        return TranslationTransformer(
+            arch,
+            self.vocab_size,
+            self.space.qkv_dim,
+            dropout=0.0,
+            share_embeddings=self.space.share_embeddings,
+        ).eval()
 
 
 def reference_bundle(
@@ -207,7 +213,7 @@ def measure_archs(
             make_bundle,
             features=lambda a: space.features(space.arch_from_dict(a)),
             params=lambda a: count_parameters(
-                space.arch_from_dict(a), models.vocab_size, space.qkv_dim
+                space.arch_from_dict(a), models.vocab_size, space.qkv_dim, space.share_embeddings
             ),
             device=device,
             profile=profile,
@@ -215,6 +221,7 @@ def measure_archs(
             reference=ref_bundle,
             progress=progress,
             passes=passes,
+            extra={"share_embeddings": space.share_embeddings},  # the params' table count
         )
 
 

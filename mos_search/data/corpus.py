@@ -9,6 +9,7 @@ Layout of a folder built by `build_corpus`:
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,8 +131,11 @@ def build_corpus(
     vocab_size: int,
     extra: dict | None = None,
     overwrite: bool = False,
+    tokenizer: str | Path | None = None,
 ) -> Corpus:
-    """Write aligned splits, train the joint tokenizer on the training split, write the manifest.
+    """Write aligned splits, train the joint tokenizer on the training split (or copy the given
+    `tokenizer` spm.model: the one a pretrained supernet's token ids belong to), write the
+    manifest.
 
     The folder is built aside and swapped in at the end (`staged_output_dir`): an existing,
     non-empty `out` is refused unless `overwrite`, and a failed build leaves it as it was.
@@ -146,7 +150,12 @@ def build_corpus(
             write_lines(folder / f"{split}.{source_lang}", [s for s, _ in pairs])
             write_lines(folder / f"{split}.{target_lang}", [t for _, t in pairs])
         train = splits["train"]
-        train_tokenizer([s for s, _ in train] + [t for _, t in train], folder / "spm", vocab_size)
+        if tokenizer is not None:
+            Tokenizer(tokenizer)  # a DataError naming it when it is not a SentencePiece model
+            shutil.copyfile(tokenizer, folder / "spm.model")
+        else:
+            sentences = [s for s, _ in train] + [t for _, t in train]
+            train_tokenizer(sentences, folder / "spm", vocab_size)
         meta = {
             "source_lang": source_lang,
             "target_lang": target_lang,
@@ -169,9 +178,14 @@ def tokenize_training_split(corpus: Corpus) -> Path:
     return build_token_store(corpus.root, files, Tokenizer(corpus.tokenizer_path))
 
 
-def build_bible_corpus(out: str | Path, vocab_size: int = 8000, overwrite: bool = False) -> Corpus:
+def build_bible_corpus(
+    out: str | Path,
+    vocab_size: int = 8000,
+    overwrite: bool = False,
+    tokenizer: str | Path | None = None,
+) -> Corpus:
     """The default corpus (Spanish -> English Bible), split by whole books; an existing corpus
-    in `out` is refused unless `overwrite`."""
+    in `out` is refused unless `overwrite`; `tokenizer`: use this spm.model, not a new one."""
     from mos_search.data import bible
 
     check_output_dir(out, overwrite, "corpus")  # before reading the Bible
@@ -188,7 +202,7 @@ def build_bible_corpus(out: str | Path, vocab_size: int = 8000, overwrite: bool 
             "train": "every other book present in both texts",
         },
     }
-    return build_corpus(out, splits, "es", "en", vocab_size, extra, overwrite)
+    return build_corpus(out, splits, "es", "en", vocab_size, extra, overwrite, tokenizer)
 
 
 def read_split(path: str, source_lang: str, target_lang: str) -> list[tuple[str, str]]:

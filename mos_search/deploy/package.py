@@ -124,8 +124,12 @@ def export_model(
     beam: int = 5,
     quantize: str | None = None,
     echo: Callable[[str], None] = print,
+    *,
+    lenpen: float = 1.0,
+    no_repeat_ngram_size: int = 0,
 ) -> dict[str, Any]:
-    """Write a translation model folder and its card; returns the card."""
+    """Write a translation model folder and its card; returns the card. Test BLEU (PyTorch,
+    ONNX Runtime, int8) is decoded with `beam`, `lenpen` and `no_repeat_ngram_size`."""
     from mos_search.deploy.translate import OnnxTranslator
     from mos_search.models.onnx import OPSET, GraphShapes
     from mos_search.models.transformer import count_parameters
@@ -149,12 +153,13 @@ def export_model(
         f"{checks['greedy_tokens_identical']}"
     )
     echo(f"scoring {len(sources)} test sentences, beam {beam} (PyTorch, then ONNX Runtime)")
+    decoding = {"beam": beam, "lenpen": lenpen, "no_repeat_ngram_size": no_repeat_ngram_size}
     bleu = {
         "split": "test",
         "sentences": len(sources),
-        "beam": beam,
-        "pytorch": oracle.bleu(arch, beam).score,
-        **_onnx_bleu(translator, sources, oracle.data.references, beam),
+        **decoding,
+        "pytorch": oracle.bleu(arch, **decoding).score,
+        **_onnx_bleu(translator, sources, oracle.data.references, **decoding),
     }
     shapes = GraphShapes.of(model)
     past_shapes = list(zip(shapes.self_heads, shapes.self_head_dims))
@@ -167,7 +172,7 @@ def export_model(
         "task": "translation",
         "arch": arch.to_dict(),
         "space": space.name,
-        "params": count_parameters(arch, shapes.vocab_size, space.qkv_dim),
+        "params": count_parameters(arch, shapes.vocab_size, space.qkv_dim, space.share_embeddings),
         "vocab_size": shapes.vocab_size,
         "opset": OPSET,
         "checkpoint": str(oracle.checkpoint),
@@ -179,8 +184,9 @@ def export_model(
     }
     if quantize == "int8":
         echo("quantizing to int8 (dynamic) and re-scoring")
+        references, fp32_bleu = oracle.data.references, bleu["onnxruntime"]
         card["int8"] = _int8_section(
-            out, sources, oracle.data.references, beam, bleu["onnxruntime"], latency, shapes, space
+            out, sources, references, decoding, fp32_bleu, latency, shapes, space
         )
     card["files"] = {
         n: sha256_file(out / n)
@@ -205,12 +211,13 @@ def _write_translation_files(model: Any, arch_json: str, tokenizer: Path, out: P
 
 
 def _onnx_bleu(
-    translator: Any, sources: list[list[int]], references: list[str], beam: int
+    translator: Any, sources: list[list[int]], references: list[str], **decoding: Any
 ) -> dict[str, Any]:
-    """sacreBLEU of the exported model's translations (ONNX Runtime), with its signature."""
+    """sacreBLEU of the exported model's translations (ONNX Runtime), with its signature;
+    `decoding`: beam, lenpen, no_repeat_ngram_size (`OnnxTranslator.translate_ids`)."""
     from mos_search.oracle.scoring import corpus_bleu
 
-    ids = translator.translate_ids(sources, beam)
+    ids = translator.translate_ids(sources, **decoding)
     score, signature = corpus_bleu([translator.tokenizer.decode(h) for h in ids], references)
     return {"onnxruntime": score, "signature": signature}
 
@@ -219,22 +226,23 @@ def _int8_section(
     out: Path,
     sources: list[list[int]],
     references: list[str],
-    beam: int,
+    decoding: dict[str, Any],
     fp32_bleu: float,
     latency: dict[str, dict],
     shapes: Any,
     space: Any,
 ) -> dict[str, Any]:
-    """Quantize to `out/int8/`, re-score, and time int8 against fp32 alternately, run by run
-    (int8, fp32, reference, int8, ...: `latency.protocol.measure_pair`), on every device of
-    `latency`; the speed-up is the median of the per-run fp32/int8 ratios with its interval."""
+    """Quantize to `out/int8/`, re-score (fp32's `decoding`), and time int8 against fp32
+    alternately, run by run (int8, fp32, reference, int8, ...: `latency.protocol.measure_pair`),
+    on every device of `latency`; the speed-up is the median of the per-run fp32/int8 ratios
+    with its interval."""
     from devices import load_profile
     from latency.protocol import measure_pair
     from mos_search.costs.profiling import exported_runs, folder_bundle, latency_entry
     from mos_search.deploy.translate import OnnxTranslator
 
     int8_dir = quantize_int8(out)
-    int8_bleu = _onnx_bleu(OnnxTranslator(int8_dir), sources, references, beam)["onnxruntime"]
+    int8_bleu = _onnx_bleu(OnnxTranslator(int8_dir), sources, references, **decoding)["onnxruntime"]
     past_shapes = list(zip(shapes.self_heads, shapes.self_head_dims))
     bundles = [folder_bundle(d, past_shapes, shapes.vocab_size) for d in (int8_dir, out)]
     pairs = {}
@@ -342,6 +350,8 @@ def export_checkpoint(
     devices: tuple[str, ...] = ("onnxruntime-cpu",),
     test_limit: int | None = 300,
     beam: int = 5,
+    lenpen: float = 1.0,
+    no_repeat_ngram_size: int = 0,
     quantize: str | None = None,
     overwrite: bool = False,
     echo: Callable[[str], None] = print,
@@ -357,9 +367,8 @@ def export_checkpoint(
         raise ConfigError("--quantize is for translation models")
     with staged_output_dir(out, overwrite, "model") as folder:
         if task != "bert":
-            return export_model(
-                checkpoint, arch_dict, folder, data, devices, test_limit, beam, quantize, echo
-            )
+            args = (checkpoint, arch_dict, folder, data, devices, test_limit, beam, quantize, echo)
+            return export_model(*args, lenpen=lenpen, no_repeat_ngram_size=no_repeat_ngram_size)
         return export_bert_model(checkpoint, arch_dict, folder, data, test_limit, echo=echo)
 
 

@@ -102,9 +102,16 @@ class OnnxTranslator:
         self.tokenizer = Tokenizer(model_dir / "spm.model")
 
     def translate_ids(
-        self, sources: list[list[int]], beam: int = 5, lenpen: float = 1.0, max_tokens: int = 2048
+        self,
+        sources: list[list[int]],
+        beam: int = 5,
+        lenpen: float = 1.0,
+        max_tokens: int = 2048,
+        no_repeat_ngram_size: int = 0,
     ) -> list[list[int]]:
-        """Hypothesis ids for source ids (EOS appended here), batched by similar length."""
+        """Hypothesis ids for source ids (EOS appended here), batched by similar length
+        (decoding options: `mos_search/oracle/beam.py`)."""
+        blocked = {"no_repeat_ngram_size": no_repeat_ngram_size}
         order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
         out: list[list[int]] = [[] for _ in sources]
         budget = max(max_tokens // max(beam, 1), 1)
@@ -114,20 +121,28 @@ class OnnxTranslator:
             for r, row in enumerate(rows):
                 src[r, : len(row)] = row
             if beam == 1:
-                hyps = greedy_search(self.stepper, src)
+                hyps = greedy_search(self.stepper, src, **blocked)
             else:
-                hyps = beam_search(self.stepper, src, beam, lenpen)
+                hyps = beam_search(self.stepper, src, beam, lenpen, **blocked)
             for i, hyp in zip(batch, hyps):
                 out[i] = hyp
         return out
 
-    def translate(self, sentences: list[str], beam: int = 5, lenpen: float = 1.0) -> list[str]:
+    def translate(
+        self,
+        sentences: list[str],
+        beam: int = 5,
+        lenpen: float = 1.0,
+        no_repeat_ngram_size: int = 0,
+    ) -> list[str]:
         """One translation per sentence, in order, each a single line (see `one_line`); a
         sentence with no subword left after the tokenizer's normalisation (empty, blank, a
         zero-width space alone) is not decoded: its translation is empty."""
         ids = self.tokenizer.encode_batch(sentences) if sentences else []
         filled = [i for i, row in enumerate(ids) if row]
-        hyps = self.translate_ids([ids[i] for i in filled], beam, lenpen)
+        hyps = self.translate_ids(
+            [ids[i] for i in filled], beam, lenpen, no_repeat_ngram_size=no_repeat_ngram_size
+        )
         out = [""] * len(sentences)
         for i, hyp in zip(filled, hyps):
             out[i] = one_line(self.tokenizer.decode(hyp))

@@ -52,7 +52,14 @@ def standalone_model(
         return MaskedLM(arch, vocab_size, dropout, attention_dropout)
     from mos_search.models.transformer import TranslationTransformer
 
-    return TranslationTransformer(arch, vocab_size, space.qkv_dim, dropout, attention_dropout)
+    return TranslationTransformer(
+        arch,
+        vocab_size,
+        space.qkv_dim,
+        dropout,
+        attention_dropout,
+        share_embeddings=space.share_embeddings,
+    )
 
 
 def count_arch_parameters(space: SearchSpace, arch: ArchBase, vocab_size: int) -> int:
@@ -64,7 +71,7 @@ def count_arch_parameters(space: SearchSpace, arch: ArchBase, vocab_size: int) -
         return count_bert_parameters(arch, vocab_size)
     from mos_search.models.transformer import count_parameters
 
-    return count_parameters(arch, vocab_size, space.qkv_dim)
+    return count_parameters(arch, vocab_size, space.qkv_dim, space.share_embeddings)
 
 
 def build_model(spec: dict[str, Any]) -> nn.Module:
@@ -151,6 +158,8 @@ def describe_space(name_or_path: str | Path, vocab_size: int) -> str:
     lines = [f"{space.name} ({space.task}): {space.description}".rstrip(": ")]
     lines += [f"  {k:<22} {list(v)}" for k, v in space.choices.items()]
     lines += [f"  {k:<22} {v}" for k, v in space.settings.items()]
+    if space.task == "translation" and "share_embeddings" not in space.settings:
+        lines.append(f"  {'share_embeddings':<22} {space.share_embeddings} (not set)")
     lines.append(f"  gene length            {len(space.gene_layout)}")
     for label, arch in (("largest", space.largest()), ("smallest", space.smallest())):
         count = count_arch_parameters(space, arch, vocab_size)

@@ -17,8 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mos_search.arch import Arch
+from mos_search.arch import SHARE_EMBEDDINGS, SHARE_EMBEDDINGS_DEFAULT, Arch
 from mos_search.constants import PAD_ID
+from mos_search.errors import ConfigError
 
 
 def sinusoidal_positions(
@@ -224,7 +225,14 @@ class DecoderState:
 
 
 class TranslationTransformer(nn.Module):
-    """Standalone encoder-decoder of one `Arch`; output projection tied to the target embedding."""
+    """Standalone encoder-decoder of one `Arch`; the output projection is the target embedding.
+
+    `share_embeddings` (the space's setting, `arch.SHARE_EMBEDDINGS`): "all" gives one table
+    `embed` of width max(encoder_embed_dim, decoder_embed_dim); the encoder reads its leading
+    encoder_embed_dim columns, the decoder (input and output projection) its leading
+    decoder_embed_dim columns, as HAT's `EmbeddingSuper` does. "decoder" gives `src_embed`
+    (encoder width) and `tgt_embed` (decoder width, also the output projection).
+    """
 
     def __init__(
         self,
@@ -234,13 +242,24 @@ class TranslationTransformer(nn.Module):
         dropout: float = 0.1,
         attention_dropout: float = 0.0,
         pad_id: int = PAD_ID,
+        share_embeddings: str = SHARE_EMBEDDINGS_DEFAULT,
     ) -> None:
         super().__init__()
+        if share_embeddings not in SHARE_EMBEDDINGS:
+            raise ConfigError(
+                f"share_embeddings: expected one of {', '.join(SHARE_EMBEDDINGS)}, "
+                f"found {share_embeddings!r}"
+            )
         self.arch, self.vocab_size, self.qkv_dim, self.pad_id = arch, vocab_size, qkv_dim, pad_id
-        self.dropout = dropout
+        self.dropout, self.share_embeddings = dropout, share_embeddings
         enc_dim, dec_dim = arch.encoder_embed_dim, arch.decoder_embed_dim
-        self.src_embed = nn.Embedding(vocab_size, enc_dim)
-        self.tgt_embed = nn.Embedding(vocab_size, dec_dim)
+        if share_embeddings == "all":
+            self.embed = nn.Embedding(vocab_size, max(enc_dim, dec_dim))
+            tables = [self.embed]
+        else:
+            self.src_embed = nn.Embedding(vocab_size, enc_dim)
+            self.tgt_embed = nn.Embedding(vocab_size, dec_dim)
+            tables = [self.src_embed, self.tgt_embed]
         self.encoder_layers = nn.ModuleList(
             EncoderLayer(enc_dim, ffn, heads, qkv_dim, dropout, attention_dropout)
             for ffn, heads in zip(arch.encoder_ffn_dims, arch.encoder_heads)
@@ -253,20 +272,30 @@ class TranslationTransformer(nn.Module):
             )
         )
         self.decoder_norm = nn.LayerNorm(dec_dim)
-        for embedding in (self.src_embed, self.tgt_embed):  # unit scale after the sqrt(dim) factor
+        for embedding in tables:  # unit scale after the sqrt(dim) factor
             nn.init.normal_(embedding.weight, std=embedding.weight.shape[1] ** -0.5)
 
     # ------------------------------------------------------------------ encoder
-    def _embed(self, embedding: nn.Embedding, tokens: Tensor, offset: int | Tensor = 0) -> Tensor:
-        dim = embedding.weight.shape[1]
-        x = embedding(tokens) * math.sqrt(dim)
+    def table(self, part: str) -> Tensor:
+        """The (V, width) embedding table of the "encoder" or the "decoder" (whose table is
+        also the output projection); with shared embeddings, the leading columns of one."""
+        if self.share_embeddings != "all":
+            return (self.src_embed if part == "encoder" else self.tgt_embed).weight
+        arch = self.arch
+        dim = arch.encoder_embed_dim if part == "encoder" else arch.decoder_embed_dim
+        weight = self.embed.weight
+        return weight if weight.shape[1] == dim else weight[:, :dim]  # (V, dim)
+
+    def _embed(self, table: Tensor, tokens: Tensor, offset: int | Tensor = 0) -> Tensor:
+        dim = table.shape[1]
+        x = F.embedding(tokens, table) * math.sqrt(dim)  # (B, T, dim)
         x = x + sinusoidal_positions(tokens.shape[1], dim, offset, tokens.device).to(x.dtype)
         return F.dropout(x, self.dropout, self.training)
 
     def encode(self, src_tokens: Tensor) -> EncoderOut:
         """Encode (B, S) source tokens; keeps the normalised outputs the decoder may attend to."""
         key_mask = (src_tokens != self.pad_id)[:, None, None, :]  # (B, 1, 1, S)
-        x = self._embed(self.src_embed, src_tokens)
+        x = self._embed(self.table("encoder"), src_tokens)
         keep = max(self.arch.decoder_ende_layers)
         states = []
         for i, layer in enumerate(self.encoder_layers):
@@ -291,12 +320,13 @@ class TranslationTransformer(nn.Module):
         From a fresh state the T tokens are decoded in parallel (teacher forcing); from a state
         with a cache, T new tokens continue it (T = 1 per step in incremental decoding).
         """
-        x = self._embed(self.tgt_embed, prev_tokens, offset=state.step)
+        table = self.table("decoder")  # (V, E_dec): input embedding and output projection
+        x = self._embed(table, prev_tokens, offset=state.step)
         new_self_kv = []
         for i, layer in enumerate(self.decoder_layers):
             x, kv = layer(x, state.cross_kv[i], state.cross_masks[i], state.self_kv[i])
             new_self_kv.append(kv)
-        logits = F.linear(self.decoder_norm(x), self.tgt_embed.weight)  # (B, T, V)
+        logits = F.linear(self.decoder_norm(x), table)  # (B, T, V)
         grown = DecoderState(
             state.cross_kv, state.cross_masks, new_self_kv, state.step + prev_tokens.shape[1]
         )
@@ -308,8 +338,20 @@ class TranslationTransformer(nn.Module):
         return self.decode(prev_output_tokens, state)[0]
 
 
-def count_parameters(arch: Arch, vocab_size: int, qkv_dim: int) -> int:
-    """Exact parameter count of the standalone model of `arch` (embeddings included)."""
+def embedding_parameters(
+    arch: Arch, vocab_size: int, share_embeddings: str = SHARE_EMBEDDINGS_DEFAULT
+) -> int:
+    """Parameters of the token-embedding tables (the output projection is one of them):
+    V * max(E_enc, E_dec) shared "all", V * (E_enc + E_dec) with a separate source table."""
+    enc, dec = arch.encoder_embed_dim, arch.decoder_embed_dim
+    return vocab_size * (max(enc, dec) if share_embeddings == "all" else enc + dec)
+
+
+def count_parameters(
+    arch: Arch, vocab_size: int, qkv_dim: int, share_embeddings: str = SHARE_EMBEDDINGS_DEFAULT
+) -> int:
+    """Exact parameter count of the standalone model of `arch` (embeddings included; pass the
+    space's `share_embeddings`, the default being what a space without the setting means)."""
 
     def linear(i: int, o: int) -> int:
         return i * o + o
@@ -318,7 +360,7 @@ def count_parameters(arch: Arch, vocab_size: int, qkv_dim: int) -> int:
         return linear(e, qkv_dim) + 2 * linear(src, qkv_dim) + linear(qkv_dim, e)
 
     enc, dec = arch.encoder_embed_dim, arch.decoder_embed_dim
-    total = vocab_size * (enc + dec) + 2 * enc + 2 * dec  # embeddings + final norms
+    total = embedding_parameters(arch, vocab_size, share_embeddings) + 2 * enc + 2 * dec  # + norms
     for ffn in arch.encoder_ffn_dims:
         total += attention(enc, enc) + linear(enc, ffn) + linear(ffn, enc) + 2 * 2 * enc
     for ffn in arch.decoder_ffn_dims:
@@ -327,6 +369,12 @@ def count_parameters(arch: Arch, vocab_size: int, qkv_dim: int) -> int:
     return total
 
 
-def parameter_bytes(arch: Arch, vocab_size: int, qkv_dim: int, bytes_per_value: int = 4) -> int:
+def parameter_bytes(
+    arch: Arch,
+    vocab_size: int,
+    qkv_dim: int,
+    bytes_per_value: int = 4,
+    share_embeddings: str = SHARE_EMBEDDINGS_DEFAULT,
+) -> int:
     """Exact bytes of the standalone model's parameters (4 per value in fp32, 2 in fp16)."""
-    return count_parameters(arch, vocab_size, qkv_dim) * bytes_per_value
+    return count_parameters(arch, vocab_size, qkv_dim, share_embeddings) * bytes_per_value

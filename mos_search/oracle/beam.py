@@ -4,6 +4,11 @@ A stepper computes next-token logits for growing prefixes: `start(src)` returns 
 for source rows, `step(prefix, state)` the logits (N, V) of the token after `prefix` (N, t) and
 the new state, `reorder(state, order)` the state of rows `order`. Arrays here are numpy (int64
 tokens, float32/64 logits), so the ONNX-only `translate` path shares this code without torch.
+
+Options follow fairseq's conventions and defaults: `lenpen` ranks finished beam hypotheses by
+score / length**lenpen (length in tokens, EOS included; 1.0 = per-token mean, 0 = raw sum; it
+cannot change greedy search, which ends exactly one hypothesis), and `no_repeat_ngram_size` n
+gives -inf to any token that would complete an n-gram already in the hypothesis (0 = off).
 """
 
 from __future__ import annotations
@@ -11,8 +16,10 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from mos_search.constants import BOS_ID, EOS_ID, PAD_ID
+from mos_search.errors import ConfigError
 
 
 class Stepper(Protocol):
@@ -55,19 +62,39 @@ def next_lprobs(logits: np.ndarray, force_eos: np.ndarray) -> np.ndarray:
     return lprobs
 
 
+def block_repeated_ngrams(lprobs: np.ndarray, prefix: np.ndarray, size: int) -> np.ndarray:
+    """-inf (in place) for each token that would complete an n-gram (n = `size`) already in its
+    row of `prefix` (N, t), BOS included as in fairseq; 0 blocks nothing. EOS ends a hypothesis,
+    so it is never blocked in a live row, and a row always keeps a token to choose."""
+    if size < 0:
+        raise ConfigError(f"--no-repeat-ngram: expected 0 (off) or more, found {size}")
+    length = prefix.shape[1]
+    if size == 0 or length < size:  # no complete n-gram yet
+        return lprobs
+    context = prefix[:, length - size + 1 :]  # (N, n-1): the newest n-1 tokens
+    windows = sliding_window_view(prefix, size - 1, axis=1)[:, : length - size + 1]  # (N, W, n-1)
+    rows, starts = np.nonzero((windows == context[:, None, :]).all(axis=-1))
+    lprobs[rows, prefix[rows, starts + size - 1]] = -np.inf  # the token that followed
+    return lprobs
+
+
 def _strip(hypothesis: list[int]) -> list[int]:
     return [tok for tok in hypothesis if tok not in (PAD_ID, EOS_ID, BOS_ID)]
 
 
-def greedy_search(stepper: Stepper, src: np.ndarray, max_len: int | None = None) -> list[list[int]]:
-    """Most likely next token at every step, per source row; outputs exclude BOS and EOS."""
+def greedy_search(
+    stepper: Stepper, src: np.ndarray, max_len: int | None = None, no_repeat_ngram_size: int = 0
+) -> list[list[int]]:
+    """Most likely (unblocked) next token at every step, per source row; outputs exclude BOS
+    and EOS."""
     n, limits = src.shape[0], max_lengths(src, cap=max_len)
     state = stepper.start(src)
     prefix = np.full((n, 1), BOS_ID, dtype=np.int64)
     finished = np.zeros(n, dtype=bool)
     for t in range(int(limits.max())):
         logits, state = stepper.step(prefix, state)
-        token = next_lprobs(logits, limits - 1 == t).argmax(-1)
+        lprobs = next_lprobs(logits, limits - 1 == t)
+        token = block_repeated_ngrams(lprobs, prefix, no_repeat_ngram_size).argmax(-1)
         token = np.where(finished, PAD_ID, token)
         prefix = np.concatenate([prefix, token[:, None]], axis=1)
         finished |= token == EOS_ID
@@ -94,8 +121,10 @@ def beam_search(
     beam: int = 5,
     lenpen: float = 1.0,
     max_len: int | None = None,
+    no_repeat_ngram_size: int = 0,
 ) -> list[list[int]]:
-    """Beam search per source row; the best finished hypothesis by score / length**lenpen.
+    """Beam search per source row; the best finished hypothesis by score / length**lenpen
+    (fairseq's normalisation; length counts EOS), tokens completing a repeated n-gram blocked.
 
     A sentence is done once `beam` hypotheses have ended (EOS among the top `beam` candidates).
     """
@@ -109,6 +138,7 @@ def beam_search(
     for t in range(int(limits.max())):
         logits, state = stepper.step(prefix, state)
         lprobs = next_lprobs(logits, row_limits - 1 == t)  # (b*k, V)
+        block_repeated_ngrams(lprobs, prefix, no_repeat_ngram_size)
         top_scores, origin, tokens = _top_candidates(scores, lprobs, 2 * k)
         keep_rows, keep_tokens = [], []
         new_scores = np.full((b, k), -np.inf, dtype=np.float32)

@@ -69,14 +69,20 @@ def translate_ids(
     lenpen: float = 1.0,
     max_tokens: int = 2048,
     cache: bool = True,
+    no_repeat_ngram_size: int = 0,
 ) -> list[list[int]]:
-    """Hypothesis ids for every source of `data`, in data order, batched by length."""
+    """Hypothesis ids for every source of `data`, in data order, batched by length (decoding
+    options: `beam.py`)."""
     stepper = CachedStepper(model) if cache else FullStepper(model)
     out: list[list[int]] = [[] for _ in range(len(data))]
     budget = max(max_tokens // max(beam, 1), 1)
+    blocked = {"no_repeat_ngram_size": no_repeat_ngram_size}
     for indices in token_batches(data, budget, by_source=True):
         src = pad([data.sources[i] for i in indices]).numpy()
-        hyps = greedy_search(stepper, src) if beam == 1 else beam_search(stepper, src, beam, lenpen)
+        if beam == 1:
+            hyps = greedy_search(stepper, src, **blocked)
+        else:
+            hyps = beam_search(stepper, src, beam, lenpen, **blocked)
         for i, hyp in zip(indices, hyps):
             out[i] = hyp
     return out

@@ -137,25 +137,38 @@ class Oracle:
             **({"max_len": self.max_len, "mask_seed": EVAL_MASK_SEED} if self.max_len else {}),
         )
 
-    def _cache_key(self, arch: ArchBase, metric: str, beam: int, lenpen: float) -> str:
-        """Loss and perplexity share one record (perplexity = exp(loss))."""
+    def _cache_key(
+        self, arch: ArchBase, metric: str, beam: int, lenpen: float, no_repeat_ngram_size: int = 0
+    ) -> str:
+        """Loss and perplexity share one record (perplexity = exp(loss)). BLEU is keyed by its
+        decoding options; n-gram blocking only when on, so scores cached before it stay valid."""
         if metric == "bleu":
-            return self._key(arch, "bleu", beam=beam, lenpen=lenpen)
+            blocked = {"no_repeat_ngram_size": no_repeat_ngram_size} if no_repeat_ngram_size else {}
+            return self._key(arch, "bleu", beam=beam, lenpen=lenpen, **blocked)
         return self._key(arch, "loss")
 
     def compute(
-        self, arch: ArchBase, metric: str, beam: int = 5, lenpen: float = 1.0
+        self,
+        arch: ArchBase,
+        metric: str,
+        beam: int = 5,
+        lenpen: float = 1.0,
+        no_repeat_ngram_size: int = 0,
     ) -> tuple[dict, list[str] | None]:
-        """Score `arch` without the cache: the cache record and, for BLEU, the hypotheses."""
+        """Score `arch` without the cache: the cache record and, for BLEU, the hypotheses
+        (decoding options: `beam.py`)."""
         model = self.loaded.sub_network(arch)
         if metric == "bleu":
             if self.task == "bert":
                 raise ConfigError("BLEU is a translation metric; this checkpoint is a BERT model")
-            ids = translate_ids(model, self.data, beam, lenpen)
+            ids = translate_ids(
+                model, self.data, beam, lenpen, no_repeat_ngram_size=no_repeat_ngram_size
+            )
             hypotheses = [self.tokenizer.decode(h) for h in ids]
             score, signature = corpus_bleu(hypotheses, self.data.references)
             record = {"metric": "bleu", "value": score, "signature": signature, "beam": beam}
-            return {**record, "lenpen": lenpen, "arch": arch.to_dict()}, hypotheses
+            record |= {"lenpen": lenpen, "no_repeat_ngram_size": no_repeat_ngram_size}
+            return {**record, "arch": arch.to_dict()}, hypotheses
         if self.task == "bert":
             from mos_search.models.mlm import masked_lm_nll
 
@@ -166,15 +179,20 @@ class Oracle:
         return {"metric": "loss", "value": value, "arch": arch.to_dict()}, None
 
     def _record(
-        self, arch: ArchBase, metric: str, beam: int = 5, lenpen: float = 1.0
+        self,
+        arch: ArchBase,
+        metric: str,
+        beam: int = 5,
+        lenpen: float = 1.0,
+        no_repeat_ngram_size: int = 0,
     ) -> tuple[dict, list[str] | None]:
         """The cached record of a score, computed (and cached) on a miss."""
-        key = self._cache_key(arch, metric, beam, lenpen)
+        key = self._cache_key(arch, metric, beam, lenpen, no_repeat_ngram_size)
         hit = self.cache.get(key)
         lines = self.cache.lines(key) if hit is not None and metric == "bleu" else None
         if hit is not None and (metric != "bleu" or lines is not None):
             return hit, lines
-        record, lines = self.compute(arch, metric, beam, lenpen)
+        record, lines = self.compute(arch, metric, beam, lenpen, no_repeat_ngram_size)
         self.cache.put(key, record, lines)
         return record, lines
 
@@ -191,9 +209,11 @@ class Oracle:
 
         return perplexity(self.loss(arch))
 
-    def bleu(self, arch: ArchBase, beam: int = 5, lenpen: float = 1.0) -> BleuResult:
+    def bleu(
+        self, arch: ArchBase, beam: int = 5, lenpen: float = 1.0, no_repeat_ngram_size: int = 0
+    ) -> BleuResult:
         """sacreBLEU of `arch`'s translations (detokenised) of the split."""
-        record, lines = self._record(arch, "bleu", beam, lenpen)
+        record, lines = self._record(arch, "bleu", beam, lenpen, no_repeat_ngram_size)
         return BleuResult(record["value"], record["signature"], lines or [])
 
     def score(self, arch: ArchBase, metric: str, beam: int = 5) -> float:
@@ -244,8 +264,11 @@ def score_report(
     limit: int | None = None,
     beam: int = 5,
     threads: int = 1,
+    lenpen: float = 1.0,
+    no_repeat_ngram_size: int = 0,
 ) -> str:
-    """Score the requested architectures; a table, then the sacreBLEU signature."""
+    """Score the requested architectures; a table, then the sacreBLEU signature and the
+    decoding options."""
     oracle = Oracle(checkpoint, data, split, limit, threads=threads)
     metrics = metrics or (["loss", "perplexity"] if oracle.task == "bert" else ["loss", "bleu"])
     archs = [(name, getattr(oracle.space, name)()) for name in presets]
@@ -261,7 +284,7 @@ def score_report(
         row = f"{name:<12}{params / 1e6:>9.2f}M"
         for metric in metrics:
             if metric == "bleu":
-                result = oracle.bleu(arch, beam)
+                result = oracle.bleu(arch, beam, lenpen, no_repeat_ngram_size)
                 row += f"{result.score:>10.2f}"
                 signature = result.signature
             elif metric == "perplexity":
@@ -276,5 +299,8 @@ def score_report(
         + ("masked token, fixed masks (nats)" if oracle.task == "bert" else "target token (nats)")
     )
     if signature:
-        lines.append(f"sacreBLEU signature: {signature}; beam {beam}")
+        lines.append(
+            f"sacreBLEU signature: {signature}; beam {beam}, lenpen {lenpen:g}, "
+            f"no-repeat-ngram {no_repeat_ngram_size}"
+        )
     return "\n".join(lines)

@@ -173,13 +173,15 @@ class OracleSettings:
 
 @dataclass(frozen=True)
 class VerifySettings:
-    """How the front is re-checked: test sentences, beam, how many front members, and how many
-    separated measuring passes each gets."""
+    """How the front is re-checked: test sentences, beam, how many front members, how many
+    separated measuring passes each gets, and the rest of BLEU's decoding (`oracle/beam.py`)."""
 
     test_limit: int | None = 300
     beam: int = 5
     max_archs: int = 8
     passes: int = 3
+    lenpen: float = 1.0
+    no_repeat_ngram_size: int = 0
 
     def __post_init__(self) -> None:
         flags = {"test_limit": "--verify-limit", "beam": "--verify-beam"}
@@ -188,6 +190,11 @@ class VerifySettings:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"{flag}: expected at least 1, found {value}")
+        if self.lenpen < 0 or self.no_repeat_ngram_size < 0:
+            raise ConfigError(
+                "--verify-lenpen and --verify-no-repeat-ngram: expected 0 or more, found "
+                f"{self.lenpen} and {self.no_repeat_ngram_size}"
+            )
 
 
 # settings a resumed run may change (how long it goes on, how many scoring processes): key -> flag

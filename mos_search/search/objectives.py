@@ -215,6 +215,8 @@ def verify_front_of(
         verify.beam,
         verify.max_archs,
         verify.passes,
+        lenpen=verify.lenpen,
+        no_repeat_ngram_size=verify.no_repeat_ngram_size,
     )
     for row in rows:
         lat = "  ".join(

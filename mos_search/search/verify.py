@@ -104,8 +104,11 @@ def verify_front(
     max_archs: int = 10,
     passes: int = 3,
     progress: bool = True,
+    lenpen: float = 1.0,
+    no_repeat_ngram_size: int = 0,
 ) -> list[dict[str, Any]]:
     """Measure and test-score (up to `max_archs` of) the front in `run_dir`; write verified.json.
+    BLEU is decoded with `beam`, `lenpen` and `no_repeat_ngram_size` (`oracle/beam.py`).
 
     Latency is measured in `passes` separated passes (every chosen arch once, then the next
     pass), each run with the interleaved reference; see `measured_latency` for what is kept.
@@ -138,7 +141,7 @@ def verify_front(
     oracle = Oracle(checkpoint, data, split="test", limit=test_limit)
     out = []
     for record, arch in zip(chosen, archs):
-        result = oracle.bleu(arch, beam)
+        result = oracle.bleu(arch, beam, lenpen, no_repeat_ngram_size)
         row = {k: v for k, v in record.items() if k != "costs"}  # kept as predicted_latency_ms
         row.update(test_bleu=result.score, bleu_signature=result.signature, beam=beam)
         row["predicted_latency_ms"] = {device: record["costs"][device] for device in drift}
@@ -156,6 +159,8 @@ def verify_front(
         "sentences": len(oracle.data),
         "limit": test_limit,
         "beam": beam,
+        "lenpen": lenpen,
+        "no_repeat_ngram_size": no_repeat_ngram_size,
         "passes": passes,
         "checkpoint": str(oracle.checkpoint),
         "archs": out,

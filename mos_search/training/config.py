@@ -29,7 +29,9 @@ class TrainConfig:
     experts: int = 2
     mos_attention: bool = False
     arch: dict | None = None
-    init_from: str | None = None  # with `arch`: start from its weights extracted from this supernet
+    # with `arch`: start from its weights extracted from this supernet; without: continue this
+    # supernet (its space, mode and weights; a fresh optimizer and schedule)
+    init_from: str | None = None
     sampling: str = "sandwich"
     random_archs: int = 2
     max_tokens: int = 4096
@@ -81,8 +83,6 @@ class TrainConfig:
             raise ConfigError(f"lr: expected a positive number, found {self.lr}")
         if not 0 <= self.label_smoothing < 1 or not 0 <= self.dropout < 1:
             raise ConfigError("label_smoothing and dropout must be in [0, 1)")
-        if self.init_from is not None and self.arch is None:
-            raise ConfigError("init_from (fine-tuning) needs the architecture to fine-tune")
         if self.precision not in PRECISIONS:
             raise ConfigError(
                 f"precision: expected one of {', '.join(PRECISIONS)}, found {self.precision!r}"

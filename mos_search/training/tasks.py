@@ -8,6 +8,7 @@ with the same sampling, checkpointing and resume.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Protocol
 
 import torch
@@ -43,6 +44,7 @@ class TrainingTask(Protocol):
     """Data and loss of one task, as the trainer uses them."""
 
     vocab_size: int
+    tokenizer_path: Path
     digest: str
 
     def batches(self, epoch: int) -> list[list[int]]:
@@ -83,6 +85,7 @@ class TranslationTask:
         corpus = open_corpus(config.data)
         tokenizer = Tokenizer(corpus.tokenizer_path)
         self.vocab_size, self.digest = tokenizer.vocab_size, corpus.digest()
+        self.tokenizer_path = Path(corpus.tokenizer_path)
         self.config = config
         self.train_data = training_split(corpus, tokenizer, config.max_len)
         self.valid_data = encode_split(corpus, "valid", tokenizer).subset(config.valid_limit)
@@ -121,6 +124,7 @@ class MaskedLMTask:
         tokenizer = Tokenizer(corpus.tokenizer_path)
         self.mask_id = check_mask_token(tokenizer.mask_id, str(config.data))
         self.vocab_size, self.digest = tokenizer.vocab_size, corpus.digest()
+        self.tokenizer_path = Path(corpus.tokenizer_path)
         self.config = config
         self.train_data = encode_text_split(corpus, "train", tokenizer, config.max_len)
         self.valid_data = encode_text_split(corpus, "valid", tokenizer, config.max_len).subset(

@@ -14,13 +14,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
 from mos_search.errors import CheckpointError
-from mos_search.files import append_jsonl, check_writable_dir, write_json_atomic
+from mos_search.files import append_jsonl, check_writable_dir, sha256_file, write_json_atomic
 from mos_search.interrupt import GracefulStop
 from mos_search.models.build import build_model, spec_space, standalone_spec, supernet_spec
 from mos_search.models.checkpoint import (
@@ -44,11 +44,26 @@ from mos_search.training.distributed import (
     shutdown,
     use_bf16,
 )
+from mos_search.training.progress import StepReport, TrainBudget, training_progress
 from mos_search.training.schedule import ArchSampler, inverse_sqrt_lr
 from mos_search.training.tasks import make_task
 
-if TYPE_CHECKING:
-    from rich.progress import Progress
+
+def check_same_tokenizer(
+    init_from: str, init_state: dict[str, Any], task: Any, data: str | None
+) -> None:
+    """A CheckpointError unless the checkpoint `init_from` was trained with the tokenizer of the
+    corpus `data`: the same corpus (its digest), or an `spm.model` shipped beside its weights (a
+    pretrained supernet) with the same bytes as the corpus's."""
+    if init_state.get("corpus_digest") == task.digest:
+        return
+    shipped = resolve_checkpoint(init_from) / "spm.model"
+    if shipped.is_file() and sha256_file(shipped) == sha256_file(task.tokenizer_path):
+        return
+    raise CheckpointError(
+        f"{init_from} was trained with another tokenizer than {data}'s ({task.tokenizer_path}): "
+        "its token ids would mean other words; build the corpus with its spm.model"
+    )
 
 
 def model_spec(config: TrainConfig, space: SearchSpace, vocab_size: int) -> dict[str, Any]:
@@ -102,17 +117,27 @@ class Trainer:
         torch.set_num_threads(config.threads)
         torch.manual_seed(config.seed)
         initial = None
-        if config.init_from is not None and not state:
+        init_state: dict[str, Any] = {}
+        if config.init_from is not None and not state and config.arch is not None:
             from mos_search.models.build import load_model
 
             initial = load_model(config.init_from)
-        if state:
-            space = space_from_dict(spec_space(state["model"]), "checkpoint")
+        elif config.init_from is not None and not state:  # a supernet continued from another
+            init_state = read_state(config.init_from)
+        if state or init_state:
+            space = space_from_dict(spec_space((state or init_state)["model"]), "checkpoint")
         else:
             space = initial.space if initial is not None else load_space(config.space)
         self.task = make_task(space.task, config)
-        self.spec = state.get("model") or model_spec(config, space, self.task.vocab_size)
+        self.spec = (
+            state.get("model")
+            or init_state.get("model")
+            or model_spec(config, space, self.task.vocab_size)
+        )
         self.model = build_model(self.spec).train().to(self.dist.device)
+        if init_state:
+            check_same_tokenizer(config.init_from, init_state, self.task, config.data)
+            load_weights(self.model, resolve_checkpoint(config.init_from))
         if initial is not None:  # fine-tuning: the sub-network's inherited weights
             if initial.vocab_size != self.task.vocab_size:
                 raise CheckpointError(
@@ -287,26 +312,24 @@ class Trainer:
             write_json_atomic(self.run_dir / "train_config.json", self.config.to_dict())
         self._stop, self._last_loss = GracefulStop(), None
         self._window_tokens, self._window_time = 0, 0.0
+        budget = TrainBudget(self.config.max_steps, self.config.minutes, self.step, self.elapsed)
         try:
-            with self._stop, _progress_bar(progress and self.dist.is_main) as bar:
-                task = bar.add_task(
-                    "train", total=self.config.max_steps, completed=self.step, status=""
-                )
+            with self._stop, training_progress(progress and self.dist.is_main, budget) as shown:
                 clock = time.perf_counter()
                 while not any_rank(not self._budget_left() or self._stop.requested, self.dist):
-                    status, clock = self._step_and_record(clock)
-                    bar.update(task, completed=self.step, status=status)
+                    report, clock = self._step_and_record(clock)
+                    shown.update(report)
         except KeyboardInterrupt:  # no collective calls: the other ranks stop on their own signal
             shutdown(self.dist)
             checkpoint = resolve_checkpoint(self.run_dir)
             return TrainResult(self.run_dir, self.step, checkpoint, True, self._last_loss)
         return self._finish()
 
-    def _step_and_record(self, clock: float) -> tuple[str, float]:
+    def _step_and_record(self, clock: float) -> tuple[StepReport, float]:
         """One step and its bookkeeping: the budget clock, metrics, validation and checkpoint.
 
-        `clock` is when the time the budget counts last advanced; returns the progress-bar
-        status and the new `clock`. The budget is wall-clock, validation and saving included.
+        `clock` is when the time the budget counts last advanced; returns what progress shows
+        of the step and the new `clock`. The budget is wall-clock, validation and saving included.
         """
         cfg = self.config
         started = time.perf_counter()
@@ -336,7 +359,7 @@ class Trainer:
         self.elapsed, clock = self.elapsed + now - clock, now
         if record:
             self._log(record)
-        return f"loss {loss:.3f}  {ntokens / spent:,.0f} tok/s", clock
+        return StepReport(self.step, self.elapsed, loss, ntokens, spent), clock
 
     def _finish(self) -> TrainResult:
         """After the loop: save what is not saved yet, validate (unless stopped early), close."""
@@ -349,20 +372,6 @@ class Trainer:
         checkpoint = resolve_checkpoint(self.run_dir)
         interrupted = self._stop.requested
         return TrainResult(self.run_dir, self.step, checkpoint, interrupted, self._last_loss)
-
-
-def _progress_bar(enabled: bool) -> Progress:
-    """The training progress bar: step of total, last loss and throughput, time remaining."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-    columns = [
-        TextColumn("train"),
-        BarColumn(),
-        TextColumn("step {task.completed}/{task.total}"),
-        TextColumn("{task.fields[status]}"),
-        TimeRemainingColumn(),
-    ]
-    return Progress(*columns, disable=not enabled, transient=False)
 
 
 def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> TrainResult:

@@ -2,7 +2,10 @@
 
 `Supernet.materialize(arch)` builds, for one architecture, exactly the parameters of the
 standalone `TranslationTransformer` of that arch; the shared machinery (forward through the
-standalone code, `extract`) lives in `ElasticModel`.
+standalone code, `extract`) lives in `ElasticModel`. With the space's `share_embeddings = "all"`
+the supernet holds one token table of width max(encoder, decoder embed choices); an arch's
+standalone table is its leading max(E_enc, E_dec) columns (the encoder reads E_enc of them, the
+decoder and output projection E_dec), as HAT's `EmbeddingSuper` slices one shared table.
 """
 
 from __future__ import annotations
@@ -76,8 +79,11 @@ class Supernet(ElasticModel):
             space.max_choice("decoder_embed_dim"),
         )
         qkv = space.qkv_dim
-        self.src_embed = ElasticEmbedding(config.vocab_size, enc_max)
-        self.tgt_embed = ElasticEmbedding(config.vocab_size, dec_max)
+        if space.share_embeddings == "all":  # one table: an arch uses its leading columns
+            self.embed = ElasticEmbedding(config.vocab_size, max(enc_max, dec_max))
+        else:
+            self.src_embed = ElasticEmbedding(config.vocab_size, enc_max)
+            self.tgt_embed = ElasticEmbedding(config.vocab_size, dec_max)
         self.encoder_layers = nn.ModuleList(
             ElasticEncoderLayer(
                 enc_max,
@@ -107,9 +113,15 @@ class Supernet(ElasticModel):
         self.config.space.validate(arch)
         features = self.arch_features(arch)
         enc, dec = arch.encoder_embed_dim, arch.decoder_embed_dim
+        if self.config.space.share_embeddings == "all":
+            tables = prefixed("embed", self.embed.materialize(max(enc, dec)))
+        else:
+            tables = {
+                **prefixed("src_embed", self.src_embed.materialize(enc)),
+                **prefixed("tgt_embed", self.tgt_embed.materialize(dec)),
+            }
         params = {
-            **prefixed("src_embed", self.src_embed.materialize(enc)),
-            **prefixed("tgt_embed", self.tgt_embed.materialize(dec)),
+            **tables,
             **prefixed("encoder_norm", self.encoder_norm.materialize(enc)),
             **prefixed("decoder_norm", self.decoder_norm.materialize(dec)),
         }
@@ -132,6 +144,7 @@ class Supernet(ElasticModel):
                 dropout,
                 cfg.attention_dropout,
                 cfg.pad_id,
+                cfg.space.share_embeddings,
             )
 
     def _width_ratio(self, arch: Arch) -> float:
