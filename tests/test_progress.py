@@ -59,3 +59,24 @@ def test_eta_is_the_budget_that_ends_first():
     assert steps_first.remaining(report) == (20.0, True)
     assert TrainBudget(120, None).remaining(StepReport(0, 0.0, 1.0, 1, 1.0)) == (None, True)
     assert (duration(59.6), duration(61), duration(3725)) == ("1:00", "1:01", "1:02:05")
+
+
+def test_redirected_profiling_prints_plain_lines(monkeypatch, capsys):
+    """The profiler's bar, when the output is not a terminal: a plain line every interval and
+    one at the end, no escape codes."""
+    from latency import profiler
+
+    now = [0.0]
+    monkeypatch.setattr(profiler, "PLAIN_EVERY_S", 10.0)
+    bar = profiler.PlainProgress("profile onnxruntime-cpu", clock=lambda: now[0])
+    with bar:
+        task = bar.add_task("profile", total=4, status="")
+        for step in range(4):
+            now[0] += 6.0
+            bar.update(task, advance=1, status=f"{10 + step:.1f} ms")
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [
+        "profile onnxruntime-cpu 2/4  11.0 ms  elapsed 0:12  ETA 0:12",
+        "profile onnxruntime-cpu 4/4  13.0 ms  elapsed 0:24  ETA 0:00",
+    ]
+    assert "\x1b" not in "".join(lines)
