@@ -8,11 +8,8 @@ import click
 
 from mos_search.cli.types import (
     COUNT,
-    COUNT_OR_ZERO,
-    LENPEN_HELP,
-    NO_REPEAT_HELP,
-    NON_NEGATIVE,
     POSITIVE,
+    decoding_options,
 )
 
 
@@ -33,15 +30,7 @@ from mos_search.cli.types import (
     "--test-limit", default=300, show_default=True, type=COUNT, help="Test sentences for BLEU."
 )
 @click.option("--beam", default=5, show_default=True, type=COUNT)
-@click.option("--lenpen", default=1.0, show_default=True, type=NON_NEGATIVE, help=LENPEN_HELP)
-@click.option(
-    "--no-repeat-ngram",
-    "no_repeat_ngram_size",
-    default=0,
-    show_default=True,
-    type=COUNT_OR_ZERO,
-    help=NO_REPEAT_HELP,
-)
+@decoding_options()
 @click.option("--quantize", type=click.Choice(["int8"]), help="Also write an int8 model.")
 @click.option(
     "--overwrite",
@@ -162,15 +151,7 @@ def finetune_command(
 @click.option("--model", "model_dir", required=True, help="An exported model folder.")
 @click.option("--input", "input_file", help="Text file, one sentence per line [default: stdin].")
 @click.option("--beam", default=5, show_default=True, type=COUNT)
-@click.option("--lenpen", default=1.0, show_default=True, type=NON_NEGATIVE, help=LENPEN_HELP)
-@click.option(
-    "--no-repeat-ngram",
-    "no_repeat_ngram_size",
-    default=0,
-    show_default=True,
-    type=COUNT_OR_ZERO,
-    help=NO_REPEAT_HELP,
-)
+@decoding_options()
 @click.option("--threads", default=1, show_default=True, type=COUNT)
 def translate_command(
     model_dir: str,

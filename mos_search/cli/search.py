@@ -8,12 +8,9 @@ import click
 
 from mos_search.cli.types import (
     COUNT,
-    COUNT_OR_ZERO,
-    LENPEN_HELP,
-    NO_REPEAT_HELP,
-    NON_NEGATIVE,
     POSITIVE,
     SEED,
+    decoding_options,
 )
 
 
@@ -94,16 +91,7 @@ from mos_search.cli.types import (
     help="Test sentences (BLEU or perplexity).",
 )
 @click.option("--verify-beam", default=5, show_default=True, type=COUNT)
-@click.option(
-    "--verify-lenpen", default=1.0, show_default=True, type=NON_NEGATIVE, help=LENPEN_HELP
-)
-@click.option(
-    "--verify-no-repeat-ngram",
-    default=0,
-    show_default=True,
-    type=COUNT_OR_ZERO,
-    help=NO_REPEAT_HELP,
-)
+@decoding_options("verify-")
 @click.option(
     "--verify-max", default=8, show_default=True, type=COUNT, help="Front archs verified (spread)."
 )
@@ -140,7 +128,7 @@ def search_command(
     verify_limit: int,
     verify_beam: int,
     verify_lenpen: float,
-    verify_no_repeat_ngram: int,
+    verify_no_repeat_ngram_size: int,
     verify_max: int,
     verify_passes: int,
 ) -> None:
@@ -188,7 +176,7 @@ def search_command(
         seed=seed,
     )
     checks = (verify_limit, verify_beam, verify_max, verify_passes, verify_lenpen)
-    verify = None if no_verify else VerifySettings(*checks, verify_no_repeat_ngram)
+    verify = None if no_verify else VerifySettings(*checks, verify_no_repeat_ngram_size)
     result = search_task(config, out, resume, verify, echo=click.echo)
     if result.interrupted:
         sys.exit(130)

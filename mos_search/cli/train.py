@@ -12,11 +12,9 @@ from mos_search.cli.types import (
     COUNT,
     COUNT_OR_ZERO,
     FRACTION,
-    LENPEN_HELP,
-    NO_REPEAT_HELP,
-    NON_NEGATIVE,
     POSITIVE,
     SEED,
+    decoding_options,
 )
 from mos_search.constants import METRICS, MODES, SAMPLINGS
 
@@ -159,15 +157,7 @@ def train_command(arch_file: str | None, resume: bool, **options) -> None:
     type=click.IntRange(1, 64),
     help="Beam size (1 = greedy).",
 )
-@click.option("--lenpen", default=1.0, show_default=True, type=NON_NEGATIVE, help=LENPEN_HELP)
-@click.option(
-    "--no-repeat-ngram",
-    "no_repeat_ngram_size",
-    default=0,
-    show_default=True,
-    type=COUNT_OR_ZERO,
-    help=NO_REPEAT_HELP,
-)
+@decoding_options()
 @click.option("--threads", default=1, show_default=True, type=COUNT)
 def score_command(
     ckpt: str,

@@ -43,3 +43,20 @@ NO_REPEAT_HELP = (
     "(fairseq's no_repeat_ngram_size; 0 = off; 3 stops loops such as 'of the children of the "
     "children of')."
 )
+
+
+def decoding_options(prefix: str = "") -> Any:
+    """The `--{prefix}lenpen` and `--{prefix}no-repeat-ngram` options of every command that
+    decodes (one definition: the same defaults and help everywhere)."""
+    lenpen = click.option(
+        f"--{prefix}lenpen", default=1.0, show_default=True, type=NON_NEGATIVE, help=LENPEN_HELP
+    )
+    no_repeat = click.option(
+        f"--{prefix}no-repeat-ngram",
+        f"{prefix.replace('-', '_')}no_repeat_ngram_size",
+        default=0,
+        show_default=True,
+        type=COUNT_OR_ZERO,
+        help=NO_REPEAT_HELP,
+    )
+    return lambda command: lenpen(no_repeat(command))
