@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from mos_search.errors import ConfigError
 from mos_search.files import (
     check_writable_dir,
     read_json,
@@ -56,6 +57,9 @@ class DemoConfig:
     # a pretrained supernet folder to start from (its space, vocabulary and tokenizer replace
     # `preset` and `vocab_size`; nothing is trained); None trains one for `minutes`
     pretrained: str | None = None
+
+
+SAME_DEMO_KEYS = ("preset", "vocab_size", "pretrained")  # what a continued demo may not change
 
 
 def default_pretrained() -> Path:
@@ -108,6 +112,7 @@ class Demo:
     def run(self) -> dict[str, Any]:
         """Run (or continue) every stage; returns the summary also written to `demo.json`."""
         check_writable_dir(self.root)
+        self._check_same_demo()
         self.root.mkdir(parents=True, exist_ok=True)
         write_json_atomic(self.root / "config.json", asdict(self.config))
         stage = Stage(self.root, self.echo)
@@ -145,6 +150,21 @@ class Demo:
         stage.record["summary"] = self.summary(stage.record["stages"], budget_ms)
         write_json_atomic(stage.path, stage.record)
         return stage.record["summary"]
+
+    def _check_same_demo(self) -> None:
+        """A ConfigError when the run folder holds a demo of another corpus or supernet (its
+        finished stages would be reused with the wrong tokenizer or space)."""
+        saved_path = self.root / "config.json"
+        if not saved_path.is_file():
+            return
+        saved, mine = read_json(saved_path), asdict(self.config)
+        changed = [k for k in SAME_DEMO_KEYS if saved.get(k) != mine.get(k)]
+        if changed:
+            theirs = ", ".join(f"{k} {saved.get(k)!r}" for k in changed)
+            raise ConfigError(
+                f"{self.root} holds a demo of another setup ({theirs}); choose another --out "
+                "or remove that folder"
+            )
 
     def build_corpus(self) -> None:
         """The Bible corpus with a SentencePiece model of the demo's vocabulary."""

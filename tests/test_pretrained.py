@@ -138,3 +138,15 @@ def test_the_demo_takes_space_and_tokenizer_from_the_pretrained_folder(packed, t
     assert not (
         packed / "score_cache.jsonl"
     ).exists()  # caches go to the run, not the shipped folder
+
+
+def test_a_demo_folder_of_another_setup_is_refused(packed, tmp_path):
+    """Continuing runs/demo of a from-scratch demo from the pretrained supernet would reuse a
+    corpus of another tokenizer: refused, nothing changed."""
+    root = tmp_path / "demo"
+    root.mkdir()
+    (root / "config.json").write_text(json.dumps({"preset": "cpu-tiny", "vocab_size": 4000}))
+    before = tree_digests(tmp_path)
+    result = CliRunner().invoke(main, ["demo", "--pretrained", str(packed), "--out", str(root)])
+    assert_one_line_error(result, str(root), "holds a demo of another setup", "preset 'cpu-tiny'")
+    assert tree_digests(tmp_path) == before
