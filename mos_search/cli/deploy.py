@@ -27,7 +27,11 @@ from mos_search.cli.types import (
 @click.option("--out", required=True, help="Model folder to write.")
 @click.option("--device", "devices", multiple=True, default=["onnxruntime-cpu"], show_default=True)
 @click.option(
-    "--test-limit", default=300, show_default=True, type=COUNT, help="Test sentences for BLEU."
+    "--test-limit",
+    default=300,
+    show_default=True,
+    type=COUNT,
+    help="Test sentences scored for the card: BLEU (translation) or perplexity (BERT).",
 )
 @click.option("--beam", default=5, show_default=True, type=COUNT)
 @decoding_options()

@@ -49,7 +49,23 @@ from mos_search.constants import METRICS, MODES, SAMPLINGS
 @click.option("--max-tokens", default=4096, show_default=True, type=COUNT, help="Tokens per batch.")
 @click.option("--lr", default=1e-3, show_default=True, type=POSITIVE)
 @click.option("--warmup", default=200, show_default=True, type=COUNT_OR_ZERO)
-@click.option("--dropout", default=0.1, show_default=True, type=FRACTION)
+@click.option(
+    "--dropout", default=0.1, show_default=True, type=FRACTION, help="Residual and FFN dropout."
+)
+@click.option(
+    "--attention-dropout",
+    default=0.0,
+    show_default=True,
+    type=FRACTION,
+    help="Dropout on the attention weights.",
+)
+@click.option(
+    "--router-dropout",
+    default=0.1,
+    show_default=True,
+    type=FRACTION,
+    help="Dropout inside the MoS routers (layer and neuron modes).",
+)
 @click.option(
     "--scale-dropout",
     is_flag=True,
@@ -89,8 +105,8 @@ def train_command(arch_file: str | None, resume: bool, **options) -> None:
     (a text corpus from `mos-search data text`; 15% of tokens masked, 80/10/10).
 
     Under torchrun it trains data-parallel (NCCL on GPUs, gloo on CPUs): --max-tokens is the
-    global batch, shared out over the ranks; rank 0 writes the checkpoints; a run resumes on any
-    number of ranks.
+    global batch, shared out over the ranks; rank 0 alone prints and writes the checkpoints; a run
+    resumes on any number of ranks (and with every dropout at 0, matches one process).
 
     \b
     Example:
@@ -117,9 +133,11 @@ def train_command(arch_file: str | None, resume: bool, **options) -> None:
         config = TrainConfig(arch=read_arch_file(arch_file)[0] if arch_file else None, **options)
     result = train(config, resume=resume)
     state = "interrupted" if result.interrupted else "done"
-    click.echo(f"{state} at step {result.step}; checkpoint {result.checkpoint}")
-    if result.interrupted:
+    if result.is_main:  # under torchrun, rank 0 alone reports
+        click.echo(f"{state} at step {result.step}; checkpoint {result.checkpoint}")
+    if result.is_main and result.interrupted:
         click.echo(f"resume with: mos-search train --out {result.run_dir} --resume")
+    if result.interrupted:
         sys.exit(130)
 
 

@@ -13,6 +13,7 @@ fp32 timed alternately run by run.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +27,16 @@ from mos_search.files import sha256_file, staged_output_dir, write_json_atomic
 
 PARITY_SENTENCES = 20
 BERT_PARITY_TOLERANCE = 1e-3  # float32 ONNX Runtime vs PyTorch: differences are ~1e-6
+
+
+def card_checkpoint(checkpoint: str | Path, model_dir: str | Path) -> str:
+    """The checkpoint as a card names it, so that the card travels: its path relative to the
+    model folder when the two share a folder below the filesystem's root, else only its run's
+    name and its own (`RUN/checkpoints/step_N`); `checkpoint_sha256` identifies the weights."""
+    ckpt, model = Path(checkpoint).resolve(), Path(model_dir).resolve()
+    if Path(os.path.commonpath([ckpt, model])) != Path(ckpt.anchor):
+        return Path(os.path.relpath(ckpt, model)).as_posix()
+    return "/".join(ckpt.parts[-3:] if ckpt.parent.name == "checkpoints" else ckpt.parts[-1:])
 
 
 def _versions() -> dict[str, str]:
@@ -175,7 +186,7 @@ def export_model(
         "params": count_parameters(arch, shapes.vocab_size, space.qkv_dim, space.share_embeddings),
         "vocab_size": shapes.vocab_size,
         "opset": OPSET,
-        "checkpoint": str(oracle.checkpoint),
+        "checkpoint": card_checkpoint(oracle.checkpoint, out),
         "checkpoint_sha256": oracle.loaded.digest,
         "bleu": bleu,
         "parity": checks,
@@ -321,7 +332,7 @@ def export_bert_model(
         "params": count_bert_parameters(arch, vocab),
         "vocab_size": vocab,
         "opset": OPSET,
-        "checkpoint": str(oracle.checkpoint),
+        "checkpoint": card_checkpoint(oracle.checkpoint, out),
         "checkpoint_sha256": oracle.loaded.digest,
         "perplexity": {
             "split": "test",

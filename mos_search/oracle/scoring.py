@@ -277,26 +277,36 @@ def score_report(
     archs += [("standalone", a) for a in oracle.loaded.archs() if not archs]
     if not archs:
         raise ConfigError("nothing to score: give --arch FILE or --preset-arch largest|smallest")
-    lines = [f"{'arch':<12}{'params':>10}" + "".join(f"{m:>10}" for m in metrics)]
+    columns = ["params", *metrics]
+    widths = [max(9, len(column)) for column in columns]  # and two spaces before each
+    first = max(len(name) for name in ["arch", *(name for name, _ in archs)])
+
+    def line(name: str, cells: list[str]) -> str:
+        return f"{name:<{first}}" + "".join(f"  {c:>{w}}" for c, w in zip(cells, widths))
+
+    lines = [line("arch", columns)]
     signature = None
     for name, arch in archs:
         params = count_arch_parameters(oracle.space, arch, oracle.loaded.vocab_size)
-        row = f"{name:<12}{params / 1e6:>9.2f}M"
+        cells = [f"{params / 1e6:.2f}M"]
         for metric in metrics:
             if metric == "bleu":
                 result = oracle.bleu(arch, beam, lenpen, no_repeat_ngram_size)
-                row += f"{result.score:>10.2f}"
+                cells.append(f"{result.score:.2f}")
                 signature = result.signature
             elif metric == "perplexity":
-                row += f"{oracle.perplexity(arch):>10.2f}"
+                cells.append(f"{oracle.perplexity(arch):.2f}")
             else:
-                row += f"{oracle.loss(arch):>10.3f}"
-        lines.append(row)
+                cells.append(f"{oracle.loss(arch):.3f}")
+        lines.append(line(name, cells))
+    per = "masked token, fixed masks" if oracle.task == "bert" else "target token"
+    notes = [f"loss = NLL per {per} (nats)"] if "loss" in metrics else []
+    notes += [f"perplexity = exp(NLL per {per})"] if "perplexity" in metrics else []
     lines.append(
         f"split {split}"
         + (f" ({limit} spread over it)" if limit else "")
-        + f", {len(oracle.data)} sentences; loss = NLL per "
-        + ("masked token, fixed masks (nats)" if oracle.task == "bert" else "target token (nats)")
+        + f", {len(oracle.data)} sentences"
+        + "".join(f"; {note}" for note in notes)
     )
     if signature:
         lines.append(

@@ -1,7 +1,9 @@
-"""Search reports: Pareto plots (PNG and SVG), hypervolume per generation, HTML, JSON and CSV.
+"""Search reports: Pareto plots (PNG and SVG), hypervolume against oracle calls, HTML, JSON, CSV.
 
 Everything is read from a finished run folder (and optionally a baseline run on the same
 problem); the HTML page embeds its plots as inline SVG, so it is one self-contained file.
+Every plot draws the search's budgets where its x-axis is their quantity, joins points in the
+order of its x-axis, and keeps its legend below the axes, where it hides no point.
 """
 
 from __future__ import annotations
@@ -127,7 +129,12 @@ def _figure_text(fig: Any, stem: Path) -> str:
     return svg[svg.index("<svg") :]
 
 
-def _front_plot(runs: list[dict], out: Path) -> str:
+def _legend_below(ax: Any) -> None:
+    """The legend under the axes and their x label: outside the data, so it hides no point."""
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)
+
+
+def _front_plot(runs: list[dict]) -> Any:
     import matplotlib.pyplot as plt
 
     config = runs[0]["config"]
@@ -139,8 +146,9 @@ def _front_plot(runs: list[dict], out: Path) -> str:
             xs = [e["costs"][cost.key] for e in run["scored"]]
             ys = [e["quality"] for e in run["scored"]]
             ax.scatter(xs, ys, s=8, color=colour, alpha=0.25, label=f"{run['name']}: all scored")
-            fx = [p["costs"][cost.key] for p in run["front"]]
-            fy = [p[config.quality] for p in run["front"]]
+            front = sorted(run["front"], key=lambda p: p["costs"][cost.key])
+            fx = [p["costs"][cost.key] for p in front]
+            fy = [p[config.quality] for p in front]
             ax.plot(fx, fy, "o-", color=colour, ms=4, label=f"{run['name']}: front")
         for budget in config.budgets:
             if budget.cost_key == cost.key:
@@ -149,42 +157,47 @@ def _front_plot(runs: list[dict], out: Path) -> str:
         ax.set_title(f"Search objectives: {config.quality} vs {cost.metric} ({cost.key})")
         ax.set_ylabel(METRIC_LABELS.get(config.quality, config.quality))
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    return _figure_text(fig, out / "front")
+        _legend_below(ax)
+    return fig
 
 
-def _verified_bert_plot(runs: list[dict], out: Path) -> str:
+def _verified_bert_plot(runs: list[dict]) -> Any:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.6))
     for colour, run in zip(["tab:blue", "tab:orange"], runs):
-        points = sorted(run["verified"], key=lambda v: v["memory"]["params_fp32_mib"])
-        if not points:
+        if not run["verified"]:
             continue
-        ppl = [v["test_perplexity"] for v in points]
         for key, style, label in (
             ("onnxruntime_peak_mib", "o-", "peak inference memory, ONNX Runtime"),
             ("params_fp32_mib", "s--", "parameters, fp32"),
             ("params_fp16_mib", "^:", "parameters, fp16"),
         ):
+            # joined along x (ties by perplexity)
+            points = sorted(run["verified"], key=lambda v: (v["memory"][key], v["test_perplexity"]))
             xs = [v["memory"][key] for v in points]
+            ppl = [v["test_perplexity"] for v in points]
             ax.plot(xs, ppl, style, color=colour, ms=4, label=f"{run['name']}: {label}")
+    for budget in runs[0]["config"].budgets:
+        if budget.cost_key == MEMORY_COST:  # a limit on the fp32 parameters
+            label = f"budget {budget.describe()} (parameters, fp32)"
+            ax.axvline(budget.limit, color="grey", ls=":", label=label)
     length = runs[0]["verified"][0]["memory"]["sequence_length"]
     ax.set_xlabel(f"memory (MiB); peak at batch 1 x {length} tokens")
     ax.set_ylabel("test perplexity (masked LM, fixed masks)")
     ax.set_title("Verified front: perplexity vs memory")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    return _figure_text(fig, out / "verified")
+    _legend_below(ax)
+    return fig
 
 
-def _verified_plot(runs: list[dict], out: Path) -> str | None:
+def _verified_plot(runs: list[dict]) -> Any:
     import matplotlib.pyplot as plt
 
     if not runs[0]["verified"]:
         return None
     if is_bert(runs[0]):
-        return _verified_bert_plot(runs, out)
+        return _verified_bert_plot(runs)
     config = runs[0]["config"]
     fig, axes = plt.subplots(
         1, len(config.devices), figsize=(6.4 * len(config.devices), 4.6), squeeze=False
@@ -199,14 +212,17 @@ def _verified_plot(runs: list[dict], out: Path) -> str | None:
         ax.set_ylabel("test BLEU (sacreBLEU)")
         ax.set_title(f"Verified front: {device}")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    return _figure_text(fig, out / "verified")
+        _legend_below(ax)
+    return fig
 
 
 def _verified_points(ax: Any, run: dict, device: str, colour: str, budgets: list) -> None:
-    """Measured latency (median, interval over the passes) and predicted, against test BLEU;
-    a red cross on each architecture whose measured upper end misses a budget."""
-    points = sorted(run["verified"], key=lambda v: v["measured_scaled_ms"][device])
+    """Measured latency (median, interval over the passes; joined from fast to slow) and
+    predicted, against test BLEU; a red cross on each architecture whose measured upper end
+    misses a budget."""
+    points = sorted(
+        run["verified"], key=lambda v: (v["measured_scaled_ms"][device], v["test_bleu"])
+    )
     if not points:
         return
     bleu = [v["test_bleu"] for v in points]
@@ -219,7 +235,8 @@ def _verified_points(ax: Any, run: dict, device: str, colour: str, budgets: list
         measured,
         bleu,
         xerr=[[m - lo for m, lo in zip(measured, lower)], [u - m for m, u in zip(measured, upper)]],
-        fmt="o",
+        fmt="o-",
+        lw=1,
         color=colour,
         capsize=3,
         label=f"{run['name']}: measured (interval over passes)",
@@ -236,7 +253,7 @@ def _verified_points(ax: Any, run: dict, device: str, colour: str, budgets: list
         ax.scatter(*zip(*misses), marker="x", s=80, color="red", label="misses the budget")
 
 
-def _hypervolume_plot(runs: list[dict], out: Path) -> str:
+def _hypervolume_plot(runs: list[dict]) -> Any:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
@@ -252,10 +269,18 @@ def _hypervolume_plot(runs: list[dict], out: Path) -> str:
         )
     ax.set_xlabel("oracle calls (distinct architectures scored)")
     ax.set_ylabel("hypervolume (share of the fixed box)")
-    ax.set_title("Hypervolume per generation")
+    ax.set_title("Hypervolume against oracle calls (a point a generation)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return _figure_text(fig, out / "hypervolume")
+    _legend_below(ax)
+    return fig
+
+
+def report_figures(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The report's matplotlib figures by file stem: `front`, `verified` (when the first run has
+    verified architectures) and `hypervolume`; `runs` are `load_run`s, the first one reported."""
+    figures = {"front": _front_plot(runs), "verified": _verified_plot(runs)}
+    figures["hypervolume"] = _hypervolume_plot(runs)
+    return {stem: fig for stem, fig in figures.items() if fig is not None}
 
 
 def _cell(value: Any) -> str:
@@ -317,10 +342,7 @@ def write_report(run_dir: str | Path, baseline: str | Path | None = None) -> Pat
     runs = [run] + ([load_run(baseline)] if baseline else [])
     out = Path(run_dir) / "report"
     out.mkdir(exist_ok=True)
-    figures = [_front_plot(runs, out)]
-    if (verified := _verified_plot(runs, out)) is not None:
-        figures.append(verified)
-    figures.append(_hypervolume_plot(runs, out))
+    figures = [_figure_text(fig, out / stem) for stem, fig in report_figures(runs).items()]
     import matplotlib.pyplot as plt
 
     plt.close("all")

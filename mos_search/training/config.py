@@ -20,6 +20,9 @@ class TrainConfig:
 
     With `arch` set, one architecture is trained alone (a standalone model), not a supernet.
     `max_steps` and `minutes` are budgets (whichever ends first; `minutes` counts across resumes).
+    Every dropout of the model is here: `dropout` (residual and FFN), `attention_dropout` (the
+    attention weights) and `router_dropout` (inside the MoS routers: layer and neuron modes);
+    configs saved before the last two existed read them as the values those runs used.
     """
 
     data: str
@@ -41,6 +44,8 @@ class TrainConfig:
     clip_norm: float = 1.0
     label_smoothing: float = 0.1
     dropout: float = 0.1
+    attention_dropout: float = 0.0
+    router_dropout: float = 0.1
     scale_dropout: bool = False
     weight_decay: float = 0.0
     max_steps: int = 1000
@@ -81,8 +86,11 @@ class TrainConfig:
             raise ConfigError("random_archs, warmup and valid_every must be >= 0")
         if not self.lr > 0:
             raise ConfigError(f"lr: expected a positive number, found {self.lr}")
-        if not 0 <= self.label_smoothing < 1 or not 0 <= self.dropout < 1:
-            raise ConfigError("label_smoothing and dropout must be in [0, 1)")
+        for name in ("label_smoothing", "dropout", "attention_dropout", "router_dropout"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ConfigError(
+                    f"{name}: expected a value in [0, 1), found {getattr(self, name)}"
+                )
         if self.precision not in PRECISIONS:
             raise ConfigError(
                 f"precision: expected one of {', '.join(PRECISIONS)}, found {self.precision!r}"

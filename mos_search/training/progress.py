@@ -11,6 +11,10 @@ steps over the time the steps took (as `metrics.jsonl` counts it), elapsed the t
 wall clock (counted across resumes, as `--minutes` is), and ETA the earlier end of the two
 budgets: `--max-steps` at this session's pace so far, `--minutes`. The step total is shown when
 `--max-steps` is the budget that ends first.
+
+The bar of a terminal shows the same fields, with the last step's loss and the tokens/s of the
+latest `metrics.jsonl` line (the same number, averaged over `--log-every` steps); it fills by
+steps when `--max-steps` ends first and by the `--minutes` clock when that does.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ class StepReport:
     loss: float  # loss per target token of the step
     tokens: int  # target tokens of the step
     seconds: float  # wall time of the step itself
+    logged_tokens_per_s: float | None = None  # of the latest metrics.jsonl line (None: none yet)
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,18 @@ def duration(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
+def status(budget: TrainBudget, report: StepReport, loss: float, tokens_per_s: float | None) -> str:
+    """`step 120/400  loss 5.123  tokens/s 2,345  elapsed 1:02  ETA 3:40` (see the module
+    docstring); the step total only when `--max-steps` ends first, `?` for what is not known."""
+    left, steps_end_first = budget.remaining(report)
+    total = f"/{budget.max_steps}" if steps_end_first else ""
+    speed = "?" if tokens_per_s is None else f"{tokens_per_s:,.0f}"
+    return (
+        f"step {report.step}{total}  loss {loss:.3f}  tokens/s {speed}  "
+        f"elapsed {duration(report.elapsed)}  ETA {'?' if left is None else duration(left)}"
+    )
+
+
 class PlainProgress:
     """Plain progress lines every `every` seconds (default `PLAIN_EVERY_S`) of `clock`, and one
     from `close`."""
@@ -109,14 +126,9 @@ class PlainProgress:
 
     def line(self, report: StepReport) -> str:
         """The line for `report`, with the steps counted since the previous line."""
-        left, steps_end_first = self.budget.remaining(report)
-        total = f"/{self.budget.max_steps}" if steps_end_first else ""
         loss = sum(self._losses) / max(len(self._losses), 1)
         speed = self._tokens / max(self._seconds, 1e-9)
-        return (
-            f"train step {report.step}{total}  loss {loss:.3f}  tokens/s {speed:,.0f}  "
-            f"elapsed {duration(report.elapsed)}  ETA {'?' if left is None else duration(left)}"
-        )
+        return f"train {status(self.budget, report, loss, speed)}"
 
     def _emit(self) -> None:
         assert self._last is not None
@@ -126,19 +138,27 @@ class PlainProgress:
 
 
 class RichProgress:
-    """The live bar of a terminal: step of total, the last step's loss and speed, time left."""
+    """The live bar of a terminal: the fields of a plain line (`status`) with the last step's
+    loss and the latest logged tokens/s; it fills by steps or by minutes, whichever ends first."""
 
     def __init__(self, bar: Progress, budget: TrainBudget) -> None:
-        self.bar = bar
+        self.bar, self.budget = bar, budget
         self.task = bar.add_task(
-            "train", total=budget.max_steps, completed=budget.start_step, status=""
+            "train",
+            total=budget.max_steps,
+            completed=budget.start_step,
+            status=f"step {budget.start_step}",
         )
 
     def update(self, report: StepReport) -> None:
-        """Move the bar to the step."""
-        speed = report.tokens / max(report.seconds, 1e-9)
-        status = f"loss {report.loss:.3f}  {speed:,.0f} tok/s"
-        self.bar.update(self.task, completed=report.step, status=status)
+        """Move the bar to the step (or to the elapsed minutes) and rewrite its fields."""
+        _, steps_end_first = self.budget.remaining(report)
+        if steps_end_first or self.budget.minutes is None:
+            completed, total = float(report.step), float(self.budget.max_steps)
+        else:
+            completed, total = report.elapsed, self.budget.minutes * 60
+        text = status(self.budget, report, report.loss, report.logged_tokens_per_s)
+        self.bar.update(self.task, completed=completed, total=total, status=text)
 
 
 class _Silent:
@@ -170,13 +190,8 @@ def training_progress(enabled: bool, budget: TrainBudget) -> Iterator[StepProgre
 
 
 def _rich_bar() -> Progress:
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn
 
-    columns = [
-        TextColumn("train"),
-        BarColumn(),
-        TextColumn("step {task.completed}/{task.total}"),
-        TextColumn("{task.fields[status]}"),
-        TimeRemainingColumn(),
-    ]
-    return Progress(*columns, transient=False)
+    columns = [TextColumn("train"), BarColumn(), TextColumn("{task.fields[status]}")]
+    return Progress(*columns, console=Console(), transient=False)

@@ -70,7 +70,7 @@ def model_spec(config: TrainConfig, space: SearchSpace, vocab_size: int) -> dict
     """Description of the model a training config builds."""
     if config.arch is not None:
         arch = space.arch_from_dict(config.arch)
-        return standalone_spec(space, arch, vocab_size, config.dropout)
+        return standalone_spec(space, arch, vocab_size, config.dropout, config.attention_dropout)
     return supernet_spec(
         SupernetConfig(
             space=space,
@@ -78,7 +78,9 @@ def model_spec(config: TrainConfig, space: SearchSpace, vocab_size: int) -> dict
             mode=config.mode,
             experts=config.experts,
             mos_attention=config.mos_attention,
+            router_dropout=config.router_dropout,
             dropout=config.dropout,
+            attention_dropout=config.attention_dropout,
             scale_dropout=config.scale_dropout,
         )
     )
@@ -93,6 +95,7 @@ class TrainResult:
     checkpoint: Path
     interrupted: bool
     last_loss: float | None
+    is_main: bool = True  # rank 0 (or the only process): the one that reports
 
 
 class Trainer:
@@ -169,12 +172,20 @@ class Trainer:
         self._stop = GracefulStop()  # a fresh one for each `run`
         self._window_tokens, self._window_time = 0, 0.0  # throughput since the last log line
         self._last_loss: float | None = None
+        self._logged_speed: float | None = None  # of the latest metrics line: progress shows it
         if state:
             self._restore(state)
             self._saved_step, self._saved_elapsed = self.step, self.elapsed
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        if self.dist.world > 1 and self.dist.is_main and not state:
-            print(f"data-parallel training on {self.dist.world} ranks ({self.dist.device.type})")
+        self._announce(resumed=bool(state))
+
+    def _announce(self, resumed: bool) -> None:
+        """On rank 0 alone: how many ranks train, and where a resumed run goes on from."""
+        world, epoch, tokens = self.dist.world, self.epoch, self.tokens_seen
+        if self.dist.is_main and world > 1:
+            print(f"data-parallel training on {world} ranks ({self.dist.device.type})", flush=True)
+        if self.dist.is_main and resumed:
+            print(f"resumed from step {self.step} ({tokens:,} tokens, epoch {epoch})", flush=True)
 
     def _restore(self, state: dict[str, Any]) -> None:
         load_weights(self.model, self.run_dir)
@@ -310,7 +321,7 @@ class Trainer:
         """
         if self.dist.is_main:
             write_json_atomic(self.run_dir / "train_config.json", self.config.to_dict())
-        self._stop, self._last_loss = GracefulStop(), None
+        self._stop, self._last_loss, self._logged_speed = GracefulStop(), None, None
         self._window_tokens, self._window_time = 0, 0.0
         budget = TrainBudget(self.config.max_steps, self.config.minutes, self.step, self.elapsed)
         try:
@@ -322,7 +333,9 @@ class Trainer:
         except KeyboardInterrupt:  # no collective calls: the other ranks stop on their own signal
             shutdown(self.dist)
             checkpoint = resolve_checkpoint(self.run_dir)
-            return TrainResult(self.run_dir, self.step, checkpoint, True, self._last_loss)
+            return TrainResult(
+                self.run_dir, self.step, checkpoint, True, self._last_loss, self.dist.is_main
+            )
         return self._finish()
 
     def _step_and_record(self, clock: float) -> tuple[StepReport, float]:
@@ -350,6 +363,7 @@ class Trainer:
                 "lr": inverse_sqrt_lr(self.step, cfg.lr, cfg.warmup),
                 "tokens_per_s": round(self._window_tokens / max(self._window_time, 1e-9)),
             }
+            self._logged_speed = record["tokens_per_s"]  # what progress shows, to the token
             self._window_tokens, self._window_time = 0, 0.0
         if cfg.valid_every and self.step % cfg.valid_every == 0:
             record.update(self.validate())
@@ -359,7 +373,8 @@ class Trainer:
         self.elapsed, clock = self.elapsed + now - clock, now
         if record:
             self._log(record)
-        return StepReport(self.step, self.elapsed, loss, ntokens, spent), clock
+        report = StepReport(self.step, self.elapsed, loss, ntokens, spent, self._logged_speed)
+        return report, clock
 
     def _finish(self) -> TrainResult:
         """After the loop: save what is not saved yet, validate (unless stopped early), close."""
@@ -370,8 +385,8 @@ class Trainer:
         barrier(self.dist)
         shutdown(self.dist)
         checkpoint = resolve_checkpoint(self.run_dir)
-        interrupted = self._stop.requested
-        return TrainResult(self.run_dir, self.step, checkpoint, interrupted, self._last_loss)
+        interrupted, main = self._stop.requested, self.dist.is_main
+        return TrainResult(self.run_dir, self.step, checkpoint, interrupted, self._last_loss, main)
 
 
 def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> TrainResult:
