@@ -174,11 +174,8 @@ class Demo:
         build_bible_corpus(self.data, self.config.vocab_size, overwrite=True, tokenizer=tokenizer)
 
     def copy_pretrained(self) -> None:
-        """The pretrained supernet, copied into the run (its weights checked against its card:
-        the score cache then lives in the run, not in the shipped folder)."""
-        from mos_search.deploy.pretrained import read_card
-
-        read_card(self.config.pretrained)
+        """The pretrained supernet (its weights checked against its card when the demo began),
+        copied into the run: the score cache then lives in the run, not in the shipped folder."""
         tmp = self.supernet.with_name(".supernet.partial")
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.copytree(self.config.pretrained, tmp)

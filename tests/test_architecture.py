@@ -31,7 +31,7 @@ ALLOWED: dict[str, set[str]] = {
     "arch": CORE,
     "space": CORE | {"arch"},
     "hat": CORE | {"arch", "space"},  # HAT SubTransformer configs read as members of a space
-    "data": CORE,
+    "data": CORE | {"devices"},  # devices.text: the one UTF-8 decoder, line by line
     "models": CORE | {"arch", "space", "data"},
     "training": _MODELS,
     "oracle": _MODELS,

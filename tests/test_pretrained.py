@@ -45,7 +45,8 @@ def test_the_pack_holds_fp16_weights_its_tokenizer_and_a_card(packed, tiny_run, 
     )
     assert card["commit"] is None or len(card["commit"]) == 40
     assert set(card["scores"]) == {"largest", "smallest"}
-    fp32 = Oracle(tiny_run, cache_path=None).loss(Oracle(tiny_run, cache_path=None).space.largest())
+    oracle = Oracle(tiny_run, cache_path=None)
+    fp32 = oracle.loss(oracle.space.largest())
     assert card["scores"]["largest"]["valid_loss"] == pytest.approx(fp32, abs=2e-3)  # fp16 rounding
     assert card["scores"]["largest"]["test_sentences"] == 4
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import codecs
 from pathlib import Path
 
+from devices.text import NotUtf8, decode_utf8
 from mos_search.errors import DataError
 
 
@@ -27,12 +28,9 @@ def read_lines(path: str | Path) -> list[str]:
     out = []
     for number, raw in enumerate(lines, start=1):
         try:
-            out.append(raw.decode("utf-8").removesuffix("\r"))
-        except UnicodeDecodeError as exc:
-            raise DataError(
-                f"{path}:{number}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at column "
-                f"{exc.start + 1}); save the file as UTF-8"
-            ) from None
+            out.append(decode_utf8(raw).removesuffix("\r"))
+        except NotUtf8 as exc:
+            raise DataError(f"{path}:{number}: {exc}") from None
     if not out or not any(line.strip() for line in out):
         raise DataError(f"{path}: file is empty")
     return out

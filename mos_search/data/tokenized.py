@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from devices.text import NotUtf8, decode_utf8
 from mos_search.constants import EOS_ID
 from mos_search.data.encoded import EncodedSplit
 from mos_search.data.manifest import PARALLEL_KIND, read_manifest
@@ -33,12 +34,9 @@ def _lines(path: Path) -> Iterator[list[str]]:
     with path.open("rb") as f:
         for number, line in enumerate(f, start=1):
             try:
-                chunk.append(line.rstrip(b"\n").decode("utf-8").rstrip("\r"))
-            except UnicodeDecodeError as exc:
-                raise DataError(
-                    f"{path}:{number}: not UTF-8 text (byte 0x{line[exc.start]:02x} at column "
-                    f"{exc.start + 1}); save the file as UTF-8"
-                ) from None
+                chunk.append(decode_utf8(line.removesuffix(b"\n")).removesuffix("\r"))
+            except NotUtf8 as exc:
+                raise DataError(f"{path}:{number}: {exc}") from None
             if len(chunk) == CHUNK_LINES:
                 yield chunk
                 chunk = []

@@ -44,7 +44,8 @@ STATE_KEYS = (
 # them against the command), in the order the command line is written
 TRAIN_FLAGS = (
     "data", "out", "space", "mode", "experts", "mos_attention", "sampling", "random_archs",
-    "max_tokens", "lr", "warmup", "dropout", "scale_dropout", "max_steps", "minutes",
+    "max_tokens", "lr", "warmup", "dropout", "attention_dropout", "router_dropout",
+    "scale_dropout", "max_steps", "minutes",
     "save_every", "log_every", "valid_every", "seed", "threads", "device", "precision",
 )  # fmt: skip
 

@@ -14,7 +14,6 @@ holds a line-ending character. Input that is not UTF-8 is refused whole, before 
 
 from __future__ import annotations
 
-import codecs
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -22,8 +21,8 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from mos_search.constants import EOS_ID, PAD_ID
-from mos_search.errors import ConfigError, MosSearchError
-from mos_search.files import decode_utf8, split_lines
+from mos_search.errors import ConfigError
+from mos_search.files import decode_utf8, read_text, split_lines
 from mos_search.oracle.beam import beam_search, greedy_search
 
 MODEL_FILES = ("encoder.onnx", "decoder_step.onnx", "spm.model")
@@ -166,15 +165,8 @@ def read_sentences(path: str | Path | None, stdin: BinaryIO) -> list[str]:
     `<stdin>` in errors): UTF-8 with a leading byte-order mark dropped, split on "\\n" only
     (`mos_search/data/parallel.py`); bytes that are not UTF-8 are a MosSearchError naming the
     input, line and column, raised before anything is translated."""
-    if path is None:
-        data, where = stdin.read(), STDIN
-    else:
-        try:
-            data, where = Path(path).read_bytes(), str(path)
-        except OSError as exc:
-            raise MosSearchError(f"cannot read {path}: {exc.strerror}") from None
-    # the mark goes before decoding, so an error's line and column count in the text after it
-    return split_lines(decode_utf8(data.removeprefix(codecs.BOM_UTF8), where))
+    text = decode_utf8(stdin.read(), STDIN) if path is None else read_text(path)
+    return split_lines(text)
 
 
 def one_line(text: str) -> str:
