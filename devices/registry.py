@@ -3,19 +3,30 @@
 from __future__ import annotations
 
 import warnings
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 
 from devices.base import Device, DeviceError
 from devices.profile import DeviceProfile, ProfileError, parse_profile
 
 GROUP = "mos_search.devices"
+# The devices this repository ships, found even where no distribution declares the entry points
+# (the measuring agent run from copied source, `latency.remote`); installed entry points win.
+BUILTIN = {
+    "onnxruntime-cpu": "devices.onnxruntime_cpu:OnnxRuntimeCPU",
+    "torch-cpu": "devices.torch_cpu:TorchCPU",
+    "cuda": "devices.cuda:CudaDevice",
+    "tensorrt": "devices.tensorrt:TensorRTDevice",
+}
 
 
 def registered() -> dict[str, type[Device]]:
     """Every installed device class by name; a plug-in that fails to load is a warning."""
     found: dict[str, type[Device]] = {}
-    for entry in entry_points(group=GROUP):
+    entries = {entry.name: entry for entry in entry_points(group=GROUP)}
+    for name, value in BUILTIN.items():
+        entries.setdefault(name, EntryPoint(name, value, GROUP))
+    for entry in entries.values():
         try:
             cls = entry.load()
         except Exception as exc:  # a broken plug-in must not take the others down

@@ -20,11 +20,9 @@ skipped, with a warning.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
-import platform
 import statistics
 import sys
 import warnings
@@ -73,7 +71,7 @@ def _is_number(value: Any) -> bool:
     )
 
 
-def _record_problem(record: Any) -> str | None:
+def record_problem(record: Any) -> str | None:
     """What is wrong with one parsed line (feature count aside), or None when it is valid."""
     if not isinstance(record, dict):
         return f"expected a JSON object, found {type(record).__name__}"
@@ -142,7 +140,7 @@ def read_records(
                 )
                 continue
             raise DatasetError(path, number, _line_problem(error)) from None
-        problem = _record_problem(record)
+        problem = record_problem(record)
         if problem is not None:
             raise DatasetError(path, number, problem)
         if n_features is None:
@@ -289,27 +287,3 @@ def fit_drift_elasticity_repeated(
     if informative < min_archs:
         return None
     return xy / xx
-
-
-def environment() -> dict[str, Any]:
-    """Where a measurement was taken: CPU, cores, library versions."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    versions = {}
-    for package in ("torch", "onnxruntime", "onnx", "numpy", "tensorrt"):
-        with contextlib.suppress(PackageNotFoundError):
-            versions[package] = version(package)
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "versions": versions,
-    }

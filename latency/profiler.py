@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from devices import Device, DeviceProfile, ModelBundle
-from latency.dataset import append_record, arch_key, environment, measured_keys, read_records
+from latency.dataset import append_record, arch_key, measured_keys, read_records
+from latency.environment import environment
 from latency.protocol import Measurement, measure
 from latency.workloads import workload_for
 
@@ -86,11 +87,30 @@ def _clock(seconds: float) -> str:
     return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}"
 
 
-def _progress_bar(profile_name: str, enabled: bool) -> Progress | PlainProgress:
+class NoProgress:
+    """Shows nothing (and needs no `rich`: the measuring agent runs without it)."""
+
+    def __enter__(self) -> NoProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def add_task(self, _name: str, total: int, status: str = "") -> int:
+        return 0
+
+    def update(self, _task: int, advance: int = 0, status: str = "") -> None:
+        pass
+
+
+def progress_bar(label: str, enabled: bool) -> Progress | PlainProgress | NoProgress:
     """A rich progress bar (done/total, the last latency, elapsed and remaining time) on a
-    terminal; plain lines (`PlainProgress`) when the output is redirected."""
-    if enabled and not sys.stdout.isatty():
-        return PlainProgress(f"profile {profile_name}")
+    terminal; plain lines (`PlainProgress`) when the output is redirected; nothing when not
+    `enabled`. `label` starts each line (`profile onnxruntime-cpu`)."""
+    if not enabled:
+        return NoProgress()
+    if not sys.stdout.isatty():
+        return PlainProgress(label)
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -101,14 +121,14 @@ def _progress_bar(profile_name: str, enabled: bool) -> Progress | PlainProgress:
     )
 
     columns = [
-        TextColumn(f"profile {profile_name}"),
+        TextColumn(label),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("{task.fields[status]}"),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     ]
-    return Progress(*columns, disable=not enabled)
+    return Progress(*columns)
 
 
 def measurement_fields(result: Measurement) -> dict[str, Any]:
@@ -128,7 +148,23 @@ def measurement_fields(result: Measurement) -> dict[str, Any]:
     }
 
 
-def _todo(
+def measurement_from_record(record: dict[str, Any]) -> Measurement:
+    """The Measurement a record was written from (`measurement_fields`, inverted: seconds)."""
+    reference = record.get("reference_ms")
+    return Measurement(
+        seconds=record["latency_ms"] / 1000,
+        spread=record["spread"],
+        attempts=record["attempts"],
+        flagged=record["flagged"],
+        samples=[s / 1000 for s in record["samples_ms"]],
+        reference_seconds=None if reference is None else reference / 1000,
+        low_seconds=record["low_ms"] / 1000,
+        high_seconds=record["high_ms"] / 1000,
+        coverage=record["interval_coverage"],
+    )
+
+
+def todo(
     archs: list[dict[str, Any]], dataset: Path, digest: str, passes: int | None
 ) -> list[tuple[int | None, dict[str, Any]]]:
     """(pass, arch) still to measure, pass after pass; pass None: plain profiling (once each).
@@ -159,17 +195,20 @@ def profile_archs(
     progress: bool = True,
     passes: int | None = None,
     extra: dict[str, Any] | None = None,
+    arch_fields: Callable[[dict], dict[str, Any]] | None = None,
+    on_record: Callable[[dict[str, Any]], None] | None = None,
 ) -> ProfileRun:
     """Measure every architecture not yet in `dataset`; Ctrl-C stops after the last record.
     `extra` fields (what the caller knows of the models, e.g. how they share embeddings) go into
-    every record.
+    every record, `arch_fields(arch)` into that arch's; `on_record` gets each record once it is
+    on disk (a measuring agent streams it back).
 
     With `passes`, every architecture is measured once per pass, pass after pass (all archs in
     pass 0, then all in pass 1, ...), so a pass is minutes from the next rather than back to
     back; each record carries its `pass`.
     """
     dataset = Path(dataset)
-    todo = _todo(archs, dataset, profile.digest(), passes)
+    pending = todo(archs, dataset, profile.digest(), passes)
     env = environment()
     ref_pair = None
     if reference is not None:
@@ -179,9 +218,9 @@ def profile_archs(
     measured = flagged = 0
     interrupted = False
     try:
-        with _progress_bar(profile.name, progress) as bar:
-            task = bar.add_task("profile", total=len(todo), status="")
-            for pass_index, arch in todo:
+        with progress_bar(f"profile {profile.name}", progress) as bar:
+            task = bar.add_task("profile", total=len(pending), status="")
+            for pass_index, arch in pending:
                 bundle = make_bundle(arch)
                 device.load(bundle)
                 result = measure(device, workload_for(device, bundle, profile), profile, ref_pair)
@@ -198,10 +237,13 @@ def profile_archs(
                     "peak_memory_bytes": device.peak_memory_bytes(),
                     "env": env,
                     "time": time.time(),
+                    **(arch_fields(arch) if arch_fields else {}),
                 }
                 if pass_index is not None:
                     record["pass"] = pass_index
                 append_record(dataset, record)
+                if on_record is not None:
+                    on_record(record)
                 measured += 1
                 flagged += result.flagged
                 at = "" if pass_index is None else f"pass {pass_index + 1}/{passes}: "
@@ -213,4 +255,4 @@ def profile_archs(
         if ref_pair is not None:
             ref_pair[0].close()
     planned = len(archs) * (1 if passes is None else passes)
-    return ProfileRun(measured, planned - len(todo), flagged, interrupted, dataset)
+    return ProfileRun(measured, planned - len(pending), flagged, interrupted, dataset)

@@ -15,7 +15,6 @@ folder whole or the new one whole, and nothing of the earlier one stays beside t
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from devices import text
+from devices.digest import sha256_file as sha256_file  # the one file digest, re-exported
 from mos_search.errors import MosSearchError
 
 
@@ -56,15 +56,6 @@ def append_jsonl(path: str | Path, record: Any) -> None:
         f.write(json.dumps(record) + "\n")
         f.flush()
         os.fsync(f.fileno())
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes, read in blocks."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def split_lines(text: str) -> list[str]:

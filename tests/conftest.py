@@ -152,3 +152,52 @@ def immutable(path):
             subprocess.run(["chattr", "-i", str(path)], check=True)
 
     return undo()
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory):
+    """A throwaway OpenSSH server on 127.0.0.1 (`tests/sshd.py`), stopped at the end of the
+    session; skips, saying why, where none can be started."""
+    from sshd import SshdUnavailable, start_sshd
+
+    try:
+        server = start_sshd(tmp_path_factory.mktemp("sshd"))
+    except SshdUnavailable as exc:
+        pytest.skip(f"no test sshd: {exc}")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def agent_python():
+    """The torch-free Python of a measuring target: `.venv-agent/bin/python` (made by
+    `make setup`), or `$MOS_AGENT_PYTHON`; skips where there is none, or where it can import
+    torch (then it would prove nothing)."""
+    import os
+    import subprocess
+
+    python = os.environ.get("MOS_AGENT_PYTHON")
+    if python and not Path(python).is_file():
+        pytest.skip(f"MOS_AGENT_PYTHON={python}: no such file")
+    if not python:
+        python = str(Path(__file__).resolve().parent.parent / ".venv-agent" / "bin" / "python")
+        if not Path(python).is_file():
+            pytest.skip("run make setup: .venv-agent missing")
+    done = subprocess.run([python, "-c", "import torch"], capture_output=True)
+    if done.returncode == 0:
+        pytest.skip(f"{python} can import torch: it would not show the agent runs without it")
+    return python
+
+
+@pytest.fixture(scope="session")
+def fast_profile(tmp_path_factory) -> str:
+    """A device profile (a .toml path) of ONNX Runtime on the CPU with few warm-ups, repeats and
+    decoder steps: for tests of what measuring writes, not of how well it times."""
+    path = tmp_path_factory.mktemp("fast-profile") / "fast.toml"
+    path.write_text(
+        'backend = "onnxruntime-cpu"\nthreads = 1\ninter_op_threads = 1\nwarmups = 0\n'
+        "repeats = 3\ndecoder_steps = 3\nretries = 0\n"
+    )
+    return str(path)

@@ -6,6 +6,8 @@ import sys
 
 import click
 
+from latency.ssh import RemoteOptions
+from mos_search.cli.remote import remote_options
 from mos_search.cli.types import (
     COUNT,
     POSITIVE,
@@ -42,6 +44,7 @@ from mos_search.cli.types import (
     help="Replace the model already in --out (the new one is built aside and swapped in when "
     "complete; without this flag a folder holding files is refused).",
 )
+@remote_options
 def export_command(
     ckpt: str,
     arch_file: str | None,
@@ -56,6 +59,7 @@ def export_command(
     no_repeat_ngram_size: int,
     quantize: str | None,
     overwrite: bool,
+    remote: RemoteOptions | None,
 ) -> None:
     """Export one sub-network as ONNX, with its tokenizer and a model card.
 
@@ -68,6 +72,8 @@ def export_command(
       mos-search export --ckpt runs/neuron --arch arch.json --out model --quantize int8
       mos-search export --ckpt runs/neuron --from-search runs/search --out model --overwrite
       mos-search export --ckpt runs/bert-neuron --from-search runs/search-bert --out bert-model
+      mos-search export --ckpt runs/neuron --from-search runs/search --out model \\
+          --remote ssh://pi@board.local   # the card's latency measured on the board
     """
     from mos_search.deploy.package import card_summary, export_checkpoint
     from mos_search.search.pick import chosen_arch
@@ -86,6 +92,7 @@ def export_command(
         quantize=quantize,
         overwrite=overwrite,
         echo=click.echo,
+        remote=remote,
     )
     click.echo(card_summary(card, out))
 

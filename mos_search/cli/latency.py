@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
+from latency.ssh import RemoteOptions
+from mos_search.cli.remote import remote_options
 from mos_search.cli.types import COUNT, OPEN_FRACTION, POSITIVE, SEED
 from mos_search.files import check_output_file
+
+if TYPE_CHECKING:
+    from mos_search.costs.profiling import ProfilePlan
 
 
 @click.command("devices")
@@ -54,6 +60,22 @@ def devices_command() -> None:
     "(needs --predictor), closest first.",
 )
 @click.option("--predictor", "predictor_path", help="Predictor for --near-budget-ms.")
+@remote_options
+@click.option(
+    "--export-bundles",
+    metavar="DIR",
+    help="Measure offline: write the models, the agent and measure.sh to DIR instead of "
+    "measuring (for a target SSH cannot reach).",
+)
+@click.option("--overwrite", is_flag=True, help="Replace the folder of --export-bundles.")
+@click.option(
+    "--import",
+    "import_path",
+    metavar="RESULTS",
+    help="Merge the results.jsonl measure.sh wrote (checked against the job.json beside it) "
+    "into the dataset, and stop.",
+)
+@click.option("--job", "job_file", help="The job.json of --import [default: beside RESULTS].")
 def profile_command(
     device_profile: str,
     space: str,
@@ -65,29 +87,47 @@ def profile_command(
     no_reference: bool,
     near_budget_ms: float | None,
     predictor_path: str | None,
+    remote: RemoteOptions | None,
+    export_bundles: str | None,
+    overwrite: bool,
+    import_path: str | None,
+    job_file: str | None,
 ) -> None:
     """Measure architectures on a device; appends to its dataset and resumes where it stopped.
+
+    Here, on another machine over SSH (--remote), or offline (--export-bundles, then --import).
 
     \b
     Example:
       mos-search profile --device onnxruntime-cpu --space cpu-small -n 500
       mos-search profile --space cpu-small -n 20 --near-budget-ms 60 \\
           --predictor runs/profile/onnxruntime-cpu/predictor.json   # where the budget is decided
+      mos-search profile --space cpu-small -n 200 --remote ssh://pi@board.local \\
+          --remote-python /home/pi/agent/bin/python --out runs/profile/board/latency.jsonl
+      mos-search profile --space cpu-small -n 200 --export-bundles board-bundles
+      mos-search profile --import board-bundles/results.jsonl --out runs/profile/board/latency.jsonl
     """
-    from mos_search.costs.profiling import run_profile
+    from mos_search.costs.profiling import profile_plan
 
-    run = run_profile(
-        device_profile,
-        space,
-        count,
-        seed,
-        vocab_size,
-        ckpt,
-        out,
-        reference=not no_reference,
-        near_budget_ms=near_budget_ms,
-        predictor=predictor_path,
+    if import_path is not None:
+        _profile_import(import_path, job_file, out, remote, export_bundles)
+        return
+    plan = profile_plan(
+        device_profile, space, count, seed, vocab_size, ckpt, out, near_budget_ms, predictor_path
     )
+    if export_bundles is not None:
+        _profile_export(export_bundles, plan, overwrite, not no_reference, remote)
+        return
+    if remote is None:
+        from mos_search.costs.profiling import measure_archs
+
+        run = measure_archs(plan.profile, plan.archs, plan.models, plan.dataset, not no_reference)
+    else:
+        from mos_search.costs.elsewhere import measure_on_remote
+
+        run = measure_on_remote(
+            remote, plan.profile, plan.archs, plan.models, plan.dataset, not no_reference
+        )
     click.echo(
         f"{run.dataset}: measured {run.measured}, already there {run.skipped}, "
         f"flagged (spread too wide) {run.flagged}"
@@ -95,6 +135,54 @@ def profile_command(
     if run.interrupted:
         click.echo("interrupted: rerun the same command to continue")
         sys.exit(130)
+
+
+def _profile_export(
+    folder: str, plan: ProfilePlan, overwrite: bool, reference: bool, remote: RemoteOptions | None
+) -> None:
+    """`profile --export-bundles`: write what `plan` (`costs.profiling.profile_plan`) measures
+    as a folder to measure offline."""
+    from mos_search.costs.elsewhere import export_bundles
+
+    if remote is not None:
+        raise click.BadParameter("measures offline; drop --remote", param_hint="--export-bundles")
+    dataset = plan.dataset
+    command = f"mos-search profile --import {folder}/results.jsonl --out {dataset}"
+    built = export_bundles(
+        folder,
+        plan.profile,
+        plan.archs,
+        plan.models,
+        dataset,
+        command,
+        overwrite,
+        reference=reference,
+    )
+    click.echo(
+        f"{folder}: {len(built.job.items)} architecture(s) to measure ({built.skipped} already "
+        f"in {dataset}); on the target: {folder}/measure.sh, then here: {command}"
+    )
+
+
+def _profile_import(
+    results: str,
+    job_file: str | None,
+    out: str | None,
+    remote: RemoteOptions | None,
+    export_bundles: str | None,
+) -> None:
+    """`profile --import`: merge an agent's results into the dataset."""
+    from mos_search.costs.elsewhere import import_results
+
+    if remote is not None or export_bundles is not None:
+        raise click.BadParameter(
+            "merges results; drop --remote/--export-bundles", param_hint="--import"
+        )
+    merge = import_results(results, out, job_file)
+    click.echo(
+        f"{merge.dataset}: merged {merge.added}, already there {merge.duplicates}, "
+        f"not measured yet {merge.missing()}"
+    )
 
 
 @click.group("predictor")

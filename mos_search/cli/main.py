@@ -8,8 +8,10 @@ import click
 
 from devices.base import DeviceError
 from devices.profile import ProfileError
+from latency.bundles import BundleError
 from latency.dataset import DatasetError
 from latency.predictor import PredictorError
+from latency.ssh import RemoteError
 from mos_search.cli import data, deploy, latency, search, train
 from mos_search.constants import VERSION
 from mos_search.errors import MosSearchError
@@ -22,7 +24,15 @@ class FriendlyGroup(click.Group):
         """Run the command; a toolkit error becomes `error: ...` on stderr and exit code 2."""
         try:
             return super().invoke(ctx)
-        except (MosSearchError, DeviceError, ProfileError, PredictorError, DatasetError) as exc:
+        except (
+            MosSearchError,
+            DeviceError,
+            ProfileError,
+            PredictorError,
+            DatasetError,
+            BundleError,
+            RemoteError,
+        ) as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
         except click.BadParameter as exc:  # an option value out of its range, or of no number

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
+from latency.ssh import RemoteOptions
+from mos_search.cli.remote import remote_options
 from mos_search.cli.types import (
     COUNT,
     POSITIVE,
     SEED,
     decoding_options,
 )
+
+if TYPE_CHECKING:
+    from mos_search.costs.elsewhere import Elsewhere
 
 
 @click.command("search")
@@ -102,6 +109,20 @@ from mos_search.cli.types import (
     type=COUNT,
     help="Separated measuring passes over the verified archs (median and interval).",
 )
+@remote_options
+@click.option(
+    "--verify-export-bundles",
+    metavar="DIR",
+    help="Verify offline: write the front's models to DIR/PROFILE/ (with measure.sh) and stop; "
+    "rerun with --resume --verify-import once measured.",
+)
+@click.option(
+    "--verify-import",
+    multiple=True,
+    metavar="RESULTS",
+    help="The results.jsonl of --verify-export-bundles (repeat per device): merged, then "
+    "verification goes on.",
+)
 def search_command(
     task: str,
     ckpt: str,
@@ -131,6 +152,9 @@ def search_command(
     verify_no_repeat_ngram_size: int,
     verify_max: int,
     verify_passes: int,
+    remote: RemoteOptions | None,
+    verify_export_bundles: str | None,
+    verify_import: tuple[str, ...],
 ) -> None:
     """Multi-objective search, then verify the front and report.
 
@@ -145,15 +169,13 @@ def search_command(
           --generations 20 --population 40 --out runs/search
       mos-search search --task bert --objective perplexity-memory --ckpt runs/bert-neuron \\
           --max-memory-mib 12 --out runs/search-bert
+      mos-search search --ckpt runs/supernet --max-latency-ms 80 --out runs/search \\
+          --remote ssh://pi@board.local   # the front verified on the board
     """
-    from mos_search.search.config import DEFAULT_LATENCY_CONFIDENCE, VerifySettings
+    from mos_search.search.config import VerifySettings
     from mos_search.search.objectives import search_task
     from mos_search.search.options import search_config
-    from mos_search.search.run import saved_config
 
-    if latency_confidence is None:
-        saved = saved_config(out) if resume else None
-        latency_confidence = saved.latency_confidence if saved else DEFAULT_LATENCY_CONFIDENCE
     config = search_config(
         task=task,
         checkpoint=ckpt,
@@ -167,7 +189,7 @@ def search_command(
         threads=threads,
         workers=workers,
         max_latency_ms=max_latency_ms,
-        latency_confidence=latency_confidence,
+        latency_confidence=_latency_confidence(latency_confidence, out, resume),
         max_params=max_params,
         max_memory_mib=max_memory_mib,
         algorithm=algorithm,
@@ -176,10 +198,37 @@ def search_command(
         seed=seed,
     )
     checks = (verify_limit, verify_beam, verify_max, verify_passes, verify_lenpen)
-    verify = None if no_verify else VerifySettings(*checks, verify_no_repeat_ngram_size)
+    elsewhere = _elsewhere(task, remote, verify_export_bundles, verify_import)
+    verify = None if no_verify else VerifySettings(*checks, verify_no_repeat_ngram_size, elsewhere)
     result = search_task(config, out, resume, verify, echo=click.echo)
     if result.interrupted:
         sys.exit(130)
+
+
+def _latency_confidence(given: float | None, out: str, resume: bool) -> float | None:
+    """--latency-confidence, or by default the resumed run's (None for a 0.1 run, which
+    constrained the mean), else DEFAULT_LATENCY_CONFIDENCE."""
+    from mos_search.search.config import DEFAULT_LATENCY_CONFIDENCE
+    from mos_search.search.run import saved_config
+
+    if given is not None:
+        return given
+    saved = saved_config(out) if resume else None
+    return saved.latency_confidence if saved else DEFAULT_LATENCY_CONFIDENCE
+
+
+def _elsewhere(
+    task: str, remote: RemoteOptions | None, export: str | None, imports: tuple[str, ...]
+) -> Elsewhere:
+    """Where verification measures, from the options (BERT's memory is measured here only)."""
+    from mos_search.costs.elsewhere import Elsewhere
+
+    elsewhere = Elsewhere(remote, Path(export) if export else None, tuple(map(Path, imports)))
+    if task == "bert" and elsewhere != Elsewhere():
+        raise click.BadParameter(
+            "BERT verification measures memory here; drop --remote/--verify-*", param_hint="--task"
+        )
+    return elsewhere
 
 
 @click.command("report")

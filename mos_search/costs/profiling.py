@@ -14,6 +14,7 @@ import random
 import statistics
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +59,7 @@ def translation_bundle(model: TranslationTransformer, needs: str, work_dir: Path
     bundle = ModelBundle(
         kind="translation",
         vocab_size=model.vocab_size,
-        past_shapes=list(zip(shapes.self_heads, shapes.self_head_dims)),
+        past_shapes=shapes.past_shapes,
     )
     if needs == "onnx":
         encoder, decoder = export_onnx(model, work_dir)
@@ -126,12 +127,50 @@ def run_profile(
     near_budget_ms: float | None = None,
     predictor: str | None = None,
 ) -> ProfileRun:
-    """Measure `n` architectures of a space on a device and append them to its dataset.
+    """Measure `n` architectures of a space on a device and append them to its dataset (on an
+    SSH target: `profile_plan`, then `costs.elsewhere.measure_on_remote`).
 
     With `near_budget_ms` (and the `predictor` file), the `n` are chosen actively: among
     `ACTIVE_POOL` sampled members, those whose predicted 90% interval contains the budget,
     closest prediction first (where the predictor is least sure which side they fall on).
     """
+    plan = profile_plan(
+        device_profile,
+        space_name,
+        n,
+        seed,
+        vocab_size,
+        checkpoint,
+        dataset,
+        near_budget_ms,
+        predictor,
+    )
+    return measure_archs(plan.profile, plan.archs, plan.models, plan.dataset, reference, progress)
+
+
+@dataclass(frozen=True)
+class ProfilePlan:
+    """What a `profile` command measures: on which device profile, which architectures, their
+    models, and the dataset the records go to."""
+
+    profile: DeviceProfile
+    archs: list[Arch]
+    models: ArchModels
+    dataset: Path
+
+
+def profile_plan(
+    device_profile: str,
+    space_name: str,
+    n: int,
+    seed: int = 0,
+    vocab_size: int = 8000,
+    checkpoint: str | None = None,
+    dataset: str | None = None,
+    near_budget_ms: float | None = None,
+    predictor: str | None = None,
+) -> ProfilePlan:
+    """What `run_profile` measures, each part checked (see its arguments)."""
     profile: DeviceProfile = load_profile(device_profile)
     dataset_path = Path(dataset or default_dataset_path(profile.name))
     check_output_file(dataset_path)  # appended to: checked before any model is built or timed
@@ -154,7 +193,7 @@ def run_profile(
         done = measured_keys(dataset_path, profile.digest())
         candidates = straddling_archs(models.space, predictor, near_budget_ms, n + len(done), seed)
         archs = [a for a in candidates if arch_key(a.to_dict()) not in done][:n]
-    return measure_archs(profile, archs, models, dataset_path, reference, progress)
+    return ProfilePlan(profile, archs, models, dataset_path)
 
 
 ACTIVE_POOL = 4096  # members sampled when choosing what to measure near a budget

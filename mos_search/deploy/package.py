@@ -17,13 +17,16 @@ import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from mos_search.constants import BOS_ID, EOS_ID
 from mos_search.errors import ConfigError
 from mos_search.files import sha256_file, staged_output_dir, write_json_atomic
+
+if TYPE_CHECKING:
+    from latency.ssh import RemoteOptions
 
 PARITY_SENTENCES = 20
 BERT_PARITY_TOLERANCE = 1e-3  # float32 ONNX Runtime vs PyTorch: differences are ~1e-6
@@ -96,23 +99,6 @@ def _teacher_forced_logits_diff(model: Any, translator: Any, src: np.ndarray, id
     return worst
 
 
-def measure_latency_ms(
-    device: str, model_dir: Path, past_shapes: list, vocab: int, space: Any, passes: int = 3
-) -> dict:
-    """The device profile's workload on the exported graphs in `passes` passes, each with the
-    interleaved reference (the space's smallest member): the card's entry (ms; median, interval,
-    spread, flag, reference, pass medians: `costs.profiling.latency_entry`)."""
-    from devices import load_profile
-    from latency.protocol import measure
-    from mos_search.costs.profiling import exported_runs, folder_bundle, latency_entry
-
-    profile = load_profile(device)
-    bundle = folder_bundle(model_dir, past_shapes, vocab)
-    with exported_runs(profile, [bundle], space, vocab) as (runs, reference):
-        results = [measure(*runs[0], profile, reference) for _ in range(passes)]
-    return latency_entry(profile, results)
-
-
 def quantize_int8(model_dir: Path) -> Path:
     """ONNX Runtime dynamic int8 quantization of both graphs into `model_dir/int8/`."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -138,9 +124,13 @@ def export_model(
     *,
     lenpen: float = 1.0,
     no_repeat_ngram_size: int = 0,
+    remote: RemoteOptions | None = None,
 ) -> dict[str, Any]:
     """Write a translation model folder and its card; returns the card. Test BLEU (PyTorch,
-    ONNX Runtime, int8) is decoded with `beam`, `lenpen` and `no_repeat_ngram_size`."""
+    ONNX Runtime, int8) is decoded with `beam`, `lenpen` and `no_repeat_ngram_size`; latency
+    is measured here, or on the SSH target `remote`."""
+    from mos_search.costs.model_latency import measure_model_latency
+    from mos_search.costs.profiling import folder_bundle
     from mos_search.deploy.translate import OnnxTranslator
     from mos_search.models.onnx import OPSET, GraphShapes
     from mos_search.models.transformer import count_parameters
@@ -173,11 +163,9 @@ def export_model(
         **_onnx_bleu(translator, sources, oracle.data.references, **decoding),
     }
     shapes = GraphShapes.of(model)
-    past_shapes = list(zip(shapes.self_heads, shapes.self_head_dims))
-    latency = {}
-    for device in devices:
-        echo(f"measuring on {device}")
-        latency[device] = measure_latency_ms(device, out, past_shapes, shapes.vocab_size, space)
+    bundle = folder_bundle(out, shapes.past_shapes, shapes.vocab_size)
+    echo(f"measuring on {', '.join(devices)}" + (f" on {remote.target}" if remote else ""))
+    latency = {d: measure_model_latency(d, bundle, arch, space, remote=remote) for d in devices}
     card: dict[str, Any] = {
         "format": "mos-search-model/1",
         "task": "translation",
@@ -199,10 +187,8 @@ def export_model(
         card["int8"] = _int8_section(
             out, sources, references, decoding, fp32_bleu, latency, shapes, space
         )
-    card["files"] = {
-        n: sha256_file(out / n)
-        for n in ("encoder.onnx", "decoder_step.onnx", "spm.model", "arch.json")
-    }
+    names = ("encoder.onnx", "decoder_step.onnx", "spm.model", "arch.json")
+    card["files"] = {n: sha256_file(out / n) for n in names}
     write_json_atomic(out / "card.json", card)
     return card
 
@@ -254,8 +240,7 @@ def _int8_section(
 
     int8_dir = quantize_int8(out)
     int8_bleu = _onnx_bleu(OnnxTranslator(int8_dir), sources, references, **decoding)["onnxruntime"]
-    past_shapes = list(zip(shapes.self_heads, shapes.self_head_dims))
-    bundles = [folder_bundle(d, past_shapes, shapes.vocab_size) for d in (int8_dir, out)]
+    bundles = [folder_bundle(d, shapes.past_shapes, shapes.vocab_size) for d in (int8_dir, out)]
     pairs = {}
     for device in latency:
         profile = load_profile(device)
@@ -366,20 +351,29 @@ def export_checkpoint(
     quantize: str | None = None,
     overwrite: bool = False,
     echo: Callable[[str], None] = print,
+    remote: RemoteOptions | None = None,
 ) -> dict[str, Any]:
     """Export `arch_dict` of a checkpoint as its task asks (translation: encoder + decoder step
     with latency on `devices`; BERT: one encoder with memory); returns the card. The folder is
     built aside and swapped in when complete: a model already in `out` is refused unless
-    `overwrite`, and kept whole if the export fails."""
+    `overwrite`, and kept whole if the export fails. Latency is measured on `remote` if given."""
     from mos_search.models.build import checkpoint_task
 
     task = checkpoint_task(checkpoint)
     if quantize and task == "bert":
         raise ConfigError("--quantize is for translation models")
+    if remote is not None and task == "bert":
+        raise ConfigError("--remote measures translation latency; BERT cards hold memory")
+    if quantize and remote is not None:
+        raise ConfigError(
+            "--quantize int8 times int8 against fp32 run by run, here only; with --remote, "
+            "export without it (or quantize in a second export measured here)"
+        )
     with staged_output_dir(out, overwrite, "model") as folder:
         if task != "bert":
             args = (checkpoint, arch_dict, folder, data, devices, test_limit, beam, quantize, echo)
-            return export_model(*args, lenpen=lenpen, no_repeat_ngram_size=no_repeat_ngram_size)
+            decoding = {"lenpen": lenpen, "no_repeat_ngram_size": no_repeat_ngram_size}
+            return export_model(*args, **decoding, remote=remote)
         return export_bert_model(checkpoint, arch_dict, folder, data, test_limit, echo=echo)
 
 

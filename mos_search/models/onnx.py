@@ -77,6 +77,11 @@ class GraphShapes:
         heads = model.arch.decoder_self_heads
         return cls(model.vocab_size, tuple(heads), tuple(model.qkv_dim // h for h in heads))
 
+    @property
+    def past_shapes(self) -> list[tuple[int, int]]:
+        """(heads, head size) of each decoder layer's self-attention cache."""
+        return list(zip(self.self_heads, self.self_head_dims))
+
 
 def input_names(layers: int) -> tuple[list[str], list[str]]:
     """Input names of the encoder and decoder-step graphs."""

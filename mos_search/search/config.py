@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mos_search.errors import ConfigError
 from mos_search.settings import dataclass_from_dict
+
+if TYPE_CHECKING:
+    from mos_search.costs.elsewhere import Elsewhere
 
 DEFAULT_LATENCY_CONFIDENCE = 0.9  # latency budgets hold with this probability by default
 
@@ -182,6 +185,7 @@ class VerifySettings:
     passes: int = 3
     lenpen: float = 1.0
     no_repeat_ngram_size: int = 0
+    elsewhere: Elsewhere | None = None  # measure on an SSH target or offline (costs.elsewhere)
 
     def __post_init__(self) -> None:
         flags = {"test_limit": "--verify-limit", "beam": "--verify-beam"}

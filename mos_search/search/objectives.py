@@ -172,8 +172,8 @@ def search_task(
         echo(f"stopped after generation {result.generations_done}; add --resume to continue")
         return result
     echo(f"front: {len(result.front)} architectures -> {out / 'front.json'}")
-    if verify is not None:
-        verify_front_of(config, out, verify, echo)
+    if verify is not None and not verify_front_of(config, out, verify, echo):
+        return result  # measurements pending elsewhere: the report waits for them
     if report:
         from mos_search.search.report import write_report
 
@@ -183,8 +183,10 @@ def search_task(
 
 def verify_front_of(
     config: SearchConfig, out: Path, verify: VerifySettings, echo: Echo = print
-) -> None:
-    """Measure and test-score the front of the finished search in `out` (verified.json)."""
+) -> bool:
+    """Measure and test-score the front of the finished search in `out` (verified.json); False
+    when its measurements wait for offline bundles (`--verify-export-bundles`)."""
+    from mos_search.costs.elsewhere import MeasurementsPending
     from mos_search.search.verify import verify_bert_front, verify_front
 
     settings = _oracle_settings(config)
@@ -200,24 +202,29 @@ def verify_front_of(
                 f"fp16  ONNX Runtime peak {memory['onnxruntime_peak_mib']:.1f} MiB at length "
                 f"{memory['sequence_length']}"
             )
-        return
+        return True
     drift = {}
     for i, device in enumerate(config.devices):
         path = device_predictor(config, i)
         meta = LatencyPredictor.load(path).meta
         drift[device] = (meta.get("reference_ms"), meta.get("drift_elasticity"))
-    rows = verify_front(
-        out,
-        settings.checkpoint,
-        settings.data,
-        drift,
-        verify.test_limit,
-        verify.beam,
-        verify.max_archs,
-        verify.passes,
-        lenpen=verify.lenpen,
-        no_repeat_ngram_size=verify.no_repeat_ngram_size,
-    )
+    try:
+        rows = verify_front(
+            out,
+            settings.checkpoint,
+            settings.data,
+            drift,
+            verify.test_limit,
+            verify.beam,
+            verify.max_archs,
+            verify.passes,
+            lenpen=verify.lenpen,
+            no_repeat_ngram_size=verify.no_repeat_ngram_size,
+            elsewhere=verify.elsewhere,
+        )
+    except MeasurementsPending as pending:
+        echo(str(pending))
+        return False
     for row in rows:
         lat = "  ".join(
             f"{d}: predicted {row['predicted_latency_ms'][d]:.1f} ms, measured "
@@ -227,6 +234,7 @@ def verify_front_of(
         )
         echo(f"verified: test BLEU {row['test_bleu']:.2f}  {lat}")
     _feed_back(config, out, echo)
+    return True
 
 
 def _feed_back(config: SearchConfig, out: Path, echo: Echo) -> None:

@@ -17,13 +17,18 @@ from __future__ import annotations
 
 import statistics
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from devices import load_profile
 from latency.dataset import arch_key, drift_factor, read_records
 from latency.protocol import median_interval
 from mos_search.errors import ConfigError
 from mos_search.files import read_json, write_json_atomic
+
+if TYPE_CHECKING:
+    from mos_search.arch import Arch
+    from mos_search.costs.elsewhere import Elsewhere
+    from mos_search.costs.profiling import ArchModels
 
 # verified.json fields (per device) filled from `measured_latency`'s keys
 VERIFIED_FIELDS = {
@@ -94,6 +99,78 @@ def measured_latency(
     }
 
 
+MEASURED = "measured_{}.jsonl"  # a run's verification measurements of one device profile
+
+
+def _profile_of(results: Path) -> str:
+    """The profile name of the job beside an agent's results file."""
+    from latency.jobs import read_job
+    from mos_search.costs.elsewhere import JOB_FILE
+
+    return read_job(Path(results).with_name(JOB_FILE)).profile.name
+
+
+def _measure_front(
+    run_dir: Path,
+    devices: list[str],
+    archs: list[Arch],
+    models: ArchModels,
+    passes: int,
+    progress: bool,
+    elsewhere: Elsewhere | None,
+) -> None:
+    """Measure `archs` in `passes` passes on every device into the run's `measured_*.jsonl`:
+    here, on `elsewhere.remote`, or offline (bundles written and MeasurementsPending raised;
+    their results merged from `elsewhere.imports` on the rerun, and refused while incomplete)."""
+    from latency.profiler import todo
+    from mos_search.costs.elsewhere import (
+        RESULTS_FILE,
+        Elsewhere,
+        MeasurementsPending,
+        export_bundles,
+        import_results,
+        measure_on_remote,
+    )
+    from mos_search.costs.profiling import measure_archs
+
+    elsewhere = elsewhere or Elsewhere()
+    merges = [
+        import_results(r, run_dir / MEASURED.format(_profile_of(r))) for r in elsewhere.imports
+    ]
+    for merge in merges:
+        if merge.missing():
+            raise ConfigError(
+                f"{merge.dataset} still lacks {merge.missing()} measurement(s) of the bundles: "
+                "run their measure.sh to the end, then import again"
+            )
+    pending = []
+    for device in devices:
+        profile = load_profile(device)
+        dataset = run_dir / MEASURED.format(profile.name)
+        if elsewhere.export_bundles is not None:
+            if todo([a.to_dict() for a in archs], dataset, profile.digest(), passes):
+                folder = elsewhere.export_bundles / profile.name
+                command = f"--verify-import {folder / RESULTS_FILE}"
+                export_bundles(folder, profile, archs, models, dataset, command, True, passes)
+                pending.append(folder)
+            continue
+        if elsewhere.remote is not None:
+            run = measure_on_remote(
+                elsewhere.remote, profile, archs, models, dataset, True, progress, passes
+            )
+        else:
+            run = measure_archs(profile, archs, models, dataset, True, progress, passes)
+        if run.interrupted:
+            raise KeyboardInterrupt
+    if pending:
+        imports = " ".join(f"--verify-import {p / RESULTS_FILE}" for p in pending)
+        raise MeasurementsPending(
+            f"verification waits for measurements: run measure.sh in "
+            f"{', '.join(map(str, pending))} on the target, bring results.jsonl back beside "
+            f"job.json, then rerun this search with --resume {imports}"
+        )
+
+
 def verify_front(
     run_dir: str | Path,
     checkpoint: str,
@@ -106,6 +183,7 @@ def verify_front(
     progress: bool = True,
     lenpen: float = 1.0,
     no_repeat_ngram_size: int = 0,
+    elsewhere: Elsewhere | None = None,
 ) -> list[dict[str, Any]]:
     """Measure and test-score (up to `max_archs` of) the front in `run_dir`; write verified.json.
     BLEU is decoded with `beam`, `lenpen` and `no_repeat_ngram_size` (`oracle/beam.py`).
@@ -113,9 +191,11 @@ def verify_front(
     Latency is measured in `passes` separated passes (every chosen arch once, then the next
     pass), each run with the interleaved reference; see `measured_latency` for what is kept.
     Measurements append to `measured_<device>.jsonl` (one record per arch and pass) and BLEU
-    scores are cached, so an interrupted verification resumes where it stopped.
+    scores are cached, so an interrupted verification resumes where it stopped. `elsewhere`
+    measures on an SSH target, or writes bundles to measure offline (MeasurementsPending) and
+    later merges their results (`costs.elsewhere`).
     """
-    from mos_search.costs.profiling import ArchModels, measure_archs
+    from mos_search.costs.profiling import ArchModels
     from mos_search.oracle.scoring import Oracle
 
     if passes < 1:
@@ -127,13 +207,11 @@ def verify_front(
     chosen = spread_pick(read_json(front_path), max_archs)
     models = ArchModels.from_checkpoint(checkpoint)
     archs = [models.space.arch_from_dict(r["arch"]) for r in chosen]
+    _measure_front(run_dir, list(drift), archs, models, passes, progress, elsewhere)
     measured: dict[str, dict[str, dict[str, Any]]] = {}
     for device, (ref_ms, elasticity) in drift.items():
         profile = load_profile(device)
-        dataset = run_dir / f"measured_{profile.name}.jsonl"
-        run = measure_archs(profile, archs, models, dataset, progress=progress, passes=passes)
-        if run.interrupted:
-            raise KeyboardInterrupt
+        dataset = run_dir / MEASURED.format(profile.name)
         measured[device] = {
             key: measured_latency(by_pass, ref_ms, elasticity, profile.confidence)
             for key, by_pass in pass_records(dataset, profile.digest(), passes).items()
