@@ -134,7 +134,16 @@ class Remote(SshConnection):
 
     def agent_argv(self, code: PurePosixPath, *args: str) -> list[str]:
         """`python -m latency.agent ARGS` with the copied code first on the path."""
-        return ["env", f"PYTHONPATH={code}", self.options.python, "-m", "latency.agent", *args]
+        # -P: the remote home's own `latency/` (a checkout) must not shadow the copied agent
+        return [
+            "env",
+            f"PYTHONPATH={code}",
+            self.options.python,
+            "-P",
+            "-m",
+            "latency.agent",
+            *args,
+        ]
 
     def upload(self, code: PurePosixPath, job: Job, bundles: Path) -> PurePosixPath:
         """Copy the job and the bundles the target lacks (one tar, spooled through a temporary

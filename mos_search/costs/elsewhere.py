@@ -146,7 +146,7 @@ MEASURE_SH = """\
 # PYTHON=/path/to/python ./measure.sh to choose the interpreter.
 set -e
 here=$(cd "$(dirname "$0")" && pwd)
-PYTHONPATH="$here/agent" exec "${PYTHON:-python3}" -m latency.agent measure "$here/job.json" \\
+PYTHONPATH="$here/agent" exec "${PYTHON:-python3}" -P -m latency.agent measure "$here/job.json" \\
     --bundles "$here/bundles" --results "$here/results.jsonl"
 """
 
@@ -178,7 +178,13 @@ def export_bundles(
     progress: bool = True,
 ) -> BuiltJob:
     """Write a self-contained folder to measure `archs` offline: job.json, bundles/, agent/
-    (the agent's code), measure.sh and README.txt. Built aside and swapped in when whole."""
+    (the agent's code), measure.sh and README.txt. Built aside and swapped in when whole; a
+    folder holding measured results is refused (import them first)."""
+    results = Path(out) / RESULTS_FILE
+    if results.is_file() and results.stat().st_size:
+        raise ConfigError(
+            f"{results} holds measurements: import them first ({import_command}), or move it"
+        )
     with (
         staged_output_dir(out, overwrite, "bundle folder") as folder,
         tempfile.TemporaryDirectory(prefix="mos-bundles-") as tmp,

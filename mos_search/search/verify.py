@@ -154,6 +154,13 @@ def _measure_front(
                 export_bundles(folder, profile, archs, models, dataset, command, True, passes)
                 pending.append(folder)
             continue
+        if elsewhere.imports:  # measured on the target only: never fill the gaps here
+            if todo([a.to_dict() for a in archs], dataset, profile.digest(), passes):
+                raise ConfigError(
+                    f"{dataset} lacks measurements the imported results do not hold (another "
+                    f"device, or more passes): write them with --verify-export-bundles"
+                )
+            continue
         if elsewhere.remote is not None:
             run = measure_on_remote(
                 elsewhere.remote, profile, archs, models, dataset, True, progress, passes
