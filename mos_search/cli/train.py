@@ -67,6 +67,15 @@ from mos_search.constants import METRICS, MODES, SAMPLINGS
     help="Dropout inside the MoS routers (layer and neuron modes).",
 )
 @click.option(
+    "--expert-init",
+    type=click.Choice(["independent", "scaled", "copies"]),
+    default="independent",
+    show_default=True,
+    help="How MoS expert banks start: independent (each like nn.Linear; the mix's std shrinks "
+    "by 1/sqrt(experts)), scaled (each x sqrt(experts): the mix keeps nn.Linear's std), copies "
+    "(one init copied, plus 1% noise).",
+)
+@click.option(
     "--scale-dropout",
     is_flag=True,
     help="HAT's rule: scale dropout by the sub-network's width over the largest.",

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from mos_search.constants import MODES, SAMPLINGS
+from mos_search.constants import EXPERT_INITS, MODES, SAMPLINGS
 from mos_search.errors import ConfigError
 from mos_search.models.checkpoint import read_state
 from mos_search.settings import dataclass_from_dict
@@ -47,6 +47,7 @@ class TrainConfig:
     attention_dropout: float = 0.0
     router_dropout: float = 0.1
     scale_dropout: bool = False
+    expert_init: str = "independent"  # how MoS expert banks start (models.supernet.layers)
     weight_decay: float = 0.0
     max_steps: int = 1000
     minutes: float | None = None
@@ -91,6 +92,11 @@ class TrainConfig:
                 raise ConfigError(
                     f"{name}: expected a value in [0, 1), found {getattr(self, name)}"
                 )
+        if self.expert_init not in EXPERT_INITS:
+            raise ConfigError(
+                f"expert_init: expected one of {', '.join(EXPERT_INITS)}, "
+                f"found {self.expert_init!r}"
+            )
         if self.precision not in PRECISIONS:
             raise ConfigError(
                 f"precision: expected one of {', '.join(PRECISIONS)}, found {self.precision!r}"

@@ -82,6 +82,7 @@ def model_spec(config: TrainConfig, space: SearchSpace, vocab_size: int) -> dict
             dropout=config.dropout,
             attention_dropout=config.attention_dropout,
             scale_dropout=config.scale_dropout,
+            expert_init=config.expert_init,
         )
     )
 

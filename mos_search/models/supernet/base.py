@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from mos_search.arch import ArchBase
-from mos_search.constants import MODES, PAD_ID
+from mos_search.constants import EXPERT_INITS, MODES, PAD_ID
 from mos_search.errors import ConfigError
 from mos_search.models.supernet.layers import ExpertLinear
 from mos_search.settings import dataclass_from_dict
@@ -38,6 +38,8 @@ class SupernetConfig:
     mos_attention: also give the attention projections experts (the paper: FFN only).
     scale_dropout: HAT's rule: a sub-network trains with `dropout` times its mean embedding
         width over the largest (smaller sub-networks are regularised less).
+    expert_init: how the expert banks start ("independent", "scaled", "copies": see
+        `layers.ExpertLinear`); checkpoints from before it existed used "independent".
     """
 
     space: SearchSpace
@@ -51,12 +53,18 @@ class SupernetConfig:
     attention_dropout: float = 0.0
     scale_dropout: bool = False
     pad_id: int = PAD_ID
+    expert_init: str = "independent"
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ConfigError(f"mode: expected one of {', '.join(MODES)}, found {self.mode!r}")
         if not 2 <= self.experts <= MAX_EXPERTS:
             raise ConfigError(f"experts: expected 2..{MAX_EXPERTS}, found {self.experts}")
+        if self.expert_init not in EXPERT_INITS:
+            raise ConfigError(
+                f"expert_init: expected one of {', '.join(EXPERT_INITS)}, "
+                f"found {self.expert_init!r}"
+            )
         if self.vocab_size < 4:
             raise ConfigError(f"vocab_size: expected at least 4, found {self.vocab_size}")
         for name in ("dropout", "attention_dropout", "router_dropout"):
@@ -105,6 +113,7 @@ class ElasticModel(nn.Module):
             num_features=len(cfg.space.feature_names),
             router_hidden=cfg.router_hidden,
             router_dropout=cfg.router_dropout,
+            expert_init=cfg.expert_init,
         )
 
     def arch_features(self, arch: ArchBase) -> Tensor:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from mos_search.constants import EXPERT_INITS
 from mos_search.errors import ConfigError
 from mos_search.models.supernet.router import Router
 
@@ -23,12 +24,25 @@ ROUTINGS = ("layer", "neuron")  # one mix of the experts per layer, or one per o
 LinearFactory = Callable[[int, int, bool], "ExpertLinear"]
 
 
+COPY_PERTURBATION = 0.01  # "copies": each extra bank differs by this share of the std
+
+
 class ExpertLinear(nn.Module):
     """A linear layer whose weight is a router-weighted mix of m expert banks, sliced.
 
     m = 1 without a router is classic weight sharing (`W[:out, :in]`); with a router, the layer's
     weight is `sum_i r_i * W_i[:out, :in]` (layer-wise) or, row by row, `sum_i r_ji * W_i[j, :in]`
     (neuron-wise). Biases are mixed the same way.
+
+    `expert_init` (with m > 1) says how the banks start:
+    - "independent": each like `nn.Linear` (the authors' code). Mixed near-uniformly at init,
+      m independent banks give Var(sum_i r_i W_i) = sum_i r_i^2 sigma^2 = sigma^2 / m: the
+      generated weight's std shrinks by 1/sqrt(m) (x0.71 for m = 2).
+    - "scaled": each bank like `nn.Linear` times sqrt(m), so that the near-uniform mix has the
+      std of one `nn.Linear` (exactly when r_i = 1/m).
+    - "copies": one `nn.Linear` init copied into every bank, plus Gaussian noise of
+      `COPY_PERTURBATION` times its std on each extra bank to break the symmetry: the mix is that
+      init, whatever the routing, up to the noise.
     """
 
     def __init__(
@@ -40,8 +54,13 @@ class ExpertLinear(nn.Module):
         num_features: int = 0,
         router_hidden: int = 128,
         router_dropout: float = 0.1,
+        expert_init: str = "independent",
     ) -> None:
         super().__init__()
+        if expert_init not in EXPERT_INITS:
+            raise ConfigError(
+                f"expert_init: expected one of {', '.join(EXPERT_INITS)}, found {expert_init!r}"
+            )
         if routing is not None and routing not in ROUTINGS:
             raise ConfigError(
                 f"routing: expected one of {', '.join(ROUTINGS)} (or none), found {routing!r}"
@@ -50,13 +69,28 @@ class ExpertLinear(nn.Module):
             raise ValueError("experts > 1 needs a routing ('layer' or 'neuron') and vice versa")
         self.weight = nn.Parameter(torch.empty(experts, out_max, in_max))
         self.bias = nn.Parameter(torch.empty(experts, out_max))
-        for w, b in zip(self.weight, self.bias):  # each bank initialised like nn.Linear
-            nn.init.kaiming_uniform_(w, a=math.sqrt(5))
-            nn.init.uniform_(b, -1 / math.sqrt(in_max), 1 / math.sqrt(in_max))
+        self._init_banks(expert_init)
         self.router = None
         if routing is not None:
             rows = out_max if routing == "neuron" else 1
             self.router = Router(num_features, experts, rows, router_hidden, router_dropout)
+
+    @torch.no_grad()
+    def _init_banks(self, expert_init: str) -> None:
+        """Initialise the banks as `expert_init` says (see the class docstring)."""
+        experts, in_max = self.weight.shape[0], self.weight.shape[2]
+        for w, b in zip(self.weight, self.bias):  # each bank initialised like nn.Linear
+            nn.init.kaiming_uniform_(w, a=math.sqrt(5))
+            nn.init.uniform_(b, -1 / math.sqrt(in_max), 1 / math.sqrt(in_max))
+        if experts == 1 or expert_init == "independent":
+            return
+        if expert_init == "scaled":
+            self.weight.mul_(math.sqrt(experts))
+            self.bias.mul_(math.sqrt(experts))
+            return
+        for bank in (self.weight, self.bias):  # "copies"
+            noise = torch.randn_like(bank[1:]) * COPY_PERTURBATION * bank[0].std()
+            bank[1:] = bank[0] + noise
 
     def materialize(self, in_dim: int, out_dim: int, features: Tensor | None) -> dict[str, Tensor]:
         """The (out_dim, in_dim) weight and (out_dim,) bias of the active architecture."""
