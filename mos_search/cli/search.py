@@ -235,12 +235,22 @@ def _elsewhere(
 @click.argument("run")
 @click.option("--baseline", help="A second run on the same problem, drawn beside RUN.")
 def report_command(run: str, baseline: str | None) -> None:
-    """Pareto plots, hypervolume, HTML page, JSON and CSV of a finished search (in RUN/report).
+    """Pareto plots, hypervolume, HTML page, JSON and CSV of a finished search (in RUN/report);
+    for a training run, its loss and router diagnostics (RUN/report/training.png).
 
     \b
     Example:
       mos-search report runs/search --baseline runs/search-hat
+      mos-search report runs/neuron      # a training run: routing entropy, bank distance, ...
     """
     from mos_search.search.report import write_report
+
+    if (Path(run) / "metrics.jsonl").is_file() and not (Path(run) / "search.json").exists():
+        from mos_search.training.report import write_training_report
+
+        if baseline:
+            raise click.BadParameter("is for searches", param_hint="--baseline")
+        click.echo(f"wrote {write_training_report(run)}")
+        return
 
     click.echo(f"wrote {write_report(run, baseline)}")

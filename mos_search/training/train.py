@@ -35,6 +35,7 @@ from mos_search.models.checkpoint import (
 from mos_search.models.supernet import ElasticModel, SupernetConfig
 from mos_search.space import SearchSpace, load_space, space_from_dict
 from mos_search.training.config import RESUMABLE_CHANGES, TrainConfig, resumed_config
+from mos_search.training.diagnostics import diagnostics, router_grad_share
 from mos_search.training.distributed import (
     all_reduce_gradients,
     all_reduce_sum,
@@ -174,6 +175,7 @@ class Trainer:
         self._window_tokens, self._window_time = 0, 0.0  # throughput since the last log line
         self._last_loss: float | None = None
         self._logged_speed: float | None = None  # of the latest metrics line: progress shows it
+        self._grad_share: float | None = None  # the routers' share of the latest logged step
         if state:
             self._restore(state)
             self._saved_step, self._saved_elapsed = self.step, self.elapsed
@@ -241,6 +243,10 @@ class Trainer:
         for p in self.model.parameters():
             if p.grad is not None:
                 p.grad.div_(max(ntokens, 1))
+        if (
+            self.step + 1
+        ) % cfg.log_every == 0:  # the routers' share, before clipping (diagnostics)
+            self._grad_share = router_grad_share(self.model)
         if cfg.clip_norm > 0:
             nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_norm)
         lr = inverse_sqrt_lr(self.step + 1, cfg.lr, cfg.warmup)
@@ -351,10 +357,8 @@ class Trainer:
         now = time.perf_counter()
         spent = now - started
         self.elapsed, clock = self.elapsed + now - clock, now
-        self._window_tokens, self._window_time = (
-            self._window_tokens + ntokens,
-            self._window_time + spent,
-        )
+        self._window_tokens += ntokens
+        self._window_time += spent
         self._last_loss = loss
         record: dict[str, Any] = {}
         if self.step % cfg.log_every == 0:
@@ -363,6 +367,7 @@ class Trainer:
                 "nll": round(nll, 4),
                 "lr": inverse_sqrt_lr(self.step, cfg.lr, cfg.warmup),
                 "tokens_per_s": round(self._window_tokens / max(self._window_time, 1e-9)),
+                **diagnostics(self.model, self._grad_share),  # {} without routers
             }
             self._logged_speed = record["tokens_per_s"]  # what progress shows, to the token
             self._window_tokens, self._window_time = 0, 0.0
