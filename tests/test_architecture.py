@@ -39,7 +39,10 @@ ALLOWED: dict[str, set[str]] = {
     "search": _MODELS | {"oracle", "costs"} | MEASURING,
     "deploy": _MODELS | {"training", "oracle", "costs", "search"} | MEASURING,
     "demo": _MODELS | {"training", "oracle", "costs", "search", "deploy"} | MEASURING,
-    "cli": _MODELS | {"hat", "training", "oracle", "costs", "search", "deploy", "demo"} | MEASURING,
+    "fidelity": _MODELS | {"training", "oracle"},  # supernet vs standalone scores
+    "cli": _MODELS
+    | {"hat", "training", "oracle", "costs", "search", "deploy", "demo", "fidelity"}
+    | MEASURING,
 }
 LOWER_PACKAGES = {"latency": {"devices"}, "devices": set()}
 

@@ -68,6 +68,7 @@ for _command in (
     data.data_group,
     train.train_command,
     train.score_command,
+    train.fidelity_command,
     latency.devices_command,
     latency.profile_command,
     latency.predictor_group,

@@ -224,3 +224,101 @@ def score_command(
             no_repeat_ngram_size=no_repeat_ngram_size,
         )
     )
+
+
+@click.command("fidelity")
+@click.option(
+    "--ckpt",
+    "supernets",
+    multiple=True,
+    required=True,
+    help="A supernet (run folder or checkpoint); repeat to compare several (each labelled by "
+    "its folder's name).",
+)
+@click.option(
+    "--standalone", "standalones", multiple=True, help="A run of one architecture; repeatable."
+)
+@click.option(
+    "--train-standalone",
+    type=COUNT,
+    help="Train this many architectures alone first (largest, smallest, then sampled with "
+    "--seed), in OUT/standalone-I, for --steps each; resumable.",
+)
+@click.option(
+    "--space",
+    "space_file",
+    help="With --train-standalone: the supernet's space as a preset name or .toml [default: its "
+    "name]; checked against the supernet's.",
+)
+@click.option("--steps", default=400, show_default=True, type=COUNT, help="Of each standalone.")
+@click.option("--lr", default=1e-3, show_default=True, type=POSITIVE)
+@click.option("--warmup", default=200, show_default=True, type=COUNT_OR_ZERO)
+@click.option("--max-tokens", default=4096, show_default=True, type=COUNT)
+@click.option("--threads", default=1, show_default=True, type=COUNT)
+@click.option("--seed", default=0, show_default=True, type=SEED)
+@click.option("--data", help="Data folder [default: the first supernet's].")
+@click.option("--bleu-limit", default=500, show_default=True, type=COUNT)
+@click.option("--resamples", default=2000, show_default=True, type=COUNT, help="Bootstrap.")
+@click.option("--out", required=True, help="Folder for fidelity.json, fidelity.png (and runs).")
+def fidelity_command(
+    supernets: tuple[str, ...],
+    standalones: tuple[str, ...],
+    train_standalone: int | None,
+    space_file: str | None,
+    steps: int,
+    lr: float,
+    warmup: int,
+    max_tokens: int,
+    threads: int,
+    seed: int,
+    data: str | None,
+    bleu_limit: int,
+    resamples: int,
+    out: str,
+) -> None:
+    """Supernet vs standalone: the gap of each architecture's inherited score from its score
+    trained alone (mean absolute and signed), and Kendall tau of the rankings, each with a
+    bootstrap interval over architectures; a scatter plot and JSON in --out.
+
+    \b
+    Example:
+      mos-search fidelity --ckpt runs/shared --ckpt runs/neuron --standalone runs/alone-0 \\
+          --standalone runs/alone-1 --standalone runs/alone-2 --out runs/fidelity
+      mos-search fidelity --ckpt runs/neuron --train-standalone 6 --steps 400 --out runs/fid
+    """
+    from pathlib import Path
+
+    from mos_search.fidelity import fidelity, sample_archs, table_lines, train_standalones
+    from mos_search.files import check_writable_dir
+    from mos_search.models.build import load_model
+    from mos_search.models.checkpoint import read_state
+    from mos_search.space import load_space
+
+    labels = [Path(s).name for s in supernets]
+    if len(set(labels)) != len(labels):
+        raise click.BadParameter(
+            f"two supernets share a folder name: {labels}", param_hint="--ckpt"
+        )
+    if bool(standalones) == bool(train_standalone):
+        raise click.BadParameter(
+            "give --standalone runs, or --train-standalone K", param_hint="--standalone"
+        )
+    check_writable_dir(Path(out))
+    runs = [Path(s) for s in standalones]
+    if train_standalone:
+        space = load_model(supernets[0]).space
+        if load_space(space_file or space.name).digest != space.digest:
+            raise click.BadParameter(
+                f"not the supernet's space ({space.name}); give its .toml", param_hint="--space"
+            )
+        data = data or read_state(supernets[0]).get("train_config", {}).get("data")
+        archs = sample_archs(space, train_standalone, seed)
+        options = dict(max_steps=steps, lr=lr, warmup=warmup, max_tokens=max_tokens)
+        space_arg = space_file or space.name
+        runs = train_standalones(archs, space_arg, data, Path(out), threads=threads, **options)
+    result = fidelity(
+        dict(zip(labels, map(Path, supernets))), runs, out, data, bleu_limit, resamples
+    )
+    for line in table_lines(result):
+        click.echo(line)
+    click.echo(f"wrote {Path(out) / 'fidelity.json'} and fidelity.png")

@@ -1,0 +1,68 @@
+"""`mos-search fidelity` (issue 20): supernet vs standalone gaps and Kendall tau with bootstrap
+intervals over architectures, checked against hand-computed values and end to end."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+from scipy.stats import kendalltau
+
+from mos_search.cli import main
+from mos_search.fidelity import bootstrap, gap_row
+
+from conftest import TINY_SPACE, assert_one_line_error
+
+
+def test_gap_row_against_hand_computed_values():
+    inherited, standalone = [1.0, 2.0, 3.0, 4.0, 6.0], [1.5, 2.0, 2.5, 5.0, 5.0]
+    row = gap_row(inherited, standalone, resamples=500)
+    # diffs: -0.5, 0, 0.5, -1, 1
+    assert row["mean_abs"]["value"] == pytest.approx(0.6)
+    assert row["mean_signed"]["value"] == pytest.approx(0.0)
+    assert row["kendall_tau"]["value"] == pytest.approx(kendalltau(inherited, standalone)[0])
+    for entry in row.values():
+        assert entry["low"] <= entry["value"] <= entry["high"]
+    assert 0 <= row["mean_abs"]["low"] < 0.6 < row["mean_abs"]["high"] <= 1.0
+    assert gap_row(inherited, standalone, resamples=500) == row  # seeded: reproducible
+
+
+def test_bootstrap_of_a_constant_is_that_constant():
+    interval = bootstrap(lambda d: float(sum(d) / len(d)), [0.3, 0.3, 0.3, 0.3], resamples=200)
+    assert (interval.low, interval.value, interval.high) == pytest.approx((0.3, 0.3, 0.3))
+
+
+def test_fidelity_trains_standalones_and_reports(tiny_run, tmp_path):
+    """Two architectures trained alone, scored beside the tiny supernet: the JSON holds every
+    score, the table reproduces the scores' gaps, and the given runs give the same result."""
+    out = tmp_path / "fid"
+    args = ["fidelity", "--ckpt", str(tiny_run), "--train-standalone", "3", "--steps", "4"]
+    args += ["--space", str(TINY_SPACE)]
+    args += ["--max-tokens", "512", "--warmup", "2", "--bleu-limit", "5", "--resamples", "200"]
+    result = CliRunner().invoke(main, [*args, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((out / "fidelity.json").read_text())
+    assert saved["metrics"] == ["loss", "bleu"] and len(saved["archs"]) == 3
+    label = tiny_run.name
+    inherited, alone = saved["inherited"][label]["loss"], saved["standalone"]["loss"]
+    gap = sum(abs(a - b) for a, b in zip(inherited, alone)) / 3
+    assert saved["table"][label]["loss"]["mean_abs"]["value"] == pytest.approx(gap)
+    assert f"{label:<14}loss" in result.output and "tau" in result.output
+    assert (out / "fidelity.png").stat().st_size > 10_000
+
+    again = tmp_path / "again"
+    runs = [x for i in range(3) for x in ("--standalone", str(out / f"standalone-{i}"))]
+    args = ["fidelity", "--ckpt", str(tiny_run), *runs, "--bleu-limit", "5", "--resamples", "200"]
+    result = CliRunner().invoke(main, [*args, "--out", str(again)])
+    assert result.exit_code == 0, result.output
+    assert json.loads((again / "fidelity.json").read_text())["table"] == saved["table"]
+
+
+def test_fidelity_refuses_what_it_cannot_compare(tiny_run, tmp_path):
+    base = ["fidelity", "--ckpt", str(tiny_run), "--out", str(tmp_path / "x")]
+    result = CliRunner().invoke(main, base)
+    assert_one_line_error(result, "--standalone")
+    result = CliRunner().invoke(main, [*base, "--standalone", str(tiny_run)])
+    assert_one_line_error(result, "is a supernet")
+    assert not (tmp_path / "x" / "fidelity.json").exists()
