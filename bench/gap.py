@@ -1,204 +1,157 @@
-"""Supernet-vs-standalone gap: the experiment the MoS paper is about, on our default corpus.
+"""Supernet-vs-standalone gap: train the supernets and K architectures alone with one budget,
+then `mos-search fidelity` (mos_search/fidelity.py) on them: the gap and Kendall tau with
+bootstrap intervals, a scatter plot and JSON.
 
-For each mode (shared, layer, neuron by default) a supernet is trained with the same budget; K
-architectures (fixed seed, largest and smallest included) are each also trained alone with the
-same number of steps. Every architecture is then scored twice, inherited from each supernet and
-standalone, on the validation split: translation spaces give the loss (NLL per target token) and
-greedy BLEU; BERT spaces give the masked-LM loss (NLL per masked token, fixed masks) and
-perplexity. Reported per mode: mean absolute and signed difference (inherited - standalone) and
-Kendall tau of the two rankings.
+For each mode (shared, layer, neuron by default) and each expert init (`--expert-inits`, MoS
+modes only) a supernet is trained with the same budget; K architectures (fixed seed, largest
+and smallest included) are each also trained alone with the same number of steps. Every
+training is a resumable `mos-search train` run and every score is cached, so an interrupted
+benchmark continues where it stopped; `--workers` trainings run at once.
 
-Every training is a resumable `mos-search train` run and every score is cached, so an interrupted
-benchmark continues where it stopped. Two trainings run at once (one thread each).
-
-    python bench/gap.py --data data/bible-4k --space cpu-tiny --steps 400 --archs 6
-    python bench/gap.py --data data/bible-en --space bert-cpu --modes shared,neuron --archs 4 \\
-        --steps 300 --work bench/work/gap-bert --out bench/results/gap-bert.json
+    python bench/gap.py --data data/bible --space cpu-tiny --steps 400 --archs 6
+    python bench/gap.py --expert-inits independent,scaled --lr 1e-3 --warmup 400 --steps 800
+    bash bench/gap_gpu.sh          # the GPU run: cpu-small, 10 archs, bf16, about 8 minutes
+    python bench/gap.py --device cpu --tiny --work /tmp/gap --out /tmp/gap.json   # a check
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
-import random
-import statistics
+import shutil
 import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from scipy.stats import kendalltau
+# bench/latency.py shares its name with the `latency` package: keep this folder off the path.
+sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
-from mos_search.constants import MODES
-from mos_search.models.checkpoint import read_state
-from mos_search.oracle.scoring import Oracle
-from mos_search.space import load_space
+from mos_search.constants import EXPERT_INITS, MODES  # noqa: E402
+from mos_search.fidelity import fidelity, sample_archs, table_lines  # noqa: E402
+from mos_search.models.checkpoint import read_state  # noqa: E402
+from mos_search.space import load_space  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+
+
+def tiny_corpus(out: Path) -> Path:
+    """The synthetic word-for-word corpus of bench/gpu_check.py (no download)."""
+    spec = importlib.util.spec_from_file_location("gpu_check", HERE / "gpu_check.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    if not (out / "corpus.json").exists():
+        module.synthetic_corpus(out)
+    return out
 
 
 def run_training(out: Path, args: argparse.Namespace, extra: list[str]) -> float:
     """Train (or resume) one run to `args.steps`; returns wall seconds spent now."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "mos_search.cli",
-        "train",
-        "--data",
-        args.data,
-        "--out",
-        str(out),
-        "--space",
-        args.space,
-        "--max-steps",
-        str(args.steps),
-        "--max-tokens",
-        str(args.max_tokens),
-        "--lr",
-        str(args.lr),
-        "--warmup",
-        str(args.warmup),
-        "--valid-every",
-        "0",
-        "--save-every",
-        "50",
-        "--threads",
-        "1",
-        *extra,
-    ]
+    cmd = [sys.executable, "-m", "mos_search.cli", "train", "--data", args.data, "--out", str(out)]
+    cmd += ["--space", args.space, "--max-steps", str(args.steps)]
+    cmd += ["--max-tokens", str(args.max_tokens), "--lr", str(args.lr)]
+    cmd += ["--warmup", str(args.warmup), "--valid-every", "0", "--save-every", "50"]
+    cmd += ["--threads", str(args.threads), "--device", args.device]
+    cmd += ["--precision", args.precision, *extra]
+    if args.minutes:
+        cmd += ["--minutes", str(args.minutes)]
     if (out / "checkpoints").exists():
         if read_state(out)["step"] >= args.steps:
             return 0.0
         cmd.append("--resume")
     started = time.time()
-    log = (out.parent / f"{out.name}.log").open("a")
-    subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT)
+    with (out.parent / f"{out.name}.log").open("a") as log:
+        subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT)
     return time.time() - started
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default="data/bible-4k")
+    parser.add_argument("--data", default="data/bible")
     parser.add_argument("--space", default="cpu-tiny")
     parser.add_argument("--steps", type=int, default=400, help="steps of every training run")
+    parser.add_argument("--minutes", type=float, help="also stop every run after this long")
     parser.add_argument("--max-tokens", type=int, default=4096)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--archs", type=int, default=6, help="K, incl. largest and smallest")
     parser.add_argument("--modes", default=",".join(MODES), help="supernet modes, comma-separated")
+    parser.add_argument(
+        "--expert-inits", default="independent", help=f"of MoS modes: {', '.join(EXPERT_INITS)}"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--bleu-limit", type=int, default=500, help="validation sentences for BLEU")
+    parser.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples")
     parser.add_argument("--workers", type=int, default=2, help="trainings at once")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per training")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    parser.add_argument(
+        "--tiny",
+        action="store_true",
+        help="check the script: synthetic corpus, cpu-tiny, 3 archs, 4 steps (fp32 on a CPU)",
+    )
     parser.add_argument("--work", default="bench/work/gap", help="run folders and logs")
     parser.add_argument("--out", default="bench/results/gap.json")
     args = parser.parse_args()
+    if args.tiny:
+        args.space, args.archs, args.steps, args.max_tokens = "cpu-tiny", 3, 4, 512
+        args.bleu_limit, args.resamples, args.warmup = 20, 200, 2
+        if args.device == "cpu":
+            args.precision, args.threads, args.workers = "fp32", 1, 2
+        args.data = str(tiny_corpus(Path(args.work) / "corpus"))
+    return args
 
+
+def main() -> None:
+    args = parse_args()
     space = load_space(args.space)
     modes = [m for m in args.modes.split(",") if m]
-    unknown = set(modes) - set(MODES)
+    inits = [i for i in args.expert_inits.split(",") if i]
+    unknown = (set(modes) - set(MODES)) | (set(inits) - set(EXPERT_INITS))
     if unknown:
-        parser.error(f"--modes: unknown {sorted(unknown)}; choose from {', '.join(MODES)}")
-    bert = space.task == "bert"
-    second = "perplexity" if bert else "bleu"
-    rng = random.Random(args.seed)
-    archs = [space.largest(), space.smallest()]
-    while len(archs) < args.archs:
-        candidate = space.sample(rng)
-        if candidate not in archs:
-            archs.append(candidate)
+        sys.exit(f"unknown mode or expert init: {sorted(unknown)}")
+    archs = sample_archs(space, args.archs, args.seed)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    (work / "archs.json").write_text(json.dumps([a.to_dict() for a in archs], indent=1))
-
-    jobs = [(work / f"supernet-{m}", ["--mode", m]) for m in modes]
+    supernets: dict[str, Path] = {}
+    jobs = []
+    for mode in modes:
+        for init in ["independent"] if mode == "shared" else inits:
+            label = mode if len(inits) == 1 or mode == "shared" else f"{mode}-{init}"
+            supernets[label] = work / f"supernet-{label}"
+            jobs.append((supernets[label], ["--mode", mode, "--expert-init", init]))
+    standalones = []
     for i, arch in enumerate(archs):
-        arch_file = work / f"arch{i}.json"
-        arch_file.write_text(arch.to_json())
-        jobs.append((work / f"standalone-{i}", ["--arch", str(arch_file)]))
+        (work / f"arch{i}.json").write_text(arch.to_json())
+        standalones.append(work / f"standalone-{i}")
+        jobs.append((standalones[-1], ["--arch", str(work / f"arch{i}.json")]))
     started = time.time()
     with ThreadPoolExecutor(args.workers) as pool:
         seconds = list(pool.map(lambda job: run_training(job[0], args, job[1]), jobs))
-    train_minutes = {job[0].name: round(s / 60, 1) for job, s in zip(jobs, seconds)}
-    print(f"training done in {(time.time() - started) / 60:.1f} min wall")
-
-    def scores(run: Path, which: list) -> dict[str, list[float]]:
-        oracle = Oracle(run, args.data, "valid")
-        if bert:
-            return {
-                "loss": [oracle.loss(a) for a in which],
-                second: [oracle.perplexity(a) for a in which],
-            }
-        limited = Oracle(run, args.data, "valid", limit=args.bleu_limit)
-        return {
-            "loss": [oracle.loss(a) for a in which],
-            "bleu": [limited.bleu(a, beam=1).score for a in which],
-        }
-
-    standalone = {"loss": [], second: []}
-    for i, arch in enumerate(archs):
-        for metric, values in scores(work / f"standalone-{i}", [arch]).items():
-            standalone[metric].append(values[0])
-    signature = None
-    if not bert:
-        signature = (
-            Oracle(work / "standalone-0", args.data, "valid", limit=args.bleu_limit)
-            .bleu(archs[0], beam=1)
-            .signature
-        )
-
-    table, inherited = {}, {}
-    for mode in modes:
-        inherited[mode] = scores(work / f"supernet-{mode}", archs)
-        row = {}
-        for metric in ("loss", second):
-            diffs = [a - b for a, b in zip(inherited[mode][metric], standalone[metric])]
-            tau = kendalltau(inherited[mode][metric], standalone[metric]).statistic
-            row[metric] = {
-                "mean_abs": statistics.fmean(abs(d) for d in diffs),
-                "mean_signed": statistics.fmean(diffs),
-                "kendall_tau": float(tau),
-            }
-        table[mode] = row
-
-    scored = (
-        "loss = valid NLL per masked token (fixed masks), perplexity = exp(loss)"
-        if bert
-        else f"loss = valid NLL/token, BLEU greedy on {args.bleu_limit} valid (spread)"
-    )
-    print(
-        f"\n{args.space}, {args.data}, {args.steps} steps x {args.max_tokens} tokens per run, "
-        f"K={len(archs)}; {scored}"
-    )
-    short = "PPL" if bert else "BLEU"
-    print(
-        f"{'mode':<8}{'|dLoss|':>9}{'dLoss':>9}{'tau(L)':>8}"
-        f"{'|d' + short + '|':>9}{'d' + short:>9}{'tau(' + short[0] + ')':>8}"
-    )
-    for mode, row in table.items():
-        lo, q = row["loss"], row[second]
-        print(
-            f"{mode:<8}{lo['mean_abs']:>9.3f}{lo['mean_signed']:>+9.3f}{lo['kendall_tau']:>8.2f}"
-            f"{q['mean_abs']:>9.2f}{q['mean_signed']:>+9.2f}{q['kendall_tau']:>8.2f}"
-        )
-    print(f"\nper arch: standalone loss / {short}, then inherited per mode")
-    for i in range(len(archs)):
-        inh = "  ".join(
-            f"{m} {inherited[m]['loss'][i]:.3f}/{inherited[m][second][i]:.1f}" for m in modes
-        )
-        print(f"arch{i}: standalone {standalone['loss'][i]:.3f}/{standalone[second][i]:.1f}  {inh}")
-    if signature:
-        print(f"sacreBLEU signature: {signature}")
-    result = {
+    train_minutes = {job[0].name: round(s / 60, 2) for job, s in zip(jobs, seconds)}
+    trained_s = time.time() - started
+    print(f"training done in {trained_s / 60:.1f} min wall")
+    result = fidelity(supernets, standalones, work, args.data, args.bleu_limit, args.resamples)
+    print(f"\n{args.space}, {args.data}, {args.steps} steps x {args.max_tokens} tokens per run")
+    for line in table_lines(result):
+        print(line)
+    summary = {
         "args": vars(args),
-        "archs": [a.to_dict() for a in archs],
-        "table": table,
-        "standalone": standalone,
-        "inherited": inherited,
         "train_minutes": train_minutes,
-        "bleu_signature": signature,
+        "train_wall_minutes": round(trained_s / 60, 2),
+        "total_wall_minutes": round((time.time() - started) / 60, 2),
+        "steps_done": {name: read_state(path)["step"] for name, path in supernets.items()},
+        **result,
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1))
-    print(f"wrote {args.out}")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(summary, indent=1))
+    shutil.copyfile(work / "fidelity.png", out.with_suffix(".png"))
+    print(f"wrote {out} and {out.with_suffix('.png')}")
 
 
 if __name__ == "__main__":
