@@ -10,8 +10,12 @@ Run by `bench/gpu_check.sh` on a machine with an NVIDIA GPU (about 5-8 minutes o
 4. A short neuron-wise supernet training in bf16 on a synthetic corpus (no download needed):
    steps, tokens/s and the loss before and after; with 2+ GPUs also 2 ranks under torchrun (NCCL).
 
-Every step's output goes to `--out`; the last thing printed is one table. `--device cpu` runs
-the same chain on the CPU (tiny sizes) to check the script itself where no GPU is at hand.
+Every step's output goes to `--out`; the last thing printed is one table, whose rows read `ok`
+(ran and passed), `FAILED`, or `skipped` with why the check did not run here (no TensorRT, fewer
+than 2 GPUs, every selected test skipped, ...), then a summary line. Skipped rows do not fail the
+run (exit status 1 only for a FAILED row, or when nothing ran at all) but never count as passed.
+`--device cpu` runs the same chain on the CPU (tiny sizes) to check the script itself where no
+GPU is at hand: there the GPU-only rows read `skipped`.
 """
 
 from __future__ import annotations
@@ -23,6 +27,9 @@ import shutil
 import subprocess
 import sys
 import time
+import xml.etree.ElementTree as ElementTree
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 MT_WORDS = {
@@ -49,8 +56,30 @@ def synthetic_corpus(out: Path) -> Path:
     return out
 
 
-def run(name: str, command: list[str], log: Path, timeout: float) -> tuple[bool, float, str]:
-    """Run one check; (passed, seconds, last line of its output)."""
+OK, FAILED, SKIPPED = "ok", "FAILED", "skipped"
+GPU_TESTS = ["-m", "gpu or tensorrt"]  # what the "gpu tests" row runs (pytest arguments)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row of the table: a check and how it ended, `ok`, `FAILED` or `skipped` (not run)."""
+
+    check: str
+    status: str
+    seconds: float
+    detail: str
+
+    def __post_init__(self) -> None:
+        assert self.status in (OK, FAILED, SKIPPED), self.status
+
+
+def skipped(check: str, reason: str) -> Row:
+    """A row for a check that did not run here; its detail is `reason`, why not."""
+    return Row(check, SKIPPED, 0.0, reason)
+
+
+def run(name: str, command: list[str], log: Path, timeout: float) -> Row:
+    """Run one check: `ok` when it exits 0, else `FAILED`; the detail is its last output line."""
     started = time.time()
     print(f"\n=== {name}: {' '.join(command)}", flush=True)
     try:
@@ -61,12 +90,92 @@ def run(name: str, command: list[str], log: Path, timeout: float) -> tuple[bool,
     log.write_text(output)
     print(output[-3000:], flush=True)
     lines = [line for line in output.splitlines() if line.strip()]
-    return ok, time.time() - started, lines[-1][:110] if lines else ""
+    last = lines[-1][:110] if lines else ""
+    return Row(name, OK if ok else FAILED, time.time() - started, last)
+
+
+@dataclass(frozen=True)
+class PytestCounts:
+    """What a pytest run did, read from its `--junitxml` report."""
+
+    passed: int
+    failed: int
+    errors: int
+    skipped: int
+    skip_reasons: tuple[str, ...]  # distinct, in order of appearance
+
+    @classmethod
+    def read(cls, path: Path) -> PytestCounts:
+        """The counts of a JUnit XML report as pytest writes it (an xfail counts as skipped)."""
+        root = ElementTree.parse(path).getroot()
+        suites = [root] if root.tag == "testsuite" else root.findall("testsuite")
+        total = {
+            key: sum(int(suite.get(key, 0)) for suite in suites)
+            for key in ("tests", "failures", "errors", "skipped")
+        }
+        reasons = [e.get("message", "") for suite in suites for e in suite.iter("skipped")]
+        return cls(
+            passed=total["tests"] - total["failures"] - total["errors"] - total["skipped"],
+            failed=total["failures"],
+            errors=total["errors"],
+            skipped=total["skipped"],
+            skip_reasons=tuple(dict.fromkeys(r for r in reasons if r)),
+        )
+
+    def tally(self) -> str:
+        """`3 passed, 1 skipped` (failures and errors named when there are any)."""
+        parts = [f"{self.passed} passed"]
+        parts += [
+            f"{n} {what}" for n, what in ((self.failed, "failed"), (self.errors, "errors")) if n
+        ]
+        return ", ".join([*parts, f"{self.skipped} skipped"])
+
+
+def pytest_row(name: str, args: list[str], out: Path, timeout: float) -> Row:
+    """Run pytest on `args`. `ok` when it exits 0 and a test passed; `skipped` when it exits 0
+    and every selected test skipped (the detail lists their reasons); `FAILED` otherwise
+    (failures, errors, nothing selected, a timeout, no report)."""
+    stem = name.replace(" ", "_")
+    report = out / f"{stem}.xml"
+    report.unlink(missing_ok=True)
+    command = [sys.executable, "-m", "pytest", *args, "-q", "-rs", f"--junitxml={report}"]
+    row = run(name, command, out / f"{stem}.log", timeout)
+    if not report.is_file():
+        return replace(row, status=FAILED, detail=f"no test report: {row.detail}")
+    counts = PytestCounts.read(report)
+    if row.status == OK and counts.passed:
+        return replace(row, detail=counts.tally())
+    if row.status == OK and counts.skipped:
+        reasons = "; ".join(counts.skip_reasons) or "no reason given"
+        return replace(row, status=SKIPPED, detail=f"all {counts.skipped} tests skipped: {reasons}")
+    return replace(row, status=FAILED, detail=f"{counts.tally()}: {row.detail}")
+
+
+def summary(rows: list[Row]) -> str:
+    """One line: how many rows passed, failed and were skipped, naming the skipped ones."""
+    named = {
+        status: [r.check for r in rows if r.status == status] for status in (OK, FAILED, SKIPPED)
+    }
+    line = f"{len(named[OK])} ok, {len(named[FAILED])} FAILED, {len(named[SKIPPED])} skipped"
+    if named[FAILED]:
+        line += f"; failed: {', '.join(named[FAILED])}"
+    if named[SKIPPED]:
+        line += f"; not checked: {', '.join(named[SKIPPED])}"
+    return line
+
+
+def exit_status(rows: list[Row]) -> int:
+    """1 when a check failed or none ran at all; skipped checks alone do not fail the run."""
+    failed = any(r.status == FAILED for r in rows)
+    return 1 if failed or not any(r.status == OK for r in rows) else 0
 
 
 def training_summary(run_dir: Path) -> str:
     """Steps, throughput and loss from a run's metrics.jsonl."""
-    records = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    metrics = run_dir / "metrics.jsonl"
+    if not metrics.is_file():
+        return "no metrics.jsonl"
+    records = [json.loads(x) for x in metrics.read_text().splitlines()]
     losses = [r for r in records if "loss" in r]
     if not losses:
         return "no steps logged"
@@ -89,14 +198,20 @@ def main() -> None:
     out.mkdir(parents=True)
     gpu = args.device == "cuda"
     mos = [sys.executable, "-m", "mos_search.cli"]
-    table: list[tuple[str, bool, float, str]] = []
+    table: list[Row] = []
 
-    def check(name: str, command: list[str], timeout: float, summary=None) -> bool:
-        ok, seconds, last = run(name, command, out / f"{name.replace(' ', '_')}.log", timeout)
-        table.append((name, ok, seconds, summary() if ok and summary else last))
-        return ok
+    def check(
+        name: str, command: list[str], timeout: float, detail: Callable[[], str] | None = None
+    ) -> bool:
+        row = run(name, command, out / f"{name.replace(' ', '_')}.log", timeout)
+        if row.status == OK and detail is not None:
+            row = replace(row, detail=detail())
+        table.append(row)
+        return row.status == OK
 
     import torch
+
+    from devices import device_class
 
     if gpu and not torch.cuda.is_available():
         sys.exit("no CUDA device visible to PyTorch: run this on a GPU machine (or --device cpu)")
@@ -104,8 +219,7 @@ def main() -> None:
     name = torch.cuda.get_device_name(0) if gpu else "CPU (script check only)"
     print(f"device: {name}; GPUs: {gpus}; torch {torch.__version__}", flush=True)
 
-    marker = "gpu or tensorrt"
-    check("gpu tests", [sys.executable, "-m", "pytest", "-m", marker, "-q", "-rs"], 300)
+    table.append(pytest_row("gpu tests", GPU_TESTS, out, 300))
 
     space, device = ("hat-wmt14", "cuda") if gpu else ("cpu-tiny", "onnxruntime-cpu-quick")
     dataset = out / f"{device}-latency.jsonl"
@@ -123,21 +237,20 @@ def main() -> None:
              "--out", str(out / "predictor.json")],
             120,
         )  # fmt: skip
-    try:
-        import tensorrt  # noqa: F401
-
-        has_tensorrt = True
-    except ImportError:
-        has_tensorrt = False
-    if has_tensorrt and gpu:
+    else:
+        table.append(skipped("predictor", f"profile {device} failed: no dataset to train on"))
+    no_tensorrt = device_class("tensorrt").unavailable_reason()
+    if not gpu:
+        table.append(skipped("profile tensorrt", "--device cpu checks the script, not TensorRT"))
+    elif no_tensorrt:
+        table.append(skipped("profile tensorrt", no_tensorrt))
+    else:
         check(
             "profile tensorrt",
             [*mos, "profile", "--device", "tensorrt", "--space", space, "-n", "5",
              "--out", str(out / "tensorrt-latency.jsonl")],
             300,
         )  # fmt: skip
-    else:
-        table.append(("profile tensorrt", True, 0.0, "skipped: TensorRT is not importable here"))
 
     data = synthetic_corpus(out / "corpus")
     train_space = "cpu-small" if gpu else "cpu-tiny"
@@ -165,17 +278,18 @@ def main() -> None:
             300,
             lambda: training_summary(ddp_dir),
         )  # fmt: skip
+    elif not gpu:
+        table.append(skipped("torchrun 2 GPUs", "--device cpu checks the script, not NCCL"))
     else:
-        table.append(("torchrun 2 GPUs", True, 0.0, f"skipped: {gpus} GPU(s) visible"))
+        table.append(skipped("torchrun 2 GPUs", f"NCCL needs 2 GPUs; {gpus} visible"))
 
     print(f"\nGPU check on {name}")
     print(f"{'check':<20}{'result':<8}{'seconds':>9}  detail")
-    for check_name, ok, seconds, detail in table:
-        print(f"{check_name:<20}{'ok' if ok else 'FAILED':<8}{seconds:>9.1f}  {detail}")
-    (out / "table.json").write_text(
-        json.dumps([dict(zip(("check", "ok", "seconds", "detail"), row)) for row in table])
-    )
-    sys.exit(0 if all(ok for _, ok, _, _ in table) else 1)
+    for row in table:
+        print(f"{row.check:<20}{row.status:<8}{row.seconds:>9.1f}  {row.detail}")
+    print(summary(table))
+    (out / "table.json").write_text(json.dumps([asdict(row) for row in table], indent=1))
+    sys.exit(exit_status(table))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # GPU checks in one prepared script (about 5-8 minutes on one GPU): the `gpu` tests, a CUDA
 # latency profile of 50 archs (+ predictor), TensorRT if importable, a short bf16 supernet
-# training (and 2-rank torchrun/NCCL with 2+ GPUs); one table at the end.
+# training (and 2-rank torchrun/NCCL with 2+ GPUs); one table at the end, each row `ok`,
+# `FAILED` or `skipped` with the reason (exit status 1 on a FAILED row; skipped rows never pass).
 #
 #   bash bench/gpu_check.sh                  # uses .venv if present, else the current python
 #   OUT=/tmp/gpu bash bench/gpu_check.sh     # where logs, datasets and table.json go

@@ -239,6 +239,98 @@ def test_cli_profile_and_predictor(tmp_path):
     assert result.exit_code == 2 and "trained for space 'tiny', not 'cpu-small'" in result.output
 
 
+# ------------------------------------------------------------------ drift correction in training
+
+
+def drifting_dataset(path, n: int, elasticity: float, seed: int = 0) -> list[dict]:
+    """`n` features-only records of the tiny space (10 features) measured on a drifting machine:
+    latency = base(features) * (reference / 30) ** elasticity, the reference time drawn
+    independently of the architecture; log(base) is linear in the features, so the linear and
+    the quadratic model of the fit both hold it exactly. Returns the records, each with its
+    `base` (which the file leaves out)."""
+    rng = np.random.default_rng(seed)
+    records = []
+    with path.open("w") as out:
+        for _ in range(n):
+            features = rng.uniform(0.3, 1.0, size=10)
+            base = 10.0 * float(np.exp(1.0 + 0.8 * features[0] + 0.5 * features[3]))
+            reference = float(rng.uniform(20, 45))
+            record = {
+                "features": features.tolist(),
+                "reference_ms": reference,
+                "latency_ms": base * (reference / 30.0) ** elasticity,
+            }
+            out.write(json.dumps(record) + "\n")
+            records.append({**record, "base": base})
+    return records
+
+
+@pytest.mark.filterwarnings("ignore:Stochastic Optimizer")  # a small MLP, few records
+@pytest.mark.parametrize(
+    ("n", "fitted"),
+    [
+        (200, 0.6),  # 160 training records: enough for the quadratic model (2 * 67)
+        (40, 0.6),  # 32: too few for it, enough for the linear one (2 * 12): the fallback
+        (16, 1.0),  # 13: too few for either: proportional correction
+    ],
+)
+def test_predictor_train_corrects_a_known_drift(tmp_path, n, fitted):
+    """`predictor train` with references: the elasticity fitted on the training records is the
+    one the data was made with (the linear fallback too; 1.0 when too few records), the typical
+    speed is their median reference, and the corrected labels are the drift-free base times
+    one constant, which the predictor then learns."""
+    from latency.dataset import record_key
+    from mos_search.costs.predictors import label
+
+    dataset = tmp_path / "lat.jsonl"
+    records = drifting_dataset(dataset, n, elasticity=0.6)
+    command = ["predictor", "train", "--dataset", str(dataset), "--space", TINY_SPACE]
+    result = CliRunner().invoke(main, [*command, "--hidden", "16", "--members", "2"])
+    assert result.exit_code == 0, result.output
+    assert f"labels drift-corrected with elasticity {fitted:.2f}" in result.output
+    meta = json.loads((tmp_path / "predictor.json").read_text())["meta"]
+    train, test = split_by_arch(n, 0.2, 0, [record_key(r) for r in records])
+    assert meta["n_train"] == len(train) and meta["drift_corrected"]
+    assert meta["drift_elasticity"] == pytest.approx(fitted, abs=1e-6)
+    typical = float(np.median([records[i]["reference_ms"] for i in train]))
+    assert meta["reference_ms"] == pytest.approx(typical, rel=1e-12)
+    base = np.array([r["base"] for r in records])
+    raw = np.array([r["latency_ms"] for r in records])
+    corrected = label(records, records, True, meta["drift_elasticity"], typical).labels_ms
+    if fitted == 0.6:  # the drift is divided out: one factor, the typical speed over 30 ms
+        at_typical = base * (typical / 30.0) ** 0.6
+        assert corrected == pytest.approx(at_typical, rel=1e-9)
+        assert np.ptp(raw / base) > 0.4  # which the raw times were far from
+        predictor = LatencyPredictor.load(tmp_path / "predictor.json")
+        predicted = predictor.predict_ms(np.array([records[i]["features"] for i in test]))
+        assert accuracy(predicted, at_typical[test]).mape < 1.0  # raw times: 12%
+    else:  # proportional: raw * typical / reference
+        refs = np.array([r["reference_ms"] for r in records])
+        assert corrected == pytest.approx(raw * typical / refs, rel=1e-12)
+
+
+def test_drift_fit_falls_back_from_quadratic_to_linear_to_proportional():
+    """With 10 features the quadratic model (66 columns and the slope) needs 134 records and
+    the linear one (11 and the slope) 24; below that the fit gives the documented 1.0. In
+    `product`, log(base) holds x0 * x1, which the reference follows: the quadratic model holds
+    it and finds the elasticity exactly; the linear one cannot, and its slope takes part of the
+    product (what shows which model was fitted). In `plain` the linear model is exact."""
+    rng = np.random.default_rng(1)
+    product, plain = [], []
+    for _ in range(200):
+        x = rng.uniform(0.3, 1.0, size=10)
+        reference = 20.0 * np.exp(0.8 * x[0] * x[1] + rng.uniform(0, 0.3))
+        drift = reference**0.6
+        record = {"features": x.tolist(), "reference_ms": reference}
+        product.append({**record, "latency_ms": np.exp(2 + 0.5 * x[2] + 1.5 * x[0] * x[1]) * drift})
+        plain.append({**record, "latency_ms": np.exp(2 + 0.5 * x[2]) * drift})
+    assert fit_drift_elasticity(product[:134]) == pytest.approx(0.6, abs=1e-9)  # quadratic
+    assert abs(fit_drift_elasticity(product[:133]) - 0.6) > 0.2  # linear: the product leaks
+    assert fit_drift_elasticity(plain[:133]) == pytest.approx(0.6, abs=1e-9)  # linear
+    assert fit_drift_elasticity(plain[:24]) == pytest.approx(0.6, abs=1e-9)
+    assert fit_drift_elasticity(plain[:23]) == 1.0  # too few for either
+
+
 def _write_dataset_lines(path, lines: list[str], end: str = "\n") -> None:
     path.write_text("\n".join(lines) + end)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import shutil
 
 import numpy as np
 import pytest
@@ -43,6 +44,48 @@ def test_cache_key_separates_slices_and_metrics(tiny_run, tmp_path):
     whole = Oracle(tiny_run, cache_path=cache).loss(arch)
     part = Oracle(tiny_run, limit=5, cache_path=cache)
     assert part.loss(arch) != whole and part.cache.hits == 0
+
+
+def test_cache_key_follows_the_weights_and_the_corpus(tiny_run, tiny_corpus, tmp_path):
+    """The key holds the weights' content digest and the corpus digest: another checkpoint or
+    another corpus is another key, so its scores are never served from the cache; the same
+    weights and corpus copied to other folders are the same key."""
+    from mos_search.data.corpus import build_corpus
+
+    from conftest import synthetic_pairs
+
+    cache = tmp_path / "cache.jsonl"
+    base = Oracle(tiny_run, cache_path=cache)
+    arch = base.space.largest()
+    whole = base.loss(arch)
+    options = [("loss", 5, 1.0), ("bleu", 2, 1.0)]
+
+    def keys(oracle: Oracle) -> list[str]:
+        return [oracle._cache_key(arch, *option) for option in options]
+
+    earlier_ckpt = sorted((tiny_run / "checkpoints").glob("step_*"))[0]
+    assert earlier_ckpt != base.checkpoint
+    splits = {"train": synthetic_pairs(400, 0), "valid": synthetic_pairs(40, 1)}
+    other_data = build_corpus(
+        tmp_path / "other-data", {**splits, "test": synthetic_pairs(40, 3)}, "es", "en", 64
+    )  # the same training and validation pairs; another test split
+    assert other_data.digest() != tiny_corpus.digest()
+    same = Oracle(
+        shutil.copytree(base.checkpoint, tmp_path / "ckpt-copy"),
+        data=shutil.copytree(tiny_corpus.root, tmp_path / "data-copy"),
+        cache_path=cache,
+    )
+    earlier = Oracle(earlier_ckpt, cache_path=cache)
+    other = Oracle(tiny_run, data=other_data.root, cache_path=cache)
+    assert earlier.loaded.digest != base.loaded.digest
+    assert keys(same) == keys(base)
+    assert not set(keys(earlier)) & set(keys(base))
+    assert not set(keys(other)) & set(keys(base))
+    assert not set(keys(other)) & set(keys(earlier))
+    assert same.loss(arch) == whole and same.cache.hits == 1
+    assert earlier.loss(arch) != whole and earlier.cache.hits == 0
+    other.loss(arch)
+    assert other.cache.hits == 0  # scored afresh, though on the same validation pairs
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
@@ -53,7 +54,7 @@ def test_extraction_parity_many_archs(supernet):
         assert not any("router" in name for name, _ in sub.named_parameters())
         got = sub(src, prev)
         assert got.shape == (3, 9, VOCAB)
-        assert (got - expected).abs().max().item() <= 1e-5
+        assert torch.equal(got, expected), (got - expected).abs().max()  # README: max diff 0.0
 
 
 def test_extracted_size_is_the_arch_size(supernet):
@@ -120,17 +121,46 @@ def test_router_sees_the_whole_arch(supernet):
     assert same == (supernet.config.mode == "shared")
 
 
+def softmax_of(logits: list[float]) -> list[float]:
+    """softmax in plain Python: the expected mix computed without the library's tensor code."""
+    top = max(logits)
+    z = [math.exp(v - top) for v in logits]
+    return [v / sum(z) for v in z]
+
+
 @pytest.mark.parametrize("mode", ["layer", "neuron"])
-def test_generated_weight_is_the_routed_mix(cpu_space, mode):
+def test_generated_weight_and_bias_are_the_routed_mix(cpu_space, mode):
+    """Output neuron i of the materialised fc1 is sum_k alpha[i, k] * bank_k[i, :in] (bias:
+    sum_k alpha[i, k] * bias_k[i]), with alpha the softmax of the router's logits for row i
+    (neuron-wise; the one row for layer-wise), read from its last Linear's flat (rows * m)
+    output row-major (`Router`: (rows, m)), neuron by neuron in a Python loop."""
+    m = 3
     torch.manual_seed(1)
-    net = Supernet(SupernetConfig(space=cpu_space, mode=mode, vocab_size=VOCAB, experts=3)).eval()
+    net = Supernet(SupernetConfig(space=cpu_space, mode=mode, vocab_size=VOCAB, experts=m)).eval()
     arch = cpu_space.sample(random.Random(2))
-    fc1 = net.encoder_layers[0].ffn.fc1
     e, f = arch.encoder_embed_dim, arch.encoder_ffn_dims[0]
-    logits = fc1.router.net(net.arch_features(arch)).view(-1, 3)[:f]  # (1 or f, m)
-    mix = torch.softmax(logits, dim=-1).expand(f, 3)
-    expected = torch.einsum("om,moi->oi", mix, fc1.weight[:, :f, :e])
-    assert torch.allclose(ffn_weight(net, arch), expected, atol=1e-6)
+    assert (e, f) == (128, 256) and f < cpu_space.largest().encoder_ffn_dims[0]  # a slice
+    fc1 = net.encoder_layers[0].ffn.fc1
+    with torch.no_grad():
+        fc1.router.net[-1].weight.mul_(20.0)  # mixes far from uniform: a wrong one shows
+        flat = fc1.router.net(net.arch_features(arch)).tolist()  # rows * m logits
+        params = net.materialize(arch)
+    name = "encoder_layers.0.ffn.fc1"
+    weight, bias = params[f"{name}.weight"], params[f"{name}.bias"]
+    assert weight.shape == (f, e) and bias.shape == (f,)
+    assert len(flat) == (cpu_space.largest().encoder_ffn_dims[0] if mode == "neuron" else 1) * m
+    mixes = []
+    for i in range(f):
+        row = i if mode == "neuron" else 0
+        alpha = softmax_of(flat[row * m : (row + 1) * m])
+        mixes.append(alpha)
+        expected_weight = sum(alpha[k] * fc1.weight[k, i, :e] for k in range(m))
+        expected_bias = sum(alpha[k] * fc1.bias[k, i].item() for k in range(m))
+        assert torch.allclose(weight[i], expected_weight, rtol=0, atol=1e-6), i
+        assert bias[i].item() == pytest.approx(expected_bias, abs=1e-6), i
+    assert max(max(alpha) for alpha in mixes) > 0.8  # far from the uniform mix (1/3 each)
+    if mode == "neuron":  # a mix per neuron: a layout that mixed one row for all would show
+        assert len({tuple(round(a, 6) for a in alpha) for alpha in mixes}) > 0.9 * f
 
 
 def test_shared_mode_uses_the_leading_slice(cpu_space):

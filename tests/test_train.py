@@ -121,6 +121,29 @@ def test_sandwich_sampler_is_a_function_of_step():
     assert len(ArchSampler(space, "random", 1, seed=4).archs(3)) == 1
 
 
+@pytest.mark.parametrize("sampling", ["sandwich", "random"])
+def test_sampled_archs_change_with_the_step_and_the_seed(sampling):
+    """The random sub-networks of 20 steps are many different ones (a sampler that ignored the
+    step would train the same few all run long); a step's archs are the same however often,
+    in whatever order and by whichever sampler (every rank, a resumed run) they are asked."""
+    space = load_space(TINY_SPACE)
+    sampler = ArchSampler(space, sampling, 2, seed=4)
+    fixed = 2 if sampling == "sandwich" else 0  # largest and smallest lead every step
+    steps = {step: sampler.archs(step) for step in range(1, 21)}
+    sampled = [arch for archs in steps.values() for arch in archs[fixed:]]
+    assert all(
+        archs[:fixed] == [space.largest(), space.smallest()][:fixed] for archs in steps.values()
+    )
+    assert len(sampled) == 40 and all(space.contains(arch) for arch in sampled)
+    assert len(set(sampled)) >= 30  # 17,408 archs in the tiny space: few repeats
+    assert len({tuple(archs) for archs in steps.values()}) == 20  # every step another pair
+    again = ArchSampler(space, sampling, 2, seed=4)
+    assert {step: again.archs(step) for step in reversed(range(1, 21))} == steps
+    assert sampler.archs(7) == steps[7]
+    other_seed = ArchSampler(space, sampling, 2, seed=5)
+    assert [other_seed.archs(step) for step in steps] != list(steps.values())
+
+
 def test_lr_schedule():
     assert inverse_sqrt_lr(1, 1.0, 4) == pytest.approx(0.25)
     assert inverse_sqrt_lr(4, 1.0, 4) == pytest.approx(1.0)

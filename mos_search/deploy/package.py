@@ -256,6 +256,7 @@ def _int8_section(
             d: [pair.ratio_low, pair.ratio_high] for d, (_, pair) in pairs.items()
         },
         "speedup_coverage": {d: pair.ratio_coverage for d, (_, pair) in pairs.items()},
+        "speedup_ratios": {d: pair.ratios for d, (_, pair) in pairs.items()},  # fp32/int8 a round
         "files": {
             n: sha256_file(int8_dir / n) for n in ("encoder.onnx", "decoder_step.onnx", "spm.model")
         },

@@ -26,8 +26,15 @@ def latency_budgets(values: Sequence[str], devices: Sequence[str]) -> list[Budge
     """`--max-latency-ms` values: `X` (the first device) or `DEVICE=X`."""
     budgets: dict[str, Budget] = {}
     for value in values:
-        device, _, number = value.rpartition("=")
+        device, equals, number = value.rpartition("=")
+        if equals and not device:
+            raise ConfigError(f"--max-latency-ms {value}: expected X or DEVICE=X")
         device = device or devices[0]
+        if device in budgets:
+            raise ConfigError(
+                f"--max-latency-ms {value}: {device} already has a budget "
+                f"({budgets[device].describe()})"
+            )
         if device not in devices:
             raise ConfigError(f"--max-latency-ms {value}: {device!r} is not a --device")
         try:
