@@ -61,8 +61,10 @@ def training_figure(series: dict[str, Any], title: str) -> Any:
     for ax, (key, label) in zip(axes.flat, PANELS):
         values = series[key]
         if isinstance(values, dict):
-            for name, ys in values.items():
-                ax.plot(steps, ys, linewidth=1, label=_layer_label(name))
+            colours = plt.cm.tab20.colors  # 20 distinct: every layer of the presets its own
+            for index, (name, ys) in enumerate(values.items()):
+                colour = colours[index % len(colours)]
+                ax.plot(steps, ys, linewidth=1, color=colour, label=_layer_label(name))
             if values:
                 ax.legend(fontsize=6, ncol=2, loc="best")
         elif any(v is not None for v in values):
