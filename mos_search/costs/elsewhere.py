@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import shlex
 import tarfile
 import tempfile
 from dataclasses import dataclass
@@ -239,8 +238,3 @@ def import_results(
     for record in records:
         merge.add(record)
     return merge
-
-
-def shell_words(*words: str) -> str:
-    """A command line for a message or README (each word quoted where needed)."""
-    return shlex.join(words)
