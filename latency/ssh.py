@@ -106,7 +106,8 @@ class SshConnection:
         folder = Path(tempfile.mkdtemp(prefix="mos-ssh-"))  # short: a socket path has a limit
         self.control = folder / "c"
         with tempfile.TemporaryFile() as errors:
-            master = [*self._ssh(), "-M", "-N", "-f", "-o", "ControlPersist=yes", "--"]
+            # closed by __exit__; if this process is killed first, it exits after 10 idle minutes
+            master = [*self._ssh(), "-M", "-N", "-f", "-o", "ControlPersist=600", "--"]
             try:
                 code = subprocess.run(
                     [*master, self.options.target.host],
