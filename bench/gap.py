@@ -30,7 +30,8 @@ from pathlib import Path
 sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 from mos_search.constants import EXPERT_INITS, MODES  # noqa: E402
-from mos_search.fidelity import fidelity, sample_archs, table_lines  # noqa: E402
+from mos_search.costs.profiling import sample_archs  # noqa: E402
+from mos_search.fidelity import fidelity, table_lines  # noqa: E402
 from mos_search.models.checkpoint import read_state  # noqa: E402
 from mos_search.space import load_space  # noqa: E402
 

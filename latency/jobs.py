@@ -77,11 +77,6 @@ class Job:
         found = [i.bundle for i in self.items] + ([self.reference] if self.reference else [])
         return list(dict.fromkeys(found))
 
-    def item_for(self, arch: dict[str, Any]) -> JobItem | None:
-        """The item of `arch`, or None."""
-        key = arch_key(arch)
-        return next((i for i in self.items if arch_key(i.arch) == key), None)
-
 
 def request_id(
     profile: DeviceProfile, archs: Iterable[dict[str, Any]], passes: int | None, measures: str

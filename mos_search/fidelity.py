@@ -215,21 +215,6 @@ def table_lines(result: dict[str, Any]) -> list[str]:
     return lines
 
 
-def sample_archs(space: Any, count: int, seed: int) -> list[ArchBase]:
-    """Largest, smallest, then distinct samples (fixed seed): `count` in all."""
-    import random
-
-    rng = random.Random(seed)
-    archs = [space.largest(), space.smallest()][:count]
-    attempts = 0
-    while len(archs) < count and attempts < 1000 * count:
-        attempts += 1
-        candidate = space.sample(rng)
-        if candidate not in archs:
-            archs.append(candidate)
-    return archs
-
-
 def train_standalones(
     archs: list[ArchBase], space: str, data: str, out: Path, **options: Any
 ) -> list[Path]:

@@ -288,7 +288,8 @@ def fidelity_command(
     """
     from pathlib import Path
 
-    from mos_search.fidelity import fidelity, sample_archs, table_lines, train_standalones
+    from mos_search.costs.profiling import sample_archs
+    from mos_search.fidelity import fidelity, table_lines, train_standalones
     from mos_search.files import check_writable_dir
     from mos_search.models.build import load_model
     from mos_search.models.checkpoint import read_state
