@@ -122,7 +122,9 @@ def main() -> None:
     jobs = []
     for mode in modes:
         for init in ["independent"] if mode == "shared" else inits:
-            label = mode if len(inits) == 1 or mode == "shared" else f"{mode}-{init}"
+            # the init is in the label unless it is the default, so runs keep their folder
+            # whichever --expert-inits a rerun lists
+            label = mode if init == "independent" else f"{mode}-{init}"
             supernets[label] = work / f"supernet-{label}"
             jobs.append((supernets[label], ["--mode", mode, "--expert-init", init]))
     standalones = []

@@ -21,12 +21,13 @@ def test_the_gpu_gap_script_runs_tiny_on_the_cpu(tmp_path):
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     summary = json.loads((tmp_path / "out" / "gap.json").read_text())
     assert summary["args"]["expert_inits"] == "scaled" and summary["args"]["device"] == "cpu"
-    assert set(summary["table"]) == {"shared", "neuron"} and len(summary["archs"]) == 3
-    assert summary["steps_done"] == {"shared": 4, "neuron": 4}
+    assert set(summary["table"]) == {"shared", "neuron-scaled"} and len(summary["archs"]) == 3
+    assert summary["steps_done"] == {"shared": 4, "neuron-scaled": 4}
     for row in summary["table"].values():
         for entry in row["loss"].values():
             assert entry["low"] <= entry["value"] <= entry["high"]
-    assert "neuron        loss" in done.stdout
+    assert "neuron-scaled loss" in done.stdout
     assert (tmp_path / "out" / "gap.png").stat().st_size > 10_000
-    config = json.loads((tmp_path / "work" / "supernet-neuron" / "train_config.json").read_text())
+    run = tmp_path / "work" / "supernet-neuron-scaled"
+    config = json.loads((run / "train_config.json").read_text())
     assert config["expert_init"] == "scaled"
