@@ -4,21 +4,22 @@ bootstrap intervals, a scatter plot and JSON.
 
 For each mode (shared, layer, neuron by default) and each expert init (`--expert-inits`, MoS
 modes only) a supernet is trained with the same budget; K architectures (fixed seed, largest
-and smallest included) are each also trained alone with the same number of steps. Every
-training is a resumable `mos-search train` run and every score is cached, so an interrupted
-benchmark continues where it stopped; `--workers` trainings run at once.
+and smallest included) are each also trained alone with the same budget: `--steps`, or
+`--minutes` where that ends first (then the steps each run reached depend on what shared the
+device with it; the JSON's `steps_done` has them all). Every training is a resumable
+`mos-search train` run and every score is cached, so an interrupted benchmark continues where
+it stopped; `--workers` trainings run at once.
 
     python bench/gap.py --data data/bible --space cpu-tiny --steps 400 --archs 6
     python bench/gap.py --expert-inits independent,scaled --lr 1e-3 --warmup 400 --steps 800
     bash bench/gap_gpu.sh          # the GPU run: cpu-small, 10 archs, bf16, about 8 minutes
-    python bench/gap.py --device cpu --tiny --work /tmp/gap --out /tmp/gap.json   # a check
+    python bench/gap.py --device cpu --tiny    # a check, in bench/work/gap-tiny
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import shutil
 import subprocess
 import sys
@@ -32,6 +33,7 @@ sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).re
 from mos_search.constants import EXPERT_INITS, MODES  # noqa: E402
 from mos_search.costs.profiling import sample_archs  # noqa: E402
 from mos_search.fidelity import fidelity, table_lines  # noqa: E402
+from mos_search.files import write_json_atomic  # noqa: E402
 from mos_search.models.checkpoint import read_state  # noqa: E402
 from mos_search.space import load_space  # noqa: E402
 
@@ -54,7 +56,8 @@ def run_training(out: Path, args: argparse.Namespace, extra: list[str]) -> float
     cmd = [sys.executable, "-m", "mos_search.cli", "train", "--data", args.data, "--out", str(out)]
     cmd += ["--space", args.space, "--max-steps", str(args.steps)]
     cmd += ["--max-tokens", str(args.max_tokens), "--lr", str(args.lr)]
-    cmd += ["--warmup", str(args.warmup), "--valid-every", "0", "--save-every", "50"]
+    cmd += ["--warmup", str(args.warmup), "--valid-every", "0"]
+    cmd += ["--save-every", str(args.save_every)]
     cmd += ["--threads", str(args.threads), "--device", args.device]
     cmd += ["--precision", args.precision, *extra]
     if args.minutes:
@@ -88,6 +91,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples")
     parser.add_argument("--workers", type=int, default=2, help="trainings at once")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per training")
+    parser.add_argument(
+        "--save-every", type=int, default=50, help="checkpoint interval (a run always saves last)"
+    )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     parser.add_argument(
@@ -95,9 +101,14 @@ def parse_args() -> argparse.Namespace:
         action="store_true",
         help="check the script: synthetic corpus, cpu-tiny, 3 archs, 4 steps (fp32 on a CPU)",
     )
-    parser.add_argument("--work", default="bench/work/gap", help="run folders and logs")
-    parser.add_argument("--out", default="bench/results/gap.json")
+    parser.add_argument(
+        "--work", help="run folders and logs [default: bench/work/gap, with --tiny gap-tiny]"
+    )
+    parser.add_argument("--out", help="[default: bench/results/gap.json; --tiny: in --work]")
     args = parser.parse_args()
+    # a check never writes where a real run keeps its runs and results
+    args.work = args.work or ("bench/work/gap-tiny" if args.tiny else "bench/work/gap")
+    args.out = args.out or (f"{args.work}/gap.json" if args.tiny else "bench/results/gap.json")
     if args.tiny:
         args.space, args.archs, args.steps, args.max_tokens = "cpu-tiny", 3, 4, 512
         args.bleu_limit, args.resamples, args.warmup = 20, 200, 2
@@ -113,8 +124,8 @@ def main() -> None:
     modes = [m for m in args.modes.split(",") if m]
     inits = [i for i in args.expert_inits.split(",") if i]
     unknown = (set(modes) - set(MODES)) | (set(inits) - set(EXPERT_INITS))
-    if unknown:
-        sys.exit(f"unknown mode or expert init: {sorted(unknown)}")
+    if unknown or not modes or (not inits and set(modes) - {"shared"}):
+        sys.exit(f"give known modes and expert inits (unknown: {sorted(unknown)})")
     archs = sample_archs(space, args.archs, args.seed)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -147,12 +158,15 @@ def main() -> None:
         "train_minutes": train_minutes,
         "train_wall_minutes": round(trained_s / 60, 2),
         "total_wall_minutes": round((time.time() - started) / 60, 2),
-        "steps_done": {name: read_state(path)["step"] for name, path in supernets.items()},
+        "steps_done": {
+            **{name: read_state(path)["step"] for name, path in supernets.items()},
+            **{path.name: read_state(path)["step"] for path in standalones},
+        },
         **result,
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(summary, indent=1))
+    write_json_atomic(out, summary)
     shutil.copyfile(work / "fidelity.png", out.with_suffix(".png"))
     print(f"wrote {out} and {out.with_suffix('.png')}")
 

@@ -12,6 +12,7 @@ from mos_search.errors import ConfigError
 from mos_search.models.supernet.base import SupernetConfig
 from mos_search.models.supernet.layers import COPY_PERTURBATION, ExpertLinear
 from mos_search.models.supernet.translation import Supernet
+from mos_search.training.config import TrainConfig
 
 IN, OUT = 256, 512
 
@@ -83,3 +84,10 @@ def test_unknown_init_is_refused_and_old_configs_read_independent(cpu_space):
     saved = SupernetConfig(space=cpu_space, vocab_size=100, mode="neuron").to_dict()
     del saved["expert_init"]  # a checkpoint from before the option
     assert SupernetConfig.from_dict(saved).expert_init == "independent"
+
+
+@pytest.mark.parametrize("options", [{"mode": "shared"}, {"mode": "neuron", "arch": {"x": 1}}])
+def test_an_init_for_expert_banks_is_refused_where_there_are_none(options):
+    with pytest.raises(ConfigError, match="applies to a MoS supernet"):
+        TrainConfig(data="d", out="o", expert_init="scaled", **options)
+    assert TrainConfig(data="d", out="o", **options).expert_init == "independent"

@@ -22,7 +22,8 @@ def test_the_gpu_gap_script_runs_tiny_on_the_cpu(tmp_path):
     summary = json.loads((tmp_path / "out" / "gap.json").read_text())
     assert summary["args"]["expert_inits"] == "scaled" and summary["args"]["device"] == "cpu"
     assert set(summary["table"]) == {"shared", "neuron-scaled"} and len(summary["archs"]) == 3
-    assert summary["steps_done"] == {"shared": 4, "neuron-scaled": 4}
+    steps = {"shared": 4, "neuron-scaled": 4, **{f"standalone-{i}": 4 for i in range(3)}}
+    assert summary["steps_done"] == steps
     for row in summary["table"].values():
         for entry in row["loss"].values():
             assert entry["low"] <= entry["value"] <= entry["high"]

@@ -48,6 +48,28 @@ def test_entropy_of_a_known_mix():
     assert routing_entropy(mixed, [torch.rand(4)]) == pytest.approx(0.72193, abs=1e-4)
 
 
+@pytest.mark.parametrize("training", [True, False])
+def test_entropy_is_read_with_router_dropout_off_and_the_mode_restored(training):
+    mixed = layer(3, "neuron")
+    dropout = next(m for m in mixed.router.modules() if isinstance(m, torch.nn.Dropout))
+    dropout.p = 0.9  # in training mode this would change the mix from call to call
+    with torch.no_grad():
+        mixed.router.net[-1].weight.mul_(20)  # a mix far from uniform, set by the hidden units
+    mixed.router.train(training)
+    features = [torch.rand(4), torch.rand(4)]
+    with torch.no_grad():
+        mixed.router.eval()
+        expected = 0.0
+        for f in features:
+            mix = mixed.router(f)
+            expected += float(-(mix * mix.log()).sum(-1).mean()) / math.log(3) / 2
+        mixed.router.train(training)
+    assert 0.05 < expected < 0.95
+    assert routing_entropy(mixed, features) == pytest.approx(expected, rel=1e-6)
+    assert routing_entropy(mixed, features) == pytest.approx(expected, rel=1e-6)
+    assert mixed.router.training is training and dropout.training is training
+
+
 def test_bank_distance():
     mixed = layer(3)
     with torch.no_grad():

@@ -71,9 +71,10 @@ from mos_search.constants import METRICS, MODES, SAMPLINGS
     type=click.Choice(["independent", "scaled", "copies"]),
     default="independent",
     show_default=True,
-    help="How MoS expert banks start: independent (each like nn.Linear; the mix's std shrinks "
-    "by 1/sqrt(experts)), scaled (each x sqrt(experts): the mix keeps nn.Linear's std), copies "
-    "(one init copied, plus 1% noise).",
+    help="How MoS expert banks start: independent (each like nn.Linear; a uniform mix's std "
+    "shrinks by 1/sqrt(experts)), scaled (each x sqrt(experts): a uniform mix keeps "
+    "nn.Linear's std, the router's near-uniform start within a few %), copies (one init "
+    "copied, plus 1% noise). MoS supernets only.",
 )
 @click.option(
     "--scale-dropout",
@@ -256,7 +257,10 @@ def score_command(
 @click.option("--max-tokens", default=4096, show_default=True, type=COUNT)
 @click.option("--threads", default=1, show_default=True, type=COUNT)
 @click.option("--seed", default=0, show_default=True, type=SEED)
-@click.option("--data", help="Data folder [default: the first supernet's].")
+@click.option(
+    "--data",
+    help="Data folder whose validation split scores every run [default: the first supernet's].",
+)
 @click.option("--bleu-limit", default=500, show_default=True, type=COUNT)
 @click.option("--resamples", default=2000, show_default=True, type=COUNT, help="Bootstrap.")
 @click.option("--out", required=True, help="Folder for fidelity.json, fidelity.png (and runs).")
@@ -278,7 +282,9 @@ def fidelity_command(
 ) -> None:
     """Supernet vs standalone: the gap of each architecture's inherited score from its score
     trained alone (mean absolute and signed), and Kendall tau of the rankings, each with a
-    bootstrap interval over architectures; a scatter plot and JSON in --out.
+    bootstrap interval over architectures; each supernet's change of the gap beside weight
+    sharing (the first weight-sharing supernet, else the first one); a scatter plot and JSON
+    in --out.
 
     \b
     Example:
@@ -305,14 +311,23 @@ def fidelity_command(
             "give --standalone runs, or --train-standalone K", param_hint="--standalone"
         )
     check_writable_dir(Path(out))
+    spaces = [load_model(s).space for s in supernets]
+    space = spaces[0]
+    for other, path in zip(spaces[1:], supernets[1:]):
+        if other.digest != space.digest:
+            raise click.BadParameter(
+                f"{path} has space {other.name}, {supernets[0]} has {space.name}: compare "
+                "supernets of one space",
+                param_hint="--ckpt",
+            )
+    # one validation split for every run: the first supernet's corpus unless --data is given
+    data = data or read_state(supernets[0]).get("train_config", {}).get("data")
     runs = [Path(s) for s in standalones]
     if train_standalone:
-        space = load_model(supernets[0]).space
         if load_space(space_file or space.name).digest != space.digest:
             raise click.BadParameter(
                 f"not the supernet's space ({space.name}); give its .toml", param_hint="--space"
             )
-        data = data or read_state(supernets[0]).get("train_config", {}).get("data")
         archs = sample_archs(space, train_standalone, seed)
         options = dict(max_steps=steps, lr=lr, warmup=warmup, max_tokens=max_tokens)
         space_arg = space_file or space.name

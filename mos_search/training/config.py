@@ -97,6 +97,11 @@ class TrainConfig:
                 f"expert_init: expected one of {', '.join(EXPERT_INITS)}, "
                 f"found {self.expert_init!r}"
             )
+        if self.expert_init != "independent" and (self.mode == "shared" or self.arch):
+            raise ConfigError(
+                f"expert_init {self.expert_init!r} applies to a MoS supernet (mode layer or "
+                "neuron, no arch); weight sharing and one architecture have no expert banks"
+            )
         if self.precision not in PRECISIONS:
             raise ConfigError(
                 f"precision: expected one of {', '.join(PRECISIONS)}, found {self.precision!r}"

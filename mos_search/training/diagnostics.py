@@ -3,15 +3,18 @@
 Three quantities per logged step, for the layers whose weights a router mixes:
 
 - `router_entropy[layer]`: the routing's entropy over the m experts divided by log(m) (1 =
-  uniform mixing, 0 = one expert), averaged over the output rows (neuron-wise) and over the
-  space's largest and smallest architectures (fixed, so the curves of a run are comparable
-  step to step). Router dropout is off while it is read.
+  uniform mixing, 0 = one expert), averaged over the output rows (neuron-wise: all of the
+  layer's rows, also those a smaller architecture leaves unused) and over the space's largest
+  and smallest architectures (fixed, so the curves of a run are comparable step to step; a
+  layer the smallest architecture does not use is still routed for its features). Router
+  dropout is off while it is read.
 - `bank_distance[layer]`: how far apart the expert banks are, relative to their size: the mean
   over bank pairs (i, j) of ||W_i - W_j||_F / mean_k ||W_k||_F (0 = identical banks; about
   sqrt(2) for independent banks of equal norm).
 - `router_grad_share`: ||gradient of every router parameter|| / ||gradient of every
   parameter|| (L2 over all of them), read after the gradients are averaged over tokens and
-  before clipping: how much of the update the routers get.
+  before clipping (which scales every gradient alike). It is a share of the gradient norm, not
+  of the update: Adam normalises each parameter's step.
 
 Weight sharing ("shared" mode) has no routers: `diagnostics` returns {} there.
 """

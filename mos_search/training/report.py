@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mos_search.errors import ConfigError
-from mos_search.files import read_text, split_lines, write_json_atomic
+from mos_search.files import read_text, split_lines, write_json_atomic, write_text_atomic
 
 PANELS = (
     ("loss", "training loss (nats/token)"),
@@ -33,7 +33,9 @@ def training_series(run_dir: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{run_dir} holds no metrics.jsonl: not a training run")
     lines = [json.loads(line) for line in split_lines(read_text(path)) if line.strip()]
-    logged = [r for r in lines if "loss" in r]
+    # a run killed and resumed logs the steps since its last checkpoint again: keep the last
+    by_step = {r["step"]: r for r in lines if "loss" in r}
+    logged = [by_step[step] for step in sorted(by_step)]
     series: dict[str, Any] = {
         "step": [r["step"] for r in logged],
         "loss": [r["loss"] for r in logged],
@@ -45,11 +47,17 @@ def training_series(run_dir: str | Path) -> dict[str, Any]:
     return series
 
 
+STACKS = {"encoder_layers": "enc", "decoder_layers": "dec", "layers": "L"}
+
+
 def _layer_label(name: str) -> str:
-    """`encoder_layers.0.ffn.fc1` -> `enc0 fc1`."""
+    """`encoder_layers.0.ffn.fc1` -> `enc0 fc1`; `decoder_layers.1.cross_attn.q_proj` ->
+    `dec1 cross_attn.q_proj`; BERT's `layers.2.block.ffn.fc2` -> `L2 fc2`."""
     parts = name.split(".")
-    stack = "enc" if parts[0].startswith("encoder") else "dec"
-    return f"{stack}{parts[1]} {parts[-1]}" if len(parts) > 2 else name
+    if len(parts) < 3 or parts[0] not in STACKS:
+        return name
+    rest = [p for p in parts[2:] if p not in ("block", "ffn")]
+    return f"{STACKS[parts[0]]}{parts[1]} {'.'.join(rest)}"
 
 
 def training_figure(series: dict[str, Any], title: str) -> Any:
@@ -61,7 +69,7 @@ def training_figure(series: dict[str, Any], title: str) -> Any:
     for ax, (key, label) in zip(axes.flat, PANELS):
         values = series[key]
         if isinstance(values, dict):
-            colours = plt.cm.tab20.colors  # 20 distinct: every layer of the presets its own
+            colours = plt.cm.tab20.colors  # 20 distinct; spaces with more routed layers repeat
             for index, (name, ys) in enumerate(values.items()):
                 colour = colours[index % len(colours)]
                 ax.plot(steps, ys, linewidth=1, color=colour, label=_layer_label(name))
@@ -70,7 +78,8 @@ def training_figure(series: dict[str, Any], title: str) -> Any:
         elif any(v is not None for v in values):
             ax.plot(steps, values, linewidth=1)
         if not values or (not isinstance(values, dict) and all(v is None for v in values)):
-            ax.text(0.5, 0.5, "no routers (weight sharing)", ha="center", transform=ax.transAxes)
+            text = "no routers (weight sharing or one architecture)"
+            ax.text(0.5, 0.5, text, ha="center", transform=ax.transAxes)
         ax.set_xlabel("step")
         ax.set_title(label, fontsize=9)
         ax.grid(alpha=0.3)
@@ -97,7 +106,7 @@ def write_training_report(run_dir: str | Path) -> Path:
     fig.savefig(png, dpi=120, bbox_inches="tight")
     svg = io.StringIO()
     fig.savefig(svg, format="svg", bbox_inches="tight")
-    (out / "training.svg").write_text(svg.getvalue())
+    write_text_atomic(out / "training.svg", svg.getvalue())
     plt.close(fig)
     write_json_atomic(out / "training.json", series)
     return png

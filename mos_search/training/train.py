@@ -243,9 +243,8 @@ class Trainer:
         for p in self.model.parameters():
             if p.grad is not None:
                 p.grad.div_(max(ntokens, 1))
-        if (
-            self.step + 1
-        ) % cfg.log_every == 0:  # the routers' share, before clipping (diagnostics)
+        # the routers' share of the gradient norm, before clipping (diagnostics)
+        if (self.step + 1) % cfg.log_every == 0:
             self._grad_share = router_grad_share(self.model)
         if cfg.clip_norm > 0:
             nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_norm)
