@@ -70,11 +70,12 @@ def bootstrap(
 
     with warnings.catch_warnings():  # undefined and degenerate resamples are handled below
         warnings.simplefilter("ignore")
-        value = statistic(*samples)
-        if len(samples[0]) < 2 or math.isnan(value):
+        arrays = [np.asarray(s, dtype=float) for s in samples]
+        value = statistic(*arrays)
+        if len(arrays[0]) < 2 or math.isnan(value):
             return Interval(value, math.nan, math.nan)
         result = scipy_bootstrap(
-            [np.asarray(s, dtype=float) for s in samples],
+            arrays,
             statistic,
             paired=True,
             vectorized=False,
@@ -126,8 +127,7 @@ def gap_change(
     def change(a: np.ndarray, r: np.ndarray, s: np.ndarray) -> float:
         return float(np.mean(np.abs(a - s)) - np.mean(np.abs(r - s)))
 
-    arrays = [np.asarray(x, dtype=float) for x in (inherited, reference, standalone)]
-    return bootstrap(change, *arrays, resamples=resamples).to_dict()
+    return bootstrap(change, inherited, reference, standalone, resamples=resamples).to_dict()
 
 
 def _reference(supernets: dict[str, Path]) -> str:

@@ -4,6 +4,7 @@ intervals over architectures, checked against hand-computed values and end to en
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 from click.testing import CliRunner
@@ -11,6 +12,7 @@ from scipy.stats import kendalltau
 
 from mos_search.cli import main
 from mos_search.fidelity import bootstrap, gap_change, gap_row, kendall_tau, table_lines
+from mos_search.models.checkpoint import resolve_checkpoint
 
 from conftest import TINY_SPACE, assert_one_line_error
 
@@ -106,4 +108,14 @@ def test_fidelity_refuses_what_it_cannot_compare(tiny_run, tmp_path):
     assert_one_line_error(result, "--standalone")
     result = CliRunner().invoke(main, [*base, "--standalone", str(tiny_run)])
     assert_one_line_error(result, "is a supernet")
+
+    other = tmp_path / "other"  # the tiny supernet's checkpoint, saved as of another space
+    shutil.copytree(resolve_checkpoint(tiny_run), other)
+    state = json.loads((other / "state.json").read_text())
+    choices = state["model"]["supernet"]["space"]["choices"]
+    name = next(k for k, v in choices.items() if len(v) > 1)
+    choices[name] = choices[name][:1]
+    (other / "state.json").write_text(json.dumps(state))
+    result = CliRunner().invoke(main, [*base, "--ckpt", str(other), "--standalone", str(tiny_run)])
+    assert_one_line_error(result, "compare supernets of one space")
     assert not (tmp_path / "x" / "fidelity.json").exists()

@@ -297,7 +297,7 @@ def fidelity_command(
     from mos_search.costs.profiling import sample_archs
     from mos_search.fidelity import fidelity, table_lines, train_standalones
     from mos_search.files import check_writable_dir
-    from mos_search.models.build import load_model
+    from mos_search.models.build import checkpoint_space
     from mos_search.models.checkpoint import read_state
     from mos_search.space import load_space
 
@@ -311,7 +311,7 @@ def fidelity_command(
             "give --standalone runs, or --train-standalone K", param_hint="--standalone"
         )
     check_writable_dir(Path(out))
-    spaces = [load_model(s).space for s in supernets]
+    spaces = [checkpoint_space(s) for s in supernets]
     space = spaces[0]
     for other, path in zip(spaces[1:], supernets[1:]):
         if other.digest != space.digest:

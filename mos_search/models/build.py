@@ -128,12 +128,21 @@ def spec_space(spec: dict[str, Any]) -> dict[str, Any]:
         raise CheckpointError("the checkpoint's model description has no search space") from None
 
 
-def checkpoint_task(checkpoint: str | Path) -> str:
-    """The task ("translation" or "bert") of a checkpoint, read from its state only."""
+def _checkpoint_spec(checkpoint: str | Path) -> dict[str, Any]:
     spec = read_state(checkpoint).get("model")
     if not isinstance(spec, dict):
         raise CheckpointError(f"{checkpoint} has no model description: not a mos-search checkpoint")
-    return str(spec_space(spec).get("task", "translation"))
+    return spec
+
+
+def checkpoint_task(checkpoint: str | Path) -> str:
+    """The task ("translation" or "bert") of a checkpoint, read from its state only."""
+    return str(spec_space(_checkpoint_spec(checkpoint)).get("task", "translation"))
+
+
+def checkpoint_space(checkpoint: str | Path) -> SearchSpace:
+    """The search space of a checkpoint, read from its state only (no weights loaded)."""
+    return space_from_dict(spec_space(_checkpoint_spec(checkpoint)), "checkpoint")
 
 
 def load_model(checkpoint: str | Path) -> ScoredModel:
