@@ -118,13 +118,20 @@ def test_resume_on_another_number_of_ranks(tiny_corpus, tmp_path):
     assert_close(resumed, straight, 1e-4)
 
 
-def test_bf16_is_refused_on_the_cpu(tiny_corpus, tmp_path):
-    from mos_search.errors import ConfigError
+def test_bf16_on_a_cpu_without_native_bf16_falls_back_to_float32(
+    tiny_corpus, tmp_path, monkeypatch, capsys
+):
+    from mos_search.training import distributed
     from mos_search.training.train import Trainer
 
+    monkeypatch.setattr(distributed, "cpu_has_native_bf16", lambda: False)
     config = replace(options(tiny_corpus, tmp_path / "r", 1), precision="bf16")
-    with pytest.raises(ConfigError, match="CPU training runs in float32"):
-        Trainer(config)
+    trainer = Trainer(config)
+    assert "no native bf16" in capsys.readouterr().out
+    assert trainer.bf16 is False
+    with activation_dtypes(trainer.model) as seen:
+        trainer.train_step()
+    assert seen == {torch.float32}
 
 
 # Held-out NLL after WATCHED_STEPS steps must be at least LEARNING_MARGIN below the NLL before
@@ -206,6 +213,25 @@ def test_float32_training_on_the_cpu_is_watched_and_learns(tiny_corpus, tmp_path
         batch = trainer.task.batch(trainer.task.batches(0)[0], 0, trainer.dist.device)
         trainer.task.loss(trainer.model, trainer.space.largest(), batch)
     assert torch.bfloat16 in seen  # the watch sees autocast where it runs
+
+
+def test_bf16_training_on_a_cpu_with_native_bf16(tiny_corpus, tmp_path):
+    """bf16 autocast on a CPU that has AVX512-BF16 or AMX: bf16 activations, float32 weights,
+    attention in float32 (see transformer.Attention.attend), and it learns."""
+    from mos_search.training.distributed import cpu_has_native_bf16
+    from mos_search.training.train import Trainer
+
+    if not cpu_has_native_bf16():
+        pytest.skip("this CPU has no native bf16")
+    config = replace(options(tiny_corpus, tmp_path / "bf16", WATCHED_STEPS), precision="bf16")
+    trainer = Trainer(config)
+    assert trainer.bf16
+    watched = watched_training(trainer, WATCHED_STEPS)
+    assert torch.bfloat16 in watched.activation_dtypes
+    for name, weight in trainer.model.named_parameters():
+        assert weight.dtype == torch.float32, name
+    assert_learned(watched)
+    assert_oracle_agrees(trainer, watched)
 
 
 @pytest.mark.gpu

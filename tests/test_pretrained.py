@@ -53,7 +53,7 @@ def test_the_pack_holds_fp16_weights_its_tokenizer_and_a_card(packed, tiny_run, 
 
 def test_the_card_command_uses_only_options_train_has():
     from mos_search.cli.train import train_command
-    from mos_search.deploy.pretrained import TRAIN_FLAGS
+    from mos_search.training.config import TRAIN_FLAGS
 
     options = {p.name for p in train_command.params}
     assert set(TRAIN_FLAGS) <= options

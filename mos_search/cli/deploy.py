@@ -274,6 +274,11 @@ def demo_command(
 @click.option("--beam", default=5, show_default=True, type=COUNT)
 @click.option("--threads", default=2, show_default=True, type=COUNT)
 @click.option("--overwrite", is_flag=True, help="Replace the pretrained folder in --out.")
+@click.option(
+    "--only-if-better",
+    is_flag=True,
+    help="Replace --out only if both members' test BLEU and validation loss beat its card.",
+)
 def pack_supernet_command(
     ckpt: str,
     out: str,
@@ -282,23 +287,29 @@ def pack_supernet_command(
     beam: int,
     threads: int,
     overwrite: bool,
+    only_if_better: bool,
 ) -> None:
     """Pack a trained supernet to ship: fp16 weights, its spm.model and a card.
 
-    The card holds the training command, commit, steps, wall time, and the validation loss and
-    test BLEU of the space's largest and smallest members, measured on the packed weights.
-    `demo --pretrained OUT` and `train --init OUT` start from it.
+    The card holds the training command, commit, steps, wall time, the lineage of earlier runs
+    with cumulative steps, target tokens and wall time, and the validation loss and test BLEU of
+    the space's largest and smallest members, measured on the packed weights. Adam's second
+    moments are kept in bf16 beside the weights. `demo --pretrained OUT` and `train --init OUT`
+    start from it.
 
     \b
     Example:
       mos-search pack-supernet --ckpt runs/pretrained --out pretrained/cpu-small-neuron
+      mos-search pack-supernet --ckpt runs/more --out pretrained/cpu-small-neuron --only-if-better
     """
     from mos_search.deploy.pretrained import pack_supernet
 
     card = pack_supernet(
         ckpt, out, data=data, test_limit=test_limit, beam=beam, threads=threads,
-        overwrite=overwrite, echo=click.echo,
+        overwrite=overwrite, only_if_better=only_if_better, echo=click.echo,
     )  # fmt: skip
+    if not card["replaced"]:
+        return
     click.echo(
         f"wrote {out}: {card['weights_bytes'] / 2**20:.1f} MiB of fp16 weights, "
         f"{card['steps']} steps"

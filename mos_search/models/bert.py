@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from mos_search.arch import BertArch
 from mos_search.constants import PAD_ID
+from mos_search.models.dropout import dropout
 from mos_search.models.transformer import EncoderLayer, sinusoidal_positions
 
 
@@ -45,7 +46,7 @@ class BottleneckLayer(nn.Module):
     def forward(self, x: Tensor, key_mask: Tensor) -> Tensor:
         """(B, S, E) -> (B, S, E); key_mask (B, 1, 1, S), True for real tokens."""
         inner = self.block(self.down(self.input_norm(x)), key_mask)
-        return x + F.dropout(self.up(inner), self.dropout, self.training)
+        return x + dropout(self.up(inner), self.dropout, self.training)
 
 
 class BertEncoder(nn.Module):
@@ -75,7 +76,7 @@ class BertEncoder(nn.Module):
         dim = self.arch.embed_dim
         x = self.embed(tokens) * math.sqrt(dim)
         x = x + sinusoidal_positions(tokens.shape[1], dim, 0, tokens.device).to(x.dtype)
-        x = F.dropout(x, self.dropout, self.training)
+        x = dropout(x, self.dropout, self.training)
         for layer in self.layers:
             x = layer(x, key_mask)
         return self.final_norm(x)

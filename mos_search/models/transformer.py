@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from mos_search.arch import SHARE_EMBEDDINGS, SHARE_EMBEDDINGS_DEFAULT, Arch
 from mos_search.constants import PAD_ID
 from mos_search.errors import ConfigError
+from mos_search.models.dropout import dropout
 
 
 def sinusoidal_positions(
@@ -80,14 +81,16 @@ class Attention(nn.Module):
     ) -> Tensor:
         """Attention of `query` (B, T, embed_dim) over projected keys/values; mask True = keep."""
         q = split_heads(self.q_proj(query), self.heads)  # (B, H, T, Dh)
-        out = F.scaled_dot_product_attention(
-            q,
-            k,
-            v,
-            attn_mask=mask,
-            is_causal=is_causal,
-            dropout_p=self.dropout if self.training else 0.0,
-        )  # (B, H, T, Dh)
+        dropout_p = self.dropout if self.training else 0.0
+        if q.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            # PyTorch's CPU flash attention is ~6x slower in bf16 than in float32 (its backward
+            # above all; bench/throughput.py): under CPU autocast attention runs in float32
+            with torch.autocast("cpu", enabled=False):
+                out = F.scaled_dot_product_attention(
+                    q.float(), k.float(), v.float(), mask, dropout_p, is_causal
+                )  # (B, H, T, Dh)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, mask, dropout_p, is_causal)
         return self.out_proj(merge_heads(out))
 
     def forward(
@@ -108,7 +111,7 @@ class FeedForward(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, T, E) -> (B, T, E)."""
-        hidden = F.dropout(F.relu(self.fc1(x)), self.dropout, self.training)
+        hidden = dropout(F.relu(self.fc1(x)), self.dropout, self.training)
         return self.fc2(hidden)
 
 
@@ -134,8 +137,8 @@ class EncoderLayer(nn.Module):
     def forward(self, x: Tensor, key_mask: Tensor) -> Tensor:
         """(B, S, E) -> (B, S, E); key_mask (B, 1, 1, S), True for real tokens."""
         h = self.self_attn_norm(x)
-        x = x + F.dropout(self.self_attn(h, h, mask=key_mask), self.dropout, self.training)
-        return x + F.dropout(self.ffn(self.ffn_norm(x)), self.dropout, self.training)
+        x = x + dropout(self.self_attn(h, h, mask=key_mask), self.dropout, self.training)
+        return x + dropout(self.ffn(self.ffn_norm(x)), self.dropout, self.training)
 
 
 class DecoderLayer(nn.Module):
@@ -182,10 +185,10 @@ class DecoderLayer(nn.Module):
             new, total = x.shape[1], k.shape[2]
             mask = torch.ones(new, total, dtype=torch.bool, device=x.device).tril(total - new)
         attn = self.self_attn.attend(h, k, v, mask=mask, is_causal=past_kv is None)
-        x = x + F.dropout(attn, self.dropout, self.training)
+        x = x + dropout(attn, self.dropout, self.training)
         attn = self.cross_attn.attend(self.cross_attn_norm(x), *cross_kv, mask=cross_mask)
-        x = x + F.dropout(attn, self.dropout, self.training)
-        x = x + F.dropout(self.ffn(self.ffn_norm(x)), self.dropout, self.training)
+        x = x + dropout(attn, self.dropout, self.training)
+        x = x + dropout(self.ffn(self.ffn_norm(x)), self.dropout, self.training)
         return x, (k, v)
 
 
@@ -290,7 +293,7 @@ class TranslationTransformer(nn.Module):
         dim = table.shape[1]
         x = F.embedding(tokens, table) * math.sqrt(dim)  # (B, T, dim)
         x = x + sinusoidal_positions(tokens.shape[1], dim, offset, tokens.device).to(x.dtype)
-        return F.dropout(x, self.dropout, self.training)
+        return dropout(x, self.dropout, self.training)
 
     def encode(self, src_tokens: Tensor) -> EncoderOut:
         """Encode (B, S) source tokens; keeps the normalised outputs the decoder may attend to."""

@@ -153,3 +153,27 @@ def resumed_config(out: str | Path, **changes: Any) -> TrainConfig:
     return replace(
         saved, **{k: v for k, v in changes.items() if k in RESUMABLE_CHANGES}, out=str(out)
     )
+
+
+# TrainConfig fields that `mos-search train` takes as options (tests/test_pretrained.py checks
+# them against the command), in the order the command line is written
+TRAIN_FLAGS = (
+    "data", "out", "init_from", "space", "mode", "experts", "mos_attention", "expert_init",
+    "sampling", "random_archs",
+    "max_tokens", "lr", "warmup", "dropout", "attention_dropout", "router_dropout",
+    "scale_dropout", "max_steps", "minutes",
+    "save_every", "log_every", "valid_every", "seed", "threads", "device", "precision",
+)  # fmt: skip
+
+
+def training_command(trained: dict[str, Any]) -> str:
+    """The `mos-search train` command line of a run's training config: every setting that has a
+    command-line option (`TRAIN_FLAGS`; the card's `train_config` holds them all)."""
+    parts = ["mos-search train"]
+    for key in TRAIN_FLAGS:
+        value = trained.get(key)
+        if value is None or value is False:
+            continue
+        flag = "--init" if key == "init_from" else "--" + key.replace("_", "-")
+        parts.append(flag if value is True else f"{flag} {value}")
+    return " ".join(parts)

@@ -15,6 +15,7 @@ distribution only.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -57,14 +58,33 @@ def resolve_device(choice: str, local_rank: int = 0) -> torch.device:
     return torch.device("cpu")
 
 
-def use_bf16(precision: str, device: torch.device) -> bool:
-    """Whether to train under bf16 autocast: `auto` means on a GPU; the CPU stays float32."""
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU does bf16 arithmetic in hardware (AVX512-BF16 or AMX, as oneDNN sees
+    it). Without it bf16 is emulated and far slower than float32 (on an AVX2-only AMD Zen 3: a
+    2048x1024 @ 1024x1024 matmul 4.6 s in bf16, 28 ms in float32)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without oneDNN
+        return False
+
+
+def use_bf16(precision: str, device: torch.device, echo: Callable[[str], None] = print) -> bool:
+    """Whether to train under bf16 autocast.
+
+    `auto`: on a GPU; float32 on the CPU. `bf16` on a CPU without native bf16 falls back to
+    float32 with a message (`echo`), since emulated bf16 would be many times slower.
+    """
     if precision not in PRECISIONS:
         raise ConfigError(
             f"precision: expected one of {', '.join(PRECISIONS)}, found {precision!r}"
         )
-    if precision == "bf16" and device.type != "cuda":
-        raise ConfigError("bf16 training is for GPUs; CPU training runs in float32")
+    if precision == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
+        capability = torch.backends.cpu.get_cpu_capability()
+        echo(
+            f"--precision bf16: this CPU ({capability}) has no native bf16 (AVX512-BF16 or "
+            "AMX), where bf16 is many times slower than float32: training in float32"
+        )
+        return False
     return precision == "bf16" or (precision == "auto" and device.type == "cuda")
 
 

@@ -35,6 +35,17 @@ from mos_search.models.checkpoint import (
 from mos_search.models.supernet import ElasticModel, SupernetConfig
 from mos_search.space import SearchSpace, load_space, space_from_dict
 from mos_search.training.config import RESUMABLE_CHANGES, TrainConfig, resumed_config
+from mos_search.training.continuation import (
+    MOMENTS_NONE,
+    ContinuedSchedule,
+    Segment,
+    lineage_dicts,
+    lineage_of,
+    lineage_through,
+    restore_moments,
+    source_commit,
+    totals,
+)
 from mos_search.training.diagnostics import diagnostics, router_grad_share
 from mos_search.training.distributed import (
     all_reduce_gradients,
@@ -46,7 +57,7 @@ from mos_search.training.distributed import (
     use_bf16,
 )
 from mos_search.training.progress import StepReport, TrainBudget, training_progress
-from mos_search.training.schedule import ArchSampler, inverse_sqrt_lr
+from mos_search.training.schedule import ArchSampler
 from mos_search.training.tasks import make_task
 
 
@@ -167,6 +178,12 @@ class Trainer:
         )
         self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
         self.elapsed, self.tokens_seen = 0.0, 0
+        # a supernet continued from another: the segments before this run, Adam moments that came
+        self.lineage: list[Segment] = []
+        self.moments = MOMENTS_NONE
+        if init_state:
+            self.lineage = lineage_through(init_state, source_commit(config.init_from))
+            self.moments = restore_moments(config.init_from, self.model, self.optimizer)
         self.corpus_digest = self.task.digest
         self._epoch_batches: tuple[int, list[list[int]]] | None = None
         self._saved_step: int | None = None
@@ -179,6 +196,8 @@ class Trainer:
         if state:
             self._restore(state)
             self._saved_step, self._saved_elapsed = self.step, self.elapsed
+        prior_steps = sum(segment.steps for segment in self.lineage)
+        self.schedule = ContinuedSchedule(config.lr, config.warmup, prior_steps, self.moments)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._announce(resumed=bool(state))
 
@@ -189,6 +208,13 @@ class Trainer:
             print(f"data-parallel training on {world} ranks ({self.dist.device.type})", flush=True)
         if self.dist.is_main and resumed:
             print(f"resumed from step {self.step} ({tokens:,} tokens, epoch {epoch})", flush=True)
+        if self.dist.is_main and self.lineage:
+            before = totals(self.lineage)
+            print(
+                f"continues {before['steps']:,} earlier steps ({before['tokens_seen']:,} target "
+                f"tokens, {before['segments']} run(s)); Adam moments carried over: {self.moments}",
+                flush=True,
+            )
 
     def _restore(self, state: dict[str, Any]) -> None:
         load_weights(self.model, self.run_dir)
@@ -197,6 +223,8 @@ class Trainer:
         self.step, self.epoch = state["step"], state["epoch"]
         self.batch_in_epoch, self.elapsed = state["batch_in_epoch"], state["elapsed_seconds"]
         self.tokens_seen = state["tokens_seen"]
+        self.lineage = lineage_of(state)
+        self.moments = state.get("moments", MOMENTS_NONE)
         if state.get("corpus_digest") != self.corpus_digest:
             raise CheckpointError(f"{self.config.data} is not the corpus this run was trained on")
 
@@ -233,7 +261,7 @@ class Trainer:
         for arch in archs:
             if batch is None:  # fewer examples than ranks: this rank adds zero gradients
                 break
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.bf16):
+            with torch.autocast(self.dist.device.type, dtype=torch.bfloat16, enabled=self.bf16):
                 loss, nll, ntokens = self.task.loss(self.model, arch, batch)
             (loss / len(archs)).backward()
             loss_total, nll_total = loss_total + loss.item(), nll_total + nll.item()
@@ -248,7 +276,7 @@ class Trainer:
             self._grad_share = router_grad_share(self.model)
         if cfg.clip_norm > 0:
             nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_norm)
-        lr = inverse_sqrt_lr(self.step + 1, cfg.lr, cfg.warmup)
+        lr = self.schedule.lr(self.step + 1)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.optimizer.step()
@@ -291,6 +319,8 @@ class Trainer:
             "tokens_seen": self.tokens_seen,
             "corpus_digest": self.corpus_digest,
             "world_size": self.dist.world,
+            "lineage": lineage_dicts(self.lineage),
+            "moments": self.moments,
         }
         save_checkpoint(
             self.run_dir, self.step, self.model, state, self.optimizer, self.config.keep
@@ -364,7 +394,7 @@ class Trainer:
             record = {
                 "loss": round(loss, 4),
                 "nll": round(nll, 4),
-                "lr": inverse_sqrt_lr(self.step, cfg.lr, cfg.warmup),
+                "lr": self.schedule.lr(self.step),
                 "tokens_per_s": round(self._window_tokens / max(self._window_time, 1e-9)),
                 **diagnostics(self.model, self._grad_share),  # {} without routers
             }
