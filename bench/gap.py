@@ -1,5 +1,5 @@
 """Supernet-vs-standalone gap: train the supernets and K architectures alone with one budget,
-then `mos-search fidelity` (mos_search/fidelity.py) on them: the gap and Kendall tau with
+then `mos-search fidelity` (mos_search/fidelity/gap.py) on them: the gap and Kendall tau with
 bootstrap intervals, a scatter plot and JSON.
 
 For each mode (shared, layer, neuron by default) and each expert init (`--expert-inits`, MoS

@@ -282,11 +282,12 @@ class Demo:
     def export(self) -> None:
         """Export the best verified model of the search (ONNX, card, measured latency)."""
         from mos_search.deploy.package import export_checkpoint
-        from mos_search.search.pick import pick_from_search
+        from mos_search.search.pick import pick_decision
 
+        decision = pick_decision(self.search, "best")
         export_checkpoint(
             str(self.supernet),
-            pick_from_search(self.search, "best"),
+            decision.arch,
             self.model,
             data=str(self.data),
             devices=(DEVICE,),
@@ -294,6 +295,7 @@ class Demo:
             overwrite=True,  # the stage is not done: whatever is there is incomplete
             echo=self.echo,
         )
+        decision.write_into_card(self.model)
 
     def translate_samples(self) -> list[tuple[str, str, str]]:
         """A few test sentences translated by the exported model with ONNX Runtime alone, beam 5

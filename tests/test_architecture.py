@@ -39,7 +39,7 @@ ALLOWED: dict[str, set[str]] = {
     "search": _MODELS | {"oracle", "costs"} | MEASURING,
     "deploy": _MODELS | {"training", "oracle", "costs", "search"} | MEASURING,
     "demo": _MODELS | {"training", "oracle", "costs", "search", "deploy"} | MEASURING,
-    "fidelity": _MODELS | {"training", "oracle"},  # supernet vs standalone scores
+    "fidelity": _MODELS | {"training", "oracle", "costs"} | MEASURING,  # oracle vs standalone, size
     "cli": _MODELS
     | {"hat", "training", "oracle", "costs", "search", "deploy", "demo", "fidelity"}
     | MEASURING,

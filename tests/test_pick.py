@@ -18,7 +18,13 @@ from click.testing import CliRunner
 from mos_search.cli import main
 from mos_search.errors import ConfigError
 from mos_search.search.config import Budget, SearchConfig
-from mos_search.search.pick import chosen_arch, measured_upper_ms, pick_from_search
+from mos_search.search.pick import (
+    HYPOTHESES_FILE,
+    chosen_arch,
+    measured_upper_ms,
+    pick_decision,
+    pick_from_search,
+)
 from mos_search.search.verify import measured_latency
 
 DEV, OTHER = "dev-a", "dev-b"
@@ -89,7 +95,7 @@ def test_best_is_the_highest_bleu_whose_measured_upper_end_meets_the_budget(tmp_
         budgets=(Budget.latency_ms(10.0, DEV),),
     )
     assert pick_from_search(run, "best") == arch(3)
-    assert chosen_arch(None, str(run), "best") == arch(3)
+    assert chosen_arch(None, str(run), "best").arch == arch(3)
 
 
 def test_every_latency_budget_must_be_met(tmp_path):
@@ -218,6 +224,108 @@ def test_unverified_without_a_budget_best_is_the_best_search_quality(tmp_path, q
     assert pick_from_search(run, "best") == arch(best)
 
 
+# ------------------------------------------------------------------ ties: BLEU within noise
+
+WORDS = [f"w{i}" for i in range(400)]
+
+
+def sentences(count: int, seed: int) -> list[str]:
+    import random
+
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(WORDS) for _ in range(12)) for _ in range(count)]
+
+
+def damaged(lines: list[str], every: int, seed: int) -> list[str]:
+    """`lines` with one word replaced in every `every`-th line (seeded)."""
+    import random
+
+    rng = random.Random(seed)
+    out = []
+    for i, line in enumerate(lines):
+        words = line.split()
+        if i % every == 0:
+            words[rng.randrange(len(words))] = "zzz"
+        out.append(" ".join(words))
+    return out
+
+
+def write_hypotheses(run: Path, systems: dict[int, list[str]], references: list[str]) -> None:
+    from latency.dataset import arch_key
+
+    stored = {
+        "references": references,
+        "hypotheses": {arch_key(arch(n)): h for n, h in systems.items()},
+    }
+    (run / HYPOTHESES_FILE).write_text(json.dumps(stored))
+
+
+def tie_run(tmp_path: Path) -> Path:
+    """Budget 10 ms. Arch 1: the best BLEU, 9.5 ms (little slack). Arch 2: two more damaged
+    words in 200 sentences (a BLEU difference well within noise), 5 ms. Arch 3: every sentence
+    damaged three times over (significantly worse), 2 ms: the most slack, but no tie."""
+    from mos_search.oracle.scoring import corpus_bleu
+
+    references = sentences(200, 1)
+    best = damaged(references, 3, 2)
+    close = damaged(best, 100, 3)
+    bad = damaged(damaged(damaged(references, 1, 4), 1, 5), 1, 6)
+    systems = {1: best, 2: close, 3: bad}
+    bleu = {n: corpus_bleu(h, references)[0] for n, h in systems.items()}
+    assert bleu[1] > bleu[2] > bleu[3]
+    verified = [
+        verified_row(1, bleu=bleu[1], upper=9.5),
+        verified_row(2, bleu=bleu[2], upper=5.0),
+        verified_row(3, bleu=bleu[3], upper=2.0),
+    ]
+    budgets = (Budget.latency_ms(10.0, DEV),)
+    run = write_run(tmp_path / "run", [front_row(n) for n in (1, 2, 3)], verified, budgets)
+    write_hypotheses(run, systems, references)
+    return run
+
+
+def test_a_tie_with_the_best_bleu_goes_to_the_one_with_more_latency_slack(tmp_path):
+    decision = pick_decision(tie_run(tmp_path), "best")
+    assert decision.arch == arch(2)
+    assert decision.rule == "best" and decision.best_quality_rank == 1
+    assert "paired bootstrap" in decision.test and "p >= 0.05" in decision.test
+    tied = {row["rank"]: row for row in decision.ties}
+    assert set(tied) == {1, 2}  # arch 3 differs significantly
+    assert tied[1]["p_value"] is None and tied[2]["p_value"] >= 0.05
+    assert tied[2]["slack"] == pytest.approx(0.5) and tied[1]["slack"] == pytest.approx(0.05)
+
+
+def test_best_quality_takes_the_highest_bleu_whatever_the_noise(tmp_path):
+    decision = pick_decision(tie_run(tmp_path), "best-quality")
+    assert decision.arch == arch(1) and decision.rule == "best-quality" and not decision.ties
+
+
+def test_a_significantly_better_best_keeps_the_pick(tmp_path):
+    """The faster candidates are all significantly worse: the best BLEU is picked."""
+    from mos_search.search.pick import paired_bootstrap_p_values
+
+    run = tie_run(tmp_path)
+    verified = json.loads((run / "verified.json").read_text())
+    verified["archs"] = [r for r in verified["archs"] if r["arch"] != arch(2)]
+    (run / "verified.json").write_text(json.dumps(verified))
+    decision = pick_decision(run, "best")
+    assert decision.arch == arch(1) and [t["rank"] for t in decision.ties] == [1]
+    refs = sentences(200, 1)
+    p_bad, p_same = paired_bootstrap_p_values(
+        damaged(refs, 3, 2),
+        [damaged(damaged(damaged(refs, 1, 4), 1, 5), 1, 6), damaged(refs, 3, 2)],
+        refs,
+    )
+    assert p_bad < 0.05 and p_same == 1.0  # identical output: no difference
+
+
+def test_without_stored_hypotheses_best_is_the_best_bleu_and_says_why(tmp_path):
+    run = tie_run(tmp_path)
+    (run / HYPOTHESES_FILE).unlink()
+    decision = pick_decision(run, "best")
+    assert decision.arch == arch(1) and "no verified_hypotheses.json" in decision.note
+
+
 # ------------------------------------------------------------------ by rank, and bad requests
 
 
@@ -236,7 +344,7 @@ def test_pick_n_is_the_reports_rank_whatever_was_verified(tmp_path):
     [
         ("0", r"--pick 0: the front has 3 architectures"),
         ("4", r"--pick 4: the front has 3 architectures"),
-        ("first", r"--pick: expected 'best' or a rank, found 'first'"),
+        ("first", r"--pick: expected best, best-quality or a rank, found 'first'"),
     ],
 )
 def test_a_bad_pick_is_refused(tmp_path, pick, message):
@@ -292,6 +400,7 @@ def test_export_from_search_pick_n_exports_that_rank(tiny_run, tmp_path):
     card = json.loads((out / "card.json").read_text())
     assert card["arch"] == archs[1]
     assert json.loads((out / "arch.json").read_text()) == archs[1]
+    assert card["pick"]["rule"] == "rank" and card["pick"]["best_quality_rank"] == 2
 
 
 # ------------------------------------------------------------------ measured latency, scaled

@@ -23,7 +23,9 @@ from mos_search.cli.types import (
     "--pick",
     default="best",
     show_default=True,
-    help="With --from-search: 'best' (best test BLEU/perplexity, else best quality) or a rank.",
+    help="With --from-search: 'best' (among verified candidates whose test BLEU is not "
+    "significantly below the best, paired bootstrap p >= 0.05, the one with the most latency "
+    "slack), 'best-quality' (the highest test BLEU/perplexity) or a rank of the front.",
 )
 @click.option("--data", help="Data folder [default: the checkpoint's].")
 @click.option("--out", required=True, help="Model folder to write.")
@@ -69,6 +71,7 @@ def export_command(
     \b
     Example:
       mos-search export --ckpt runs/neuron --from-search runs/search --pick best --out model
+      mos-search export --ckpt runs/neuron --from-search runs/search --pick best-quality --out m2
       mos-search export --ckpt runs/neuron --arch arch.json --out model --quantize int8
       mos-search export --ckpt runs/neuron --from-search runs/search --out model --overwrite
       mos-search export --ckpt runs/bert-neuron --from-search runs/search-bert --out bert-model
@@ -78,10 +81,10 @@ def export_command(
     from mos_search.deploy.package import card_summary, export_checkpoint
     from mos_search.search.pick import chosen_arch
 
-    arch = chosen_arch(arch_file, from_search, pick)
+    decision = chosen_arch(arch_file, from_search, pick)
     card = export_checkpoint(
         ckpt,
-        arch,
+        decision.arch,
         out,
         data=data,
         devices=devices,
@@ -94,6 +97,7 @@ def export_command(
         echo=click.echo,
         remote=remote,
     )
+    decision.write_into_card(out)
     click.echo(card_summary(card, out))
 
 
@@ -141,7 +145,7 @@ def finetune_command(
     from mos_search.deploy.finetune import finetune
     from mos_search.search.pick import chosen_arch
 
-    arch = chosen_arch(arch_file, from_search, pick)
+    arch = chosen_arch(arch_file, from_search, pick).arch
     finetune(
         ckpt,
         arch,

@@ -12,7 +12,7 @@ from latency.bundles import BundleError
 from latency.dataset import DatasetError
 from latency.predictor import PredictorError
 from latency.ssh import RemoteError
-from mos_search.cli import data, deploy, latency, search, train
+from mos_search.cli import data, deploy, fidelity, latency, search, train
 from mos_search.constants import VERSION
 from mos_search.errors import MosSearchError
 
@@ -68,7 +68,8 @@ for _command in (
     data.data_group,
     train.train_command,
     train.score_command,
-    train.fidelity_command,
+    fidelity.fidelity_command,
+    fidelity.size_quality_command,
     latency.devices_command,
     latency.profile_command,
     latency.predictor_group,

@@ -32,3 +32,21 @@ def validation_loss(
         _, nll = label_smoothed_nll(forward(batch.src, batch.prev), batch.target, 0.0)
         total, tokens = total + float(nll), tokens + batch.target_tokens
     return total / max(tokens, 1)
+
+
+@torch.no_grad()
+def sentence_nlls(
+    forward: Callable[[Tensor, Tensor], Tensor], data: EncodedSplit, max_tokens: int = 4096
+) -> tuple[list[float], list[int]]:
+    """Per sentence of `data` (in its order): summed NLL of the target (nats, no smoothing) and
+    its target token count, for paired tests and bootstrap intervals over sentences."""
+    nll_sums, counts = [0.0] * len(data.targets), [0] * len(data.targets)
+    for indices in token_batches(data, max_tokens):
+        batch = collate(data, indices)
+        lprobs = torch.log_softmax(forward(batch.src, batch.prev).float(), dim=-1)  # (B, T, V)
+        mask = batch.target != PAD_ID
+        nll = -lprobs.gather(-1, batch.target.unsqueeze(-1)).squeeze(-1) * mask  # (B, T)
+        for row, index in enumerate(indices):
+            nll_sums[index] = float(nll[row].sum())
+            counts[index] = int(mask[row].sum())
+    return nll_sums, counts

@@ -24,6 +24,7 @@ from latency.dataset import arch_key, drift_factor, read_records
 from latency.protocol import median_interval
 from mos_search.errors import ConfigError
 from mos_search.files import read_json, write_json_atomic
+from mos_search.search.pick import HYPOTHESES_FILE
 
 if TYPE_CHECKING:
     from mos_search.arch import Arch
@@ -225,8 +226,10 @@ def verify_front(
         }
     oracle = Oracle(checkpoint, data, split="test", limit=test_limit)
     out = []
+    hypotheses: dict[str, list[str]] = {}  # for the pick's paired test (search/pick.py)
     for record, arch in zip(chosen, archs):
         result = oracle.bleu(arch, beam, lenpen, no_repeat_ngram_size)
+        hypotheses[arch_key(arch.to_dict())] = result.hypotheses
         row = {k: v for k, v in record.items() if k != "costs"}  # kept as predicted_latency_ms
         row.update(test_bleu=result.score, bleu_signature=result.signature, beam=beam)
         row["predicted_latency_ms"] = {device: record["costs"][device] for device in drift}
@@ -250,6 +253,8 @@ def verify_front(
         "checkpoint": str(oracle.checkpoint),
         "archs": out,
     }
+    stored = {"references": list(oracle.data.references), "hypotheses": hypotheses}
+    write_json_atomic(run_dir / HYPOTHESES_FILE, stored)
     write_json_atomic(run_dir / "verified.json", summary)
     return out
 

@@ -9,8 +9,11 @@ from typing import Any
 
 from mos_search.constants import EXPERT_INITS, MODES, SAMPLINGS
 from mos_search.errors import ConfigError
+from mos_search.models.build import standalone_spec, supernet_spec
 from mos_search.models.checkpoint import read_state
+from mos_search.models.supernet import SupernetConfig
 from mos_search.settings import dataclass_from_dict
+from mos_search.space import SearchSpace
 from mos_search.training.distributed import PRECISIONS
 
 
@@ -177,3 +180,24 @@ def training_command(trained: dict[str, Any]) -> str:
         flag = "--init" if key == "init_from" else "--" + key.replace("_", "-")
         parts.append(flag if value is True else f"{flag} {value}")
     return " ".join(parts)
+
+
+def model_spec(config: TrainConfig, space: SearchSpace, vocab_size: int) -> dict[str, Any]:
+    """Description of the model a training config builds."""
+    if config.arch is not None:
+        arch = space.arch_from_dict(config.arch)
+        return standalone_spec(space, arch, vocab_size, config.dropout, config.attention_dropout)
+    return supernet_spec(
+        SupernetConfig(
+            space=space,
+            vocab_size=vocab_size,
+            mode=config.mode,
+            experts=config.experts,
+            mos_attention=config.mos_attention,
+            router_dropout=config.router_dropout,
+            dropout=config.dropout,
+            attention_dropout=config.attention_dropout,
+            scale_dropout=config.scale_dropout,
+            expert_init=config.expert_init,
+        )
+    )

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from mos_search.errors import CheckpointError
-from mos_search.files import read_json
+from mos_search.files import read_json, sha256_file
 from mos_search.models.checkpoint import (
     OPTIMIZER_FILE,
     load_tensors,
@@ -103,6 +103,15 @@ def totals(segments: list[Segment]) -> dict[str, float | int]:
         "tokens_seen": sum(s.tokens_seen for s in segments),
         "wall_seconds": round(sum(s.elapsed_seconds for s in segments), 1),
     }
+
+
+def continuation_line(lineage: list[Segment], moments: str) -> str:
+    """What a continued run prints at its start."""
+    before = totals(lineage)
+    return (
+        f"continues {before['steps']:,} earlier steps ({before['tokens_seen']:,} target tokens, "
+        f"{before['segments']} run(s)); Adam moments carried over: {moments}"
+    )
 
 
 def lineage_dicts(segments: list[Segment]) -> list[dict[str, Any]]:
@@ -210,3 +219,20 @@ def restore_moments(source: str | Path, model: nn.Module, optimizer: torch.optim
             "exp_avg_sq": exp_avg_sq,
         }
     return found
+
+
+def check_same_tokenizer(
+    init_from: str, init_state: dict[str, Any], task: Any, data: str | None
+) -> None:
+    """A CheckpointError unless the checkpoint `init_from` was trained with the tokenizer of the
+    corpus `data`: the same corpus (its digest), or an `spm.model` shipped beside its weights (a
+    pretrained supernet) with the same bytes as the corpus's."""
+    if init_state.get("corpus_digest") == task.digest:
+        return
+    shipped = resolve_checkpoint(init_from) / "spm.model"
+    if shipped.is_file() and sha256_file(shipped) == sha256_file(task.tokenizer_path):
+        return
+    raise CheckpointError(
+        f"{init_from} was trained with another tokenizer than {data}'s ({task.tokenizer_path}): "
+        "its token ids would mean other words; build the corpus with its spm.model"
+    )

@@ -20,9 +20,9 @@ import torch
 from torch import nn
 
 from mos_search.errors import CheckpointError
-from mos_search.files import append_jsonl, check_writable_dir, sha256_file, write_json_atomic
+from mos_search.files import append_jsonl, check_writable_dir, write_json_atomic
 from mos_search.interrupt import GracefulStop
-from mos_search.models.build import build_model, spec_space, standalone_spec, supernet_spec
+from mos_search.models.build import build_model, spec_space
 from mos_search.models.checkpoint import (
     OPTIMIZER_FILE,
     load_tensors,
@@ -32,19 +32,20 @@ from mos_search.models.checkpoint import (
     restore_optimizer,
     save_checkpoint,
 )
-from mos_search.models.supernet import ElasticModel, SupernetConfig
-from mos_search.space import SearchSpace, load_space, space_from_dict
-from mos_search.training.config import RESUMABLE_CHANGES, TrainConfig, resumed_config
+from mos_search.models.supernet import ElasticModel
+from mos_search.space import load_space, space_from_dict
+from mos_search.training.config import RESUMABLE_CHANGES, TrainConfig, model_spec, resumed_config
 from mos_search.training.continuation import (
     MOMENTS_NONE,
     ContinuedSchedule,
     Segment,
+    check_same_tokenizer,
+    continuation_line,
     lineage_dicts,
     lineage_of,
     lineage_through,
     restore_moments,
     source_commit,
-    totals,
 )
 from mos_search.training.diagnostics import diagnostics, router_grad_share
 from mos_search.training.distributed import (
@@ -59,44 +60,6 @@ from mos_search.training.distributed import (
 from mos_search.training.progress import StepReport, TrainBudget, training_progress
 from mos_search.training.schedule import ArchSampler
 from mos_search.training.tasks import make_task
-
-
-def check_same_tokenizer(
-    init_from: str, init_state: dict[str, Any], task: Any, data: str | None
-) -> None:
-    """A CheckpointError unless the checkpoint `init_from` was trained with the tokenizer of the
-    corpus `data`: the same corpus (its digest), or an `spm.model` shipped beside its weights (a
-    pretrained supernet) with the same bytes as the corpus's."""
-    if init_state.get("corpus_digest") == task.digest:
-        return
-    shipped = resolve_checkpoint(init_from) / "spm.model"
-    if shipped.is_file() and sha256_file(shipped) == sha256_file(task.tokenizer_path):
-        return
-    raise CheckpointError(
-        f"{init_from} was trained with another tokenizer than {data}'s ({task.tokenizer_path}): "
-        "its token ids would mean other words; build the corpus with its spm.model"
-    )
-
-
-def model_spec(config: TrainConfig, space: SearchSpace, vocab_size: int) -> dict[str, Any]:
-    """Description of the model a training config builds."""
-    if config.arch is not None:
-        arch = space.arch_from_dict(config.arch)
-        return standalone_spec(space, arch, vocab_size, config.dropout, config.attention_dropout)
-    return supernet_spec(
-        SupernetConfig(
-            space=space,
-            vocab_size=vocab_size,
-            mode=config.mode,
-            experts=config.experts,
-            mos_attention=config.mos_attention,
-            router_dropout=config.router_dropout,
-            dropout=config.dropout,
-            attention_dropout=config.attention_dropout,
-            scale_dropout=config.scale_dropout,
-            expert_init=config.expert_init,
-        )
-    )
 
 
 @dataclass
@@ -178,16 +141,10 @@ class Trainer:
         )
         self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
         self.elapsed, self.tokens_seen = 0.0, 0
-        # a supernet continued from another: the segments before this run, Adam moments that came
-        self.lineage: list[Segment] = []
-        self.moments = MOMENTS_NONE
-        if init_state:
-            self.lineage = lineage_through(init_state, source_commit(config.init_from))
-            self.moments = restore_moments(config.init_from, self.model, self.optimizer)
+        self._continue_from(init_state)
         self.corpus_digest = self.task.digest
         self._epoch_batches: tuple[int, list[list[int]]] | None = None
-        self._saved_step: int | None = None
-        self._saved_elapsed: float | None = None
+        self._saved_step, self._saved_elapsed = None, None  # of the latest checkpoint
         self._stop = GracefulStop()  # a fresh one for each `run`
         self._window_tokens, self._window_time = 0, 0.0  # throughput since the last log line
         self._last_loss: float | None = None
@@ -196,10 +153,23 @@ class Trainer:
         if state:
             self._restore(state)
             self._saved_step, self._saved_elapsed = self.step, self.elapsed
-        prior_steps = sum(segment.steps for segment in self.lineage)
-        self.schedule = ContinuedSchedule(config.lr, config.warmup, prior_steps, self.moments)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._announce(resumed=bool(state))
+
+    @property
+    def schedule(self) -> ContinuedSchedule:
+        """The learning rate of each step: continues the lineage's steps (continuation.py)."""
+        prior = sum(segment.steps for segment in self.lineage)
+        return ContinuedSchedule(self.config.lr, self.config.warmup, prior, self.moments)
+
+    def _continue_from(self, init_state: dict[str, Any]) -> None:
+        """A supernet continued from another: the segments before this run and the Adam moments
+        that came with it (none for a fresh run)."""
+        self.lineage: list[Segment] = []
+        self.moments = MOMENTS_NONE
+        if init_state:
+            self.lineage = lineage_through(init_state, source_commit(self.config.init_from))
+            self.moments = restore_moments(self.config.init_from, self.model, self.optimizer)
 
     def _announce(self, resumed: bool) -> None:
         """On rank 0 alone: how many ranks train, and where a resumed run goes on from."""
@@ -209,12 +179,7 @@ class Trainer:
         if self.dist.is_main and resumed:
             print(f"resumed from step {self.step} ({tokens:,} tokens, epoch {epoch})", flush=True)
         if self.dist.is_main and self.lineage:
-            before = totals(self.lineage)
-            print(
-                f"continues {before['steps']:,} earlier steps ({before['tokens_seen']:,} target "
-                f"tokens, {before['segments']} run(s)); Adam moments carried over: {self.moments}",
-                flush=True,
-            )
+            print(continuation_line(self.lineage, self.moments), flush=True)
 
     def _restore(self, state: dict[str, Any]) -> None:
         load_weights(self.model, self.run_dir)
