@@ -3,8 +3,9 @@
 On a finished demo run (its supernet, corpus, profile dataset and predictor), for budgets spread
 from the 10th to the 90th percentile of the profiled architectures' latencies: a small NSGA-II
 search constraining the predictor's upper bound (`--latency-confidence`), verification of the
-front in separated passes, `export --pick best` (only architectures measured within budget), and
-then `--fresh-passes` new measuring passes of the exported model, each with the interleaved
+front in separated passes, `export --pick best` (only architectures measured within budget; ties
+in test BLEU go to the most latency slack; `--pick best-quality` for the highest BLEU), and then
+`--fresh-passes` new measuring passes of the exported model, each with the interleaved
 reference and scaled to the predictor's reference speed as verification does. Reports, per
 budget and overall: whether the exported model meets its budget in every fresh pass, and the
 slack it leaves (budget - measured median) / budget.
@@ -47,7 +48,7 @@ from mos_search.search.config import (  # noqa: E402
     VerifySettings,
 )
 from mos_search.search.objectives import search_task  # noqa: E402
-from mos_search.search.pick import measured_upper_ms, pick_from_search  # noqa: E402
+from mos_search.search.pick import PICKS, measured_upper_ms, pick_decision  # noqa: E402
 
 DEVICE = "onnxruntime-cpu-quick"
 
@@ -85,9 +86,10 @@ def one_budget(k: int, budget_ms: float, args, loaded, predictor) -> dict:
     search_task(config, run, (run / "search.json").exists(), verify, False, quiet.append)
     row = {"budget_ms": budget_ms}
     try:
-        arch_dict = pick_from_search(run, "best")
+        decision = pick_decision(run, args.pick)
     except ConfigError as exc:
         return {**row, "exported": False, "message": str(exc)}
+    arch_dict = decision.arch
     model = work / f"model{k}"
     if not (model / "card.json").exists():
         export_model(
@@ -117,12 +119,14 @@ def one_budget(k: int, budget_ms: float, args, loaded, predictor) -> dict:
         "meets_every_pass": max(fresh) <= budget_ms,
         "meets_median": median <= budget_ms,
         "slack": (budget_ms - median) / budget_ms,
+        "pick": decision.to_dict(),
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--demo", default="runs/demo")
+    parser.add_argument("--pick", choices=PICKS, default="best", help="see `export --help`")
     parser.add_argument("--work", default="bench/work/guarantee")
     parser.add_argument("--budgets", type=int, default=10)
     parser.add_argument("--confidence", type=float, default=0.9)

@@ -264,6 +264,11 @@ def main() -> None:
     parser.add_argument("--quality-steps", type=int, default=100)
     parser.add_argument("--seeds", default="1", help="comma-separated seeds of phase 2")
     parser.add_argument("--compile", action="store_true", help="add fp32 under torch.compile")
+    parser.add_argument(
+        "--quality-pair",
+        help="BASE,OTHER: the settings phase 2 compares [default: the first and the fastest]; "
+        "fp32,bf16 isolates precision (the same dropout masks)",
+    )
     parser.add_argument("--out", default="bench/results/throughput.json")
     args = parser.parse_args()
 
@@ -287,12 +292,17 @@ def main() -> None:
         print(f"skipped {line}")
     trainer = Trainer(replace(config, out=tempfile.mkdtemp(prefix="throughput-") + "/run"))
     padding = padding_shares(trainer, config.seed)
-    speed = speed_phase(trainer, chosen, args.rounds, args.steps)
-    fastest = max(chosen[1:], key=lambda s: speed[s.name]["speedup"])
+    speed = speed_phase(trainer, chosen, args.rounds, args.steps) if args.rounds else {}
+    by_name = {s.name: s for s in chosen}
+    if args.quality_pair:
+        first, fastest = (by_name[name] for name in args.quality_pair.split(","))
+    else:
+        first = chosen[0]
+        fastest = max(chosen[1:], key=lambda s: speed[s.name]["speedup"])
     quality = {}
     for seed in [int(s) for s in args.seeds.split(",")]:
-        scores = quality_phase(config, [chosen[0], fastest], args.quality_steps, seed)
-        base, fast = scores[chosen[0].name], scores[fastest.name]
+        scores = quality_phase(config, [first, fastest], args.quality_steps, seed)
+        base, fast = scores[first.name], scores[fastest.name]
         quality[str(seed)] = {
             member: paired_difference(base[member], fast[member])
             for member in ("largest", "smallest")
@@ -311,14 +321,17 @@ def main() -> None:
         "skipped": skipped,
         "padding_share": padding,
         "speed": speed,
+        "speed_base": chosen[0].name,
+        "quality_base": first.name,
         "fastest": fastest.name,
+        "init": args.init or None,
         "quality_steps": args.quality_steps,
         "quality": quality,
         "environment": env,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
-    print_table(result, chosen[0].name)
+    print_table(result, first.name)
 
 
 def print_table(result: dict, base: str) -> None:
@@ -331,7 +344,7 @@ def print_table(result: dict, base: str) -> None:
         f"padding share: {pad['bucketed']:.1%} bucketed by length (today), "
         f"{pad['random_order']:.1%} in random order"
     )
-    print(f"\n| setting | target tokens/s [95%] | speed-up vs {base} [95%] |")
+    print(f"\n| setting | target tokens/s [95%] | speed-up vs {result['speed_base']} [95%] |")
     print("|---|---|---|")
     for name, row in result["speed"].items():
         low, high = row["tokens_per_s_interval"]
@@ -341,7 +354,9 @@ def print_table(result: dict, base: str) -> None:
             f"{row['speedup']:.2f}x [{slow:.2f}, {shigh:.2f}] |"
         )
     fast = result["fastest"]
-    print(f"\nvalidation loss per target token after {result['quality_steps']} steps, same seed:")
+    start = result["init"] or "a fresh supernet"
+    steps = result["quality_steps"]
+    print(f"\nvalidation loss per target token after {steps} steps from {start}, same seed:")
     print(f"| seed | member | {base} | {fast} | {fast} - {base} [95%, over sentences] |")
     print("|---|---|---|---|---|")
     for seed, members in result["quality"].items():
