@@ -77,7 +77,8 @@ def tiny_corpus(tmp_path_factory):
 
 def tiny_train_config(data, out, **overrides):
     """The training config of the tests: a neuron-wise supernet of the tiny space trained for
-    30 small steps without validation; `overrides` change any option."""
+    30 small steps without validation, in float32 (so figures compared across runs do not depend
+    on whether this CPU has bf16, which `auto` would use); `overrides` change any option."""
     from mos_search.training.config import TrainConfig
 
     base = dict(
@@ -92,6 +93,7 @@ def tiny_train_config(data, out, **overrides):
         save_every=10,
         valid_every=0,
         log_every=5,
+        precision="fp32",
     )
     return TrainConfig(**{**base, **overrides})
 

@@ -134,6 +134,35 @@ def test_bf16_on_a_cpu_without_native_bf16_falls_back_to_float32(
     assert seen == {torch.float32}
 
 
+@pytest.mark.parametrize(
+    ("native", "speedup", "chosen"), [(True, 7.0, True), (True, 1.2, False), (False, 7.0, False)]
+)
+def test_auto_precision_on_the_cpu_follows_a_measurement(monkeypatch, native, speedup, chosen):
+    """`auto` on a CPU: bf16 only with native bf16 and a measured matmul speed-up over the
+    threshold, said in one line; no measurement at all without native bf16."""
+    from mos_search.training import distributed
+
+    measured = []
+    monkeypatch.setattr(distributed, "cpu_has_native_bf16", lambda: native)
+    monkeypatch.setattr(
+        distributed, "cpu_bf16_matmul_speedup", lambda: measured.append(1) or speedup
+    )
+    lines = []
+    assert distributed.use_bf16("auto", torch.device("cpu"), lines.append) is chosen
+    assert distributed.use_bf16("fp32", torch.device("cpu"), lines.append) is False
+    if native:
+        assert len(lines) == 1 and f"{speedup:.1f}x" in lines[0]
+        assert ("bf16 autocast" in lines[0]) is chosen
+    else:
+        assert lines == [] and measured == []
+
+
+def test_the_bf16_matmul_speedup_is_measured():
+    from mos_search.training.distributed import cpu_bf16_matmul_speedup
+
+    assert 0 < cpu_bf16_matmul_speedup(repeats=2) < 100
+
+
 # Held-out NLL after WATCHED_STEPS steps must be at least LEARNING_MARGIN below the NLL before
 # them: the CPU float32 run goes 21% lower (4.69 -> 3.71 nats/token); bf16 autocast rounds the
 # activations, not the float32 weights or Adam's state, so it learns about as fast; a run whose
@@ -206,7 +235,7 @@ def test_float32_training_on_the_cpu_is_watched_and_learns(tiny_corpus, tmp_path
 
     trainer = Trainer(options(tiny_corpus, tmp_path / "cpu", WATCHED_STEPS))
     watched = watched_training(trainer, WATCHED_STEPS)
-    assert watched.activation_dtypes == {torch.float32}  # no autocast on the CPU
+    assert watched.activation_dtypes == {torch.float32}  # precision fp32: no autocast
     assert_learned(watched)
     assert_oracle_agrees(trainer, watched)
     with activation_dtypes(trainer.model) as seen, torch.autocast("cpu", dtype=torch.bfloat16):

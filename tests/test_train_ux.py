@@ -26,12 +26,13 @@ NO_DROPOUT = ["--dropout", "0", "--attention-dropout", "0", "--router-dropout", 
 
 
 def train_options(corpus, out: Path, steps: int, *extra: str) -> list[str]:
-    """`train` options of a tiny neuron-wise run that logs every step."""
+    """`train` options of a tiny neuron-wise run that logs every step, in float32 (runs are
+    compared to 1e-6, which bf16 autocast, `auto` on a CPU with native bf16, would not hold)."""
     return [
         "--data", str(corpus.root), "--out", str(out), "--space", TINY_SPACE,
         "--mode", "neuron", "--max-tokens", "512", "--max-steps", str(steps),
         "--warmup", "2", "--save-every", "2", "--log-every", "1", "--valid-every", "0",
-        "--random-archs", "1", "--device", "cpu", *extra,
+        "--random-archs", "1", "--device", "cpu", "--precision", "fp32", *extra,
     ]  # fmt: skip
 
 

@@ -99,7 +99,9 @@ from mos_search.constants import METRICS, MODES, SAMPLINGS
     type=click.Choice(["auto", "fp32", "bf16"]),
     default="auto",
     show_default=True,
-    help="auto: bf16 autocast on a GPU, float32 on the CPU.",
+    help="auto: bf16 autocast on a GPU, and on a CPU with native bf16 (AVX512-BF16, AMX) where "
+    "a bf16 matmul measures at least 2x faster at start; float32 elsewhere. bf16 on a CPU "
+    "without native bf16 falls back to float32 with a message.",
 )
 @click.option("--resume", is_flag=True, help="Continue the run in --out where it stopped.")
 @click.option(

@@ -62,7 +62,8 @@ class TrainConfig:
     seed: int = 1
     threads: int = 1
     device: str = "auto"  # auto: this rank's GPU if there is one, else the CPU
-    precision: str = "auto"  # auto: bf16 autocast on a GPU, float32 on the CPU
+    # auto: bf16 autocast on a GPU, and on a CPU whose bf16 matmul measures >= 2x float32's
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:

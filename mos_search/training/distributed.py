@@ -68,24 +68,61 @@ def cpu_has_native_bf16() -> bool:
         return False
 
 
+# `auto` on a CPU trains under bf16 autocast only where a bf16 matmul is at least this much faster
+# than float32 here and now: the whole step gains less (bench/throughput.py: 1.5x at a ~5x matmul)
+AUTO_BF16_MIN_MATMUL_SPEEDUP = 2.0
+
+
+def cpu_bf16_matmul_speedup(repeats: int = 5) -> float:
+    """How much faster a (2048 x 1024) @ (1024 x 1024) matmul runs in bf16 than in float32 on
+    this CPU, with the threads set now: the median of `repeats` interleaved pairs (~0.3 s)."""
+    import statistics
+    import time
+
+    a, b = torch.randn(2048, 1024), torch.randn(1024, 1024)
+    a16, b16 = a.bfloat16(), b.bfloat16()
+    ratios = []
+    for _ in range(repeats + 1):
+        started = time.perf_counter()
+        a @ b
+        fp32 = time.perf_counter() - started
+        started = time.perf_counter()
+        a16 @ b16
+        ratios.append(fp32 / max(time.perf_counter() - started, 1e-9))
+    return statistics.median(ratios[1:])  # the first pair warms both kernels up
+
+
 def use_bf16(precision: str, device: torch.device, echo: Callable[[str], None] = print) -> bool:
     """Whether to train under bf16 autocast.
 
-    `auto`: on a GPU; float32 on the CPU. `bf16` on a CPU without native bf16 falls back to
-    float32 with a message (`echo`), since emulated bf16 would be many times slower.
+    `auto`: on a GPU; on a CPU with native bf16 where a bf16 matmul measures at least
+    AUTO_BF16_MIN_MATMUL_SPEEDUP times faster than float32 (said with `echo`); else float32.
+    `bf16` on a CPU without native bf16 falls back to float32 with a message, since emulated bf16
+    is many times slower.
     """
     if precision not in PRECISIONS:
         raise ConfigError(
             f"precision: expected one of {', '.join(PRECISIONS)}, found {precision!r}"
         )
-    if precision == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
-        capability = torch.backends.cpu.get_cpu_capability()
-        echo(
-            f"--precision bf16: this CPU ({capability}) has no native bf16 (AVX512-BF16 or "
-            "AMX), where bf16 is many times slower than float32: training in float32"
-        )
+    if device.type != "cpu" or precision == "fp32":
+        return precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    capability = torch.backends.cpu.get_cpu_capability()
+    if not cpu_has_native_bf16():
+        if precision == "bf16":
+            echo(
+                f"--precision bf16: this CPU ({capability}) has no native bf16 (AVX512-BF16 or "
+                "AMX), where bf16 is many times slower than float32: training in float32"
+            )
         return False
-    return precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    if precision == "bf16":
+        return True
+    speedup = cpu_bf16_matmul_speedup()
+    chosen = speedup >= AUTO_BF16_MIN_MATMUL_SPEEDUP
+    echo(
+        f"--precision auto: {'bf16 autocast' if chosen else 'float32'} (this CPU: {capability} "
+        f"with native bf16; a bf16 matmul measured {speedup:.1f}x float32's speed)"
+    )
+    return chosen
 
 
 def init_distributed(device_choice: str = "auto") -> DistContext:

@@ -92,7 +92,6 @@ class Trainer:
             )
         self.config = config
         self.dist = init_distributed(config.device)
-        self.bf16 = use_bf16(config.precision, self.dist.device)
         torch.set_num_threads(config.threads)
         torch.manual_seed(config.seed)
         initial = None
@@ -154,7 +153,14 @@ class Trainer:
             self._restore(state)
             self._saved_step, self._saved_elapsed = self.step, self.elapsed
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.bf16 = self._choose_precision()  # once set up: a refused run says nothing of it
         self._announce(resumed=bool(state))
+
+    def _choose_precision(self) -> bool:
+        """Whether to train under bf16 autocast (`use_bf16`; rank 0 says why): every rank does
+        if any rank's measurement says so, so all ranks agree."""
+        say = print if self.dist.is_main else (lambda line: None)
+        return any_rank(use_bf16(self.config.precision, self.dist.device, say), self.dist)
 
     @property
     def schedule(self) -> ContinuedSchedule:
