@@ -7,7 +7,6 @@ Configurations (each `mos-search train`'s own step, `Trainer.train_step`, on cpu
     bf16                bf16 autocast (attention in float32) + that dropout; only on a CPU with
                         native bf16 (AVX512-BF16 or AMX), else skipped with the reason
     bf16-1-thread       the same on one intra-op thread (thread setting)
-    fp32-compiled       (with --compile) fp32 with the model's forward under torch.compile
 
 Phase 1, speed: rounds of `--steps` optimizer steps per configuration, the order reversed every
 other round (ABBA), every configuration of a round on the same batches and architectures (the
@@ -72,10 +71,9 @@ class Setting:
     bf16: bool
     torch_dropout: bool = False
     threads: int = 2
-    compiled: bool = False
 
 
-def settings(with_compile: bool) -> tuple[list[Setting], list[str]]:
+def settings() -> tuple[list[Setting], list[str]]:
     """The settings this CPU can run, and a line for each one skipped."""
     chosen = [Setting("fp32-torch-dropout", False, torch_dropout=True), Setting("fp32", False)]
     skipped = []
@@ -84,8 +82,6 @@ def settings(with_compile: bool) -> tuple[list[Setting], list[str]]:
     else:
         capability = torch.backends.cpu.get_cpu_capability()
         skipped.append(f"bf16: this CPU ({capability}) has no native bf16; emulated bf16 is slower")
-    if with_compile:
-        chosen.append(Setting("fp32-compiled", False, compiled=True))
     return chosen, skipped
 
 
@@ -94,25 +90,8 @@ def applied(trainer: Trainer, setting: Setting):
     """The trainer runs its steps as `setting` says inside the block."""
     trainer.bf16 = setting.bf16
     torch.set_num_threads(setting.threads)
-    forward = trainer.model.forward
-    if setting.compiled:
-        trainer.model.forward = compiled_forward(trainer)
     with reference_dropout() if setting.torch_dropout else contextlib.nullcontext():
-        try:
-            yield
-        finally:
-            trainer.model.forward = forward
-
-
-_COMPILED: dict[int, object] = {}
-
-
-def compiled_forward(trainer: Trainer):
-    """The supernet's forward under torch.compile (dynamic shapes), compiled once per trainer."""
-    key = id(trainer)
-    if key not in _COMPILED:
-        _COMPILED[key] = torch.compile(trainer.model.forward, dynamic=True)
-    return _COMPILED[key]
+        yield
 
 
 def timed_steps(trainer: Trainer, steps: int) -> tuple[float, int]:
@@ -126,7 +105,7 @@ def timed_steps(trainer: Trainer, steps: int) -> tuple[float, int]:
 
 def speed_phase(trainer: Trainer, chosen: list[Setting], rounds: int, steps: int) -> dict:
     """Per-round tokens/s of each setting on the same batches; ratios to the first."""
-    for setting in chosen:  # warm-up (and compilation) outside the timed rounds
+    for setting in chosen:  # warm-up outside the timed rounds
         with applied(trainer, setting):
             timed_steps(trainer, 2)
     speeds: dict[str, list[float]] = {s.name: [] for s in chosen}
@@ -263,7 +242,6 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6, help="steps per setting per round")
     parser.add_argument("--quality-steps", type=int, default=100)
     parser.add_argument("--seeds", default="1", help="comma-separated seeds of phase 2")
-    parser.add_argument("--compile", action="store_true", help="add fp32 under torch.compile")
     parser.add_argument(
         "--quality-pair",
         help="BASE,OTHER: the settings phase 2 compares [default: the first and the fastest]; "
@@ -287,7 +265,7 @@ def main() -> None:
         max_steps=10**6,
         save_every=10**6,
     )
-    chosen, skipped = settings(args.compile)
+    chosen, skipped = settings()
     for line in skipped:
         print(f"skipped {line}")
     trainer = Trainer(replace(config, out=tempfile.mkdtemp(prefix="throughput-") + "/run"))

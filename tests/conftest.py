@@ -108,6 +108,13 @@ def tiny_run(tiny_corpus, tmp_path_factory):
     return out
 
 
+def flip_last_byte(path: Path) -> None:
+    """Damage a file in place: its last byte inverted (a file changed after it was saved)."""
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
 def tree_digests(*roots: Path) -> dict[str, str]:
     """sha256 of every file under `roots` (files or folders), by path: compare before and after a
     refused command to show it changed nothing."""

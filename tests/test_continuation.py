@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 from mos_search.cli import main
 
-from conftest import assert_one_line_error, tiny_train_config, tree_digests
+from conftest import assert_one_line_error, flip_last_byte, tiny_train_config, tree_digests
 
 
 @pytest.fixture(scope="module")
@@ -113,6 +113,31 @@ def test_init_restores_the_second_moments_and_continues_the_schedule(packed, tin
     assert trainer.step == 1
 
 
+def test_init_from_a_run_restores_both_moments_without_a_re_warm_up(
+    tiny_run, tiny_corpus, tmp_path
+):
+    """A run checkpoint holds Adam's full state: both moments and the step count come along,
+    read by parameter position from its optimizer file, and the schedule is not re-warmed."""
+    from mos_search.models.checkpoint import OPTIMIZER_FILE, load_tensors, resolve_checkpoint
+    from mos_search.training.continuation import MOMENTS_FULL
+    from mos_search.training.schedule import inverse_sqrt_lr
+    from mos_search.training.train import Trainer
+
+    config = tiny_train_config(tiny_corpus.root, tmp_path / "more", init_from=str(tiny_run))
+    trainer = Trainer(config)
+    assert trainer.moments == MOMENTS_FULL
+    assert trainer.schedule.lr(1) == inverse_sqrt_lr(31, config.lr, config.warmup)
+    saved = load_tensors(resolve_checkpoint(tiny_run), OPTIMIZER_FILE)
+    restored = 0
+    for index, param in enumerate(trainer.model.parameters()):
+        if f"state.{index}.exp_avg" in saved:
+            state = trainer.optimizer.state[param]
+            assert torch.equal(state["exp_avg"], saved[f"state.{index}.exp_avg"])
+            assert torch.equal(state["exp_avg_sq"], saved[f"state.{index}.exp_avg_sq"])
+            restored += 1
+    assert restored > 0
+
+
 def test_continuing_twice_sums_the_lineage_on_the_card(packed, tiny_corpus, tmp_path):
     from mos_search.deploy.pretrained import pack_supernet
     from mos_search.models.checkpoint import read_state
@@ -186,9 +211,7 @@ def test_changed_moments_are_refused(packed, tiny_corpus, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(packed, copy)
     moments = copy / "moments.safetensors"
-    data = bytearray(moments.read_bytes())
-    data[-1] ^= 0xFF
-    moments.write_bytes(bytes(data))
+    flip_last_byte(moments)
     before = tree_digests(tmp_path)
     args = ["train", "--init", str(copy), "--data", str(tiny_corpus.root)]
     result = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "r"), "--max-steps", "1"])

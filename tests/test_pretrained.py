@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from mos_search.cli import main
 
-from conftest import assert_one_line_error, synthetic_pairs, tree_digests
+from conftest import assert_one_line_error, flip_last_byte, synthetic_pairs, tree_digests
 
 
 @pytest.fixture(scope="module")
@@ -65,9 +65,7 @@ def test_weights_changed_after_packing_are_refused(packed, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(packed, copy)
     weights = copy / "model.safetensors"
-    data = bytearray(weights.read_bytes())
-    data[-1] ^= 0xFF
-    weights.write_bytes(bytes(data))
+    flip_last_byte(weights)
     before = tree_digests(tmp_path)
     result = CliRunner().invoke(
         main, ["demo", "--pretrained", str(copy), "--out", str(tmp_path / "d")]

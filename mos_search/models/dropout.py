@@ -11,6 +11,7 @@ makes it repeatable. Off the CPU, `F.dropout` runs (its GPU kernel is fast alrea
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -41,9 +42,7 @@ def drop_threshold(p: float) -> int:
 
 def keep_mask(shape: torch.Size, p: float, device: torch.device) -> Tensor:
     """A bool tensor of `shape`, each element True with probability 1 - drop_threshold(p) / 2^15."""
-    count = 1
-    for size in shape:
-        count *= size
+    count = math.prod(shape)
     words = torch.empty((count + 3) // 4, dtype=torch.int64, device=device).random_()
     levels = words.view(torch.int16)[:count].bitwise_and(LEVELS - 1)  # (count,) in [0, 2^15)
     return levels.ge(drop_threshold(p)).view(shape)

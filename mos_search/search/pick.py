@@ -9,12 +9,12 @@ the highest test score whatever the noise.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from latency.dataset import arch_key
 from mos_search.arch import read_arch_file
 from mos_search.errors import ConfigError
 from mos_search.files import read_json, write_json_atomic
@@ -84,12 +84,12 @@ def pick_decision(run_dir: str | Path, pick: str) -> PickDecision:
         return PickDecision(front[index - 1]["arch"], "rank", index)
     config = SearchConfig.from_dict(read_json(run_dir / "search.json"))
     latency_budgets = [b for b in config.budgets if b.metric == "latency"]
-    rank_of = {json.dumps(p["arch"], sort_keys=True): i for i, p in enumerate(front, 1)}
+    rank_of = {arch_key(p["arch"]): i for i, p in enumerate(front, 1)}
     verified_path = run_dir / "verified.json"
     verified = []
     if verified_path.is_file():
         rows = read_json(verified_path)["archs"]
-        verified = [v for v in rows if json.dumps(v["arch"], sort_keys=True) in rank_of]
+        verified = [v for v in rows if arch_key(v["arch"]) in rank_of]
     if latency_budgets:
         if not verified:
             raise ConfigError(
@@ -100,7 +100,7 @@ def pick_decision(run_dir: str | Path, pick: str) -> PickDecision:
         verified = _within_budget(verified, latency_budgets, rank_of)
 
     def rank(row: dict[str, Any]) -> int:
-        return rank_of[json.dumps(row["arch"], sort_keys=True)]
+        return rank_of[arch_key(row["arch"])]
 
     if verified and "test_perplexity" in verified[0]:
         best = min(verified, key=lambda v: v["test_perplexity"])
@@ -109,7 +109,7 @@ def pick_decision(run_dir: str | Path, pick: str) -> PickDecision:
         sign = QUALITY_SIGN[config.quality]
         best = min(front, key=lambda p: sign * p[config.quality])
         note = "no verified architectures: the best search quality"
-        return PickDecision(best["arch"], "best-quality", rank_of[_key(best)], note=note)
+        return PickDecision(best["arch"], "best-quality", rank(best), note=note)
     best = max(verified, key=lambda v: v["test_bleu"])
     if pick == "best-quality":
         return PickDecision(best["arch"], "best-quality", rank(best))
@@ -123,10 +123,6 @@ def pick_decision(run_dir: str | Path, pick: str) -> PickDecision:
 BERT_NOTE = "BERT: the best test perplexity (no per-sentence test is made for perplexity)"
 
 
-def _key(row: dict[str, Any]) -> str:
-    return json.dumps(row["arch"], sort_keys=True)
-
-
 def _noise_aware(
     best: dict[str, Any],
     candidates: list[dict[str, Any]],
@@ -136,8 +132,6 @@ def _noise_aware(
 ) -> PickDecision:
     """Among the candidates tied with `best` (paired bootstrap, p >= TIE_P_VALUE), the one with
     the most latency slack."""
-    from latency.dataset import arch_key
-
     hypotheses, references = stored["hypotheses"], stored["references"]
     others = [c for c in candidates if c is not best]
     p_values = paired_bootstrap_p_values(
@@ -219,7 +213,7 @@ def _within_budget(
     misses = ", ".join(
         f"{measured_upper_ms(closest, b.device):.1f} ms against {b.describe()}" for b in budgets
     )
-    rank = rank_of[json.dumps(closest["arch"], sort_keys=True)]
+    rank = rank_of[arch_key(closest["arch"])]
     raise ConfigError(
         f"no verified architecture was measured within the latency budget; the closest (rank "
         f"{rank}) measured {misses} (upper end over its passes). Nothing exported: loosen "

@@ -141,34 +141,30 @@ class ContinuedSchedule:
         return lr
 
 
-def second_moments(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
-    """Adam's second moments by parameter name, in bfloat16 (what a pretrained folder keeps),
-    plus the step count as `__step__` (float32, one element)."""
-    out: dict[str, torch.Tensor] = {}
-    step = 0.0
-    for name, param in model.named_parameters():
-        slots = optimizer.state.get(param, {})
-        if "exp_avg_sq" in slots:
-            out[name] = slots["exp_avg_sq"].detach().to(torch.bfloat16).cpu().contiguous()
-            step = max(step, float(slots["step"]))
-    if out:
-        out["__step__"] = torch.tensor([step], dtype=torch.float32)
-    return out
+def run_moments(checkpoint: Path, model: nn.Module) -> dict[str, dict[str, torch.Tensor]]:
+    """Adam's state in a run checkpoint's optimizer file, by parameter name: the slots
+    (`exp_avg`, `exp_avg_sq`, `step`) of each parameter that has any. The file is indexed by
+    parameter position, the model's parameter order (models.checkpoint.optimizer_tensors)."""
+    tensors = load_tensors(checkpoint, OPTIMIZER_FILE)
+    by_name = {}
+    for index, (name, _) in enumerate(model.named_parameters()):
+        slots = {
+            slot: tensors[f"state.{index}.{slot}"]
+            for slot in (*MOMENT_SLOTS, "step")
+            if f"state.{index}.{slot}" in tensors
+        }
+        if slots:
+            by_name[name] = slots
+    return by_name
 
 
 def second_moments_from_run(checkpoint: Path, model: nn.Module) -> dict[str, torch.Tensor]:
-    """The second moments (bf16) of a run checkpoint's full optimizer state, by parameter name.
-
-    A run's optimizer file is indexed by parameter position (the model's parameter order)."""
-    tensors = load_tensors(checkpoint, OPTIMIZER_FILE)
-    out: dict[str, torch.Tensor] = {}
-    step = 0.0
-    for index, (name, _) in enumerate(model.named_parameters()):
-        value = tensors.get(f"state.{index}.exp_avg_sq")
-        if value is not None:
-            out[name] = value.to(torch.bfloat16).contiguous()
-            step = max(step, float(tensors[f"state.{index}.step"]))
+    """The second moments of a run checkpoint, by parameter name, in bf16 (what a pretrained
+    folder keeps), plus the step count as `__step__` (float32, one element)."""
+    by_name = {n: s for n, s in run_moments(checkpoint, model).items() if "exp_avg_sq" in s}
+    out = {name: s["exp_avg_sq"].to(torch.bfloat16).contiguous() for name, s in by_name.items()}
     if out:
+        step = max(float(s["step"]) for s in by_name.values())
         out["__step__"] = torch.tensor([step], dtype=torch.float32)
     return out
 
@@ -184,17 +180,7 @@ def restore_moments(source: str | Path, model: nn.Module, optimizer: torch.optim
     folder = resolve_checkpoint(source)
     params = dict(model.named_parameters())
     if (folder / OPTIMIZER_FILE).is_file():
-        tensors = load_tensors(folder, OPTIMIZER_FILE)
-        found = MOMENTS_FULL
-        by_name = {}
-        for index, (name, _) in enumerate(params.items()):
-            slots = {
-                slot: tensors[f"state.{index}.{slot}"]
-                for slot in (*MOMENT_SLOTS, "step")
-                if f"state.{index}.{slot}" in tensors
-            }
-            if slots:
-                by_name[name] = slots
+        found, by_name = MOMENTS_FULL, run_moments(folder, model)
     elif (folder / MOMENTS_FILE).is_file():
         recorded = read_state(folder).get("moments_sha256")
         tensors = load_tensors(folder, MOMENTS_FILE, sha256=recorded)
