@@ -32,8 +32,11 @@ sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).re
 
 from mos_search.constants import EXPERT_INITS, MODES  # noqa: E402
 from mos_search.costs.profiling import sample_archs  # noqa: E402
+from mos_search.data.corpus import open_corpus  # noqa: E402
 from mos_search.fidelity import fidelity, table_lines  # noqa: E402
+from mos_search.fidelity.size_quality import spread_by_size  # noqa: E402
 from mos_search.files import write_json_atomic  # noqa: E402
+from mos_search.models.build import count_arch_parameters  # noqa: E402
 from mos_search.models.checkpoint import read_state  # noqa: E402
 from mos_search.space import load_space  # noqa: E402
 
@@ -70,6 +73,22 @@ def run_training(out: Path, args: argparse.Namespace, extra: list[str]) -> None:
         subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT)
 
 
+def select_archs(space, args: argparse.Namespace) -> tuple[list, list[int]]:
+    """The K architectures trained alone and their parameter counts: spread over the parameter
+    range (`--select size`: one per size stratum, as `mos-search size-quality` spreads them) or
+    largest, smallest and uniform samples."""
+    vocab = open_corpus(args.data).vocab_size
+
+    def count(arch) -> int:
+        return count_arch_parameters(space, arch, vocab)
+
+    if args.select == "uniform":
+        archs = sample_archs(space, args.archs, args.seed)
+    else:
+        archs = spread_by_size(space, count, args.archs, args.seed)
+    return archs, [count(arch) for arch in archs]
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="data/bible")
@@ -80,6 +99,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--archs", type=int, default=6, help="K, incl. largest and smallest")
+    parser.add_argument(
+        "--select",
+        default="size",
+        choices=["size", "uniform"],
+        help="size: the K spread evenly over the parameter range (size strata); "
+        "uniform: largest, smallest, then uniform samples",
+    )
     parser.add_argument("--modes", default=",".join(MODES), help="supernet modes, comma-separated")
     parser.add_argument(
         "--expert-inits", default="independent", help=f"of MoS modes: {', '.join(EXPERT_INITS)}"
@@ -124,7 +150,7 @@ def main() -> None:
     unknown = (set(modes) - set(MODES)) | (set(inits) - set(EXPERT_INITS))
     if unknown or not modes or (not inits and set(modes) - {"shared"}):
         sys.exit(f"give known modes and expert inits (unknown: {sorted(unknown)})")
-    archs = sample_archs(space, args.archs, args.seed)
+    archs, params = select_archs(space, args)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     supernets: dict[str, Path] = {}
@@ -159,6 +185,7 @@ def main() -> None:
         "train_minutes": train_minutes,
         "train_wall_minutes_this_call": round(trained_s / 60, 2),
         "total_wall_minutes_this_call": round((time.time() - started) / 60, 2),
+        "params": params,
         "steps_done": {
             **{name: read_state(path)["step"] for name, path in supernets.items()},
             **{path.name: read_state(path)["step"] for path in standalones},

@@ -22,6 +22,9 @@ def test_the_gpu_gap_script_runs_tiny_on_the_cpu(tmp_path):
     summary = json.loads((tmp_path / "out" / "gap.json").read_text())
     assert summary["args"]["expert_inits"] == "scaled" and summary["args"]["device"] == "cpu"
     assert set(summary["table"]) == {"shared", "neuron-scaled"} and len(summary["archs"]) == 3
+    # one architecture per size stratum: smallest, middle, largest
+    assert summary["args"]["select"] == "size" and summary["params"] == sorted(summary["params"])
+    assert len(set(summary["params"])) == 3
     steps = {"shared": 4, "neuron-scaled": 4, **{f"standalone-{i}": 4 for i in range(3)}}
     assert summary["steps_done"] == steps
     for row in summary["table"].values():
