@@ -31,6 +31,11 @@ TASK_SETTINGS: dict[str, tuple[str, ...]] = {
     "translation": ("qkv_dim", "share_embeddings"),
     "bert": (),
 }
+# Ceilings on any one choice, checked when a space loads (before anything is built): above every
+# published Transformer (GPT-3 175B, Brown et al. 2020, Table 2.1: 96 layers, width 12,288), so a
+# mistyped value (an extra zero or three) is one line instead of minutes of allocation.
+MAX_LAYERS = 128  # a layer-count field (encoder_layers, decoder_layers, layers)
+MAX_WIDTH = 65_536  # any other field or width setting (embedding, FFN, heads, qkv_dim)
 # Settings that change no architecture's layers or features, only the size of its embedding
 # tables: left out of the digest, so predictors and spaces saved before they existed still match.
 TABLE_SETTINGS = ("share_embeddings",)
@@ -54,12 +59,17 @@ class SearchSpace:
         choices: Mapping[str, Sequence[int]],
         settings: Mapping[str, Any] | None = None,
         description: str = "",
+        source: str = "",
     ) -> None:
         self.name = name
+        self.source = source or f"space {name!r}"  # where it was read, for messages
         self.arch_type = arch_type
         self.description = description
         self.settings = dict(settings or {})
         self.choices = _checked_choices(arch_type, choices)
+        for key in ("qkv_dim",):
+            if isinstance(self.settings.get(key), int):
+                _check_ceiling(key, self.settings[key], layer_count=False)
         arch_type.check_choices(self.choices, self.settings)
         self.gene_layout: tuple[tuple[str, int | None], ...] = tuple(
             (name_, i)
@@ -298,7 +308,19 @@ def _checked_choices(
         if len(set(values)) != len(values):
             raise SpaceError(f"{name}: choices repeat a value: {list(values)}")
         checked[name] = tuple(sorted(values))
+        _check_ceiling(name, max(values), layer_count=name in arch_type.PER_LAYER.values())
     return checked
+
+
+def _check_ceiling(name: str, value: int, layer_count: bool) -> None:
+    """SpaceError when one choice is beyond the documented ceiling (`MAX_LAYERS`, `MAX_WIDTH`)."""
+    ceiling, what = (MAX_LAYERS, "layer count") if layer_count else (MAX_WIDTH, "width")
+    if value > ceiling:
+        raise SpaceError(
+            f"{name}: {value:,} is beyond the ceiling of {ceiling:,} for a {what} "
+            f"(mos_search.space.{'MAX_LAYERS' if layer_count else 'MAX_WIDTH'}); "
+            "a mistyped value?"
+        )
 
 
 def preset_names() -> list[str]:
@@ -356,6 +378,7 @@ def space_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> SearchSp
             choices=data["choices"],
             settings=settings,
             description=str(data.get("description", "")),
+            source=source,
         )
     except SpaceError as exc:
         raise SpaceError(f"{source}: {exc}") from None

@@ -30,7 +30,7 @@ ALLOWED: dict[str, set[str]] = {
     "shipped": set(),
     "arch": CORE,
     "space": CORE | {"arch"},
-    "hat": CORE | {"arch", "space"},  # HAT SubTransformer configs read as members of a space
+    "interop": CORE | {"arch", "space"},  # other toolkits' formats: HAT SubTransformer configs
     "data": CORE | {"devices"},  # devices.text: the one UTF-8 decoder, line by line
     "models": CORE | {"arch", "space", "data"},
     "training": _MODELS,
@@ -41,7 +41,7 @@ ALLOWED: dict[str, set[str]] = {
     "demo": _MODELS | {"training", "oracle", "costs", "search", "deploy"} | MEASURING,
     "fidelity": _MODELS | {"training", "oracle", "costs"} | MEASURING,  # oracle vs standalone, size
     "cli": _MODELS
-    | {"hat", "training", "oracle", "costs", "search", "deploy", "demo", "fidelity"}
+    | {"interop", "training", "oracle", "costs", "search", "deploy", "demo", "fidelity"}
     | MEASURING,
 }
 LOWER_PACKAGES = {"latency": {"devices"}, "devices": set()}

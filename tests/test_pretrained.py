@@ -127,12 +127,13 @@ def test_a_corpus_built_with_the_packed_tokenizer_is_accepted(packed, tmp_path):
 
 
 def test_the_demo_takes_space_and_tokenizer_from_the_pretrained_folder(packed, tmp_path):
-    from mos_search.demo import Demo, DemoConfig
+    from mos_search.demo import DemoConfig, DemoFolder
+    from mos_search.demo.stages import copy_pretrained
 
-    demo = Demo(DemoConfig(out=str(tmp_path / "demo"), pretrained=str(packed)))
+    demo = DemoFolder(DemoConfig(out=str(tmp_path / "demo"), pretrained=str(packed)))
     card = json.loads((packed / "card.json").read_text())
     assert (demo.config.preset, demo.config.vocab_size) == (card["space"], card["vocab_size"])
-    demo.copy_pretrained()
+    copy_pretrained(demo)
     assert (demo.supernet / "card.json").read_bytes() == (packed / "card.json").read_bytes()
     assert not (
         packed / "score_cache.jsonl"

@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from mos_search.cli import main
-from mos_search.deploy.package import card_checkpoint
+from mos_search.deploy.card import card_checkpoint
 from mos_search.models.bert import bert_parameter_bytes, count_bert_parameters
 from mos_search.models.transformer import count_parameters
 from mos_search.search.config import MEMORY_COST, Budget, SearchConfig

@@ -86,7 +86,7 @@ def space_import_hat(config_file: str, space_name: str, out: str | None) -> None
       mos-search space import-hat HAT_iwslt14deen_titanxp@45.6ms_bleu@33.4.yml --space hat-iwslt14
     """
     from mos_search.files import check_output_file, write_text_atomic
-    from mos_search.hat import arch_json_text, import_hat_file
+    from mos_search.interop.hat import arch_json_text, import_hat_file
     from mos_search.space import load_space
 
     space = load_space(space_name)

@@ -78,7 +78,8 @@ def export_command(
       mos-search export --ckpt runs/neuron --from-search runs/search --out model \\
           --remote ssh://pi@board.local   # the card's latency measured on the board
     """
-    from mos_search.deploy.package import card_summary, export_checkpoint
+    from mos_search.deploy.card import card_summary
+    from mos_search.deploy.package import export_checkpoint
     from mos_search.search.pick import chosen_arch
 
     decision = chosen_arch(arch_file, from_search, pick)

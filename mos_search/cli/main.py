@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -15,6 +16,7 @@ from latency.ssh import RemoteError
 from mos_search.cli import data, deploy, fidelity, latency, search, train
 from mos_search.constants import VERSION
 from mos_search.errors import MosSearchError
+from mos_search.models.size import ALLOW_LARGE_ENV
 
 
 class FriendlyGroup(click.Group):
@@ -54,13 +56,22 @@ def os_error_line(exc: OSError) -> str:
 
 @click.group(cls=FriendlyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(VERSION, prog_name="mos-search")
-def main() -> None:
+@click.option(
+    "--allow-large",
+    is_flag=True,
+    help="Build a model even where its weights (and, to train, gradients and Adam's moments) "
+    "exceed the memory available now; the ceilings on layer counts and widths still hold.",
+)
+def main(allow_large: bool) -> None:
     """Hardware-aware architecture search for Transformers with Mixture-of-Supernets.
 
     \b
     Example:
       mos-search space cpu-small
+      mos-search --allow-large train --space my-big-space.toml --out runs/big
     """
+    if allow_large:  # an environment variable, so that worker processes see it too
+        os.environ[ALLOW_LARGE_ENV] = "1"
 
 
 for _command in (

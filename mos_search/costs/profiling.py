@@ -82,6 +82,20 @@ class ArchModels:
         self.space, self.vocab_size, self.loaded = space, vocab_size, None
 
     @classmethod
+    def fresh(cls, space: SearchSpace, vocab_size: int) -> ArchModels:
+        """Freshly initialised models; the largest member's weights must fit in memory now."""
+        from mos_search.models.build import count_arch_parameters
+        from mos_search.models.size import INFERENCE_BYTES_PER_PARAMETER, check_fits
+
+        check_fits(
+            space,
+            lambda s: count_arch_parameters(s, s.largest(), vocab_size),
+            INFERENCE_BYTES_PER_PARAMETER,
+            "profiling its largest architecture",
+        )
+        return cls(space, vocab_size)
+
+    @classmethod
     def from_checkpoint(cls, checkpoint: str | Path) -> ArchModels:
         """Sub-networks extracted from a trained supernet (its space and vocabulary)."""
         from mos_search.models.build import load_model
@@ -177,7 +191,7 @@ def profile_plan(
     if checkpoint:
         models = ArchModels.from_checkpoint(checkpoint)
     else:
-        models = ArchModels(load_space(space_name), vocab_size)
+        models = ArchModels.fresh(load_space(space_name), vocab_size)
     if (near_budget_ms is None) != (predictor is None):
         raise ConfigError("--near-budget-ms and --predictor go together (active profiling)")
     if dataset_path.is_file():  # appending another space's records would mix two feature sets

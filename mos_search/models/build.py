@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from mos_search.arch import ArchBase
 from mos_search.errors import ArchError, CheckpointError
-from mos_search.models.checkpoint import load_weights, read_state, resolve_checkpoint
+from mos_search.models.checkpoint import STATE_FILE, load_weights, read_state, resolve_checkpoint
+from mos_search.models.size import (
+    INFERENCE_BYTES_PER_PARAMETER,
+    TRAINING_BYTES_PER_PARAMETER,
+    available_memory_bytes,
+    check_fits,
+    gib,
+)
 from mos_search.models.supernet import ElasticModel, SupernetConfig, build_supernet
 from mos_search.space import SearchSpace, load_space, space_from_dict
 
@@ -151,6 +160,7 @@ def load_model(checkpoint: str | Path) -> ScoredModel:
     state = read_state(path)
     if not isinstance(state.get("model"), dict) or "model_sha256" not in state:
         raise CheckpointError(f"{path} has no model description: not a mos-search checkpoint")
+    check_spec_fits(state["model"], training=False, source=str(path / STATE_FILE))
     model = build_model(state["model"])
     digest = load_weights(model, path)  # the weights' content digest, checked as recorded
     model.eval()
@@ -173,4 +183,53 @@ def describe_space(name_or_path: str | Path, vocab_size: int) -> str:
     for label, arch in (("largest", space.largest()), ("smallest", space.smallest())):
         count = count_arch_parameters(space, arch, vocab_size)
         lines.append(f"  {label:<22} {count / 1e6:.2f} M parameters at vocab {vocab_size}")
+    lines += training_memory_lines(space, vocab_size)
     return "\n".join(lines)
+
+
+def training_memory_lines(space: SearchSpace, vocab_size: int) -> list[str]:
+    """What training each kind of supernet of `space` needs (models.size: weights, gradients and
+    Adam's moments, before activations) beside the memory available now."""
+    available = available_memory_bytes()
+    lines = []
+    for mode in ("shared", "neuron"):
+        spec = supernet_spec(SupernetConfig(space=space, vocab_size=vocab_size, mode=mode))
+        count = spec_parameters(spec)
+        needed = count * TRAINING_BYTES_PER_PARAMETER
+        verdict = "fits" if needed <= available else "does NOT fit"
+        lines.append(
+            f"  {mode + ' supernet':<22} {count / 1e6:.2f} M parameters; training needs "
+            f"{gib(needed)}: {verdict} in the {gib(available)} available"
+        )
+    return lines
+
+
+# ----------------------------------------------------- sizes, checked before building
+def spec_parameters(spec: Mapping[str, Any]) -> int:
+    """Exact parameter count of the model a description (`build.model_spec`, a checkpoint's
+    "model") builds, counted on the meta device: nothing is allocated."""
+    with torch.device("meta"):
+        model = build_model(dict(spec))
+    return sum(p.numel() for p in model.parameters())
+
+
+def with_space(spec: Mapping[str, Any], space: SearchSpace) -> dict[str, Any]:
+    """`spec` (supernet or standalone) with its search space replaced by `space`."""
+    spec = dict(spec)
+    if spec.get("kind") == "supernet":
+        spec["supernet"] = {**spec["supernet"], "space": space.to_dict()}
+    else:
+        spec["space"] = space.to_dict()
+    return spec
+
+
+def check_spec_fits(spec: Mapping[str, Any], training: bool, source: str = "checkpoint") -> int:
+    """`check_fits` for the model a description builds: its weights, or with `training` also
+    gradients and Adam's moments; `source` names where the space was read in the message."""
+    space = space_from_dict(spec_space(dict(spec)), source)
+    kind = spec.get("kind", "model")
+    if kind == "supernet":
+        kind = f"the {spec['supernet'].get('mode', 'shared')} supernet"
+    what = f"training {kind}" if training else f"loading {kind}"
+    per_parameter = TRAINING_BYTES_PER_PARAMETER if training else INFERENCE_BYTES_PER_PARAMETER
+    return check_fits(space, lambda s: spec_parameters(with_space(spec, s)), per_parameter, what)

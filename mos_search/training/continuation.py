@@ -222,3 +222,15 @@ def check_same_tokenizer(
         f"{init_from} was trained with another tokenizer than {data}'s ({task.tokenizer_path}): "
         "its token ids would mean other words; build the corpus with its spm.model"
     )
+
+
+def inherit_sub_network(model: nn.Module, initial: Any, config: Any, vocab_size: int) -> None:
+    """Fine-tuning: copy into `model` the weights `initial` (a `build.ScoredModel` loaded from
+    `config.init_from`) gives `config.arch`; CheckpointError when the vocabularies differ."""
+    if initial.vocab_size != vocab_size:
+        raise CheckpointError(
+            f"{config.init_from} has a {initial.vocab_size}-token vocabulary; "
+            f"{config.data} has {vocab_size}"
+        )
+    inherited = initial.sub_network(initial.space.arch_from_dict(config.arch))
+    model.load_state_dict(inherited.state_dict())  # copies onto the device

@@ -22,7 +22,7 @@ from torch import nn
 from mos_search.errors import CheckpointError
 from mos_search.files import append_jsonl, check_writable_dir, write_json_atomic
 from mos_search.interrupt import GracefulStop
-from mos_search.models.build import build_model, spec_space
+from mos_search.models.build import build_model, check_spec_fits, spec_space
 from mos_search.models.checkpoint import (
     OPTIMIZER_FILE,
     load_tensors,
@@ -41,6 +41,7 @@ from mos_search.training.continuation import (
     Segment,
     check_same_tokenizer,
     continuation_line,
+    inherit_sub_network,
     lineage_dicts,
     lineage_of,
     lineage_through,
@@ -112,18 +113,14 @@ class Trainer:
             or init_state.get("model")
             or model_spec(config, space, self.task.vocab_size)
         )
+        source = config.out if state else (config.init_from if init_state else space.source)
+        check_spec_fits(self.spec, training=True, source=str(source))
         self.model = build_model(self.spec).train().to(self.dist.device)
         if init_state:
             check_same_tokenizer(config.init_from, init_state, self.task, config.data)
             load_weights(self.model, resolve_checkpoint(config.init_from))
         if initial is not None:  # fine-tuning: the sub-network's inherited weights
-            if initial.vocab_size != self.task.vocab_size:
-                raise CheckpointError(
-                    f"{config.init_from} has a {initial.vocab_size}-token vocabulary; "
-                    f"{config.data} has {self.task.vocab_size}"
-                )
-            inherited = initial.sub_network(space.arch_from_dict(config.arch))
-            self.model.load_state_dict(inherited.state_dict())  # copies onto the device
+            inherit_sub_network(self.model, initial, config, self.task.vocab_size)
         if isinstance(self.model, ElasticModel):
             self.space, fixed = self.model.config.space, None
         else:
