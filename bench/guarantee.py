@@ -67,6 +67,27 @@ def fresh_passes(model_dir: Path, loaded, arch, passes: int, predictor) -> list[
     ]
 
 
+def chosen_budgets(demo: Path, work: Path, count: int, predictor) -> tuple[list, list, float]:
+    """Quantiles, budgets and the unbudgeted run's budget: from the profiled records (not the
+    verification passes appended to the same dataset), saved in `work` the first time so a
+    rerun with another `--pick` meets the same searches."""
+    saved = work / "budgets.json"
+    if saved.exists():
+        data = json.loads(saved.read_text())
+        return data["quantiles"], data["budgets"], data["widest_ms"]
+    records = read_records(demo / "profile" / DEVICE / "latency.jsonl")
+    profiled = [r for r in records if r.get("source") != "verification"]
+    corrected = drift_corrected_ms(
+        profiled, predictor.meta["drift_elasticity"], predictor.meta["reference_ms"]
+    )
+    quantiles = [float(q) for q in np.linspace(0.1, 0.9, count)]
+    budgets = [round(float(np.quantile(corrected, q)), 2) for q in quantiles]
+    data = {"quantiles": quantiles, "budgets": budgets, "widest_ms": 10 * float(max(corrected))}
+    work.mkdir(parents=True, exist_ok=True)
+    saved.write_text(json.dumps(data, indent=1))
+    return quantiles, budgets, data["widest_ms"]
+
+
 def one_budget(k: int, budget_ms: float, args, loaded, predictor) -> dict:
     """Search, verify, pick, export and re-measure for one budget."""
     demo, work = Path(args.demo), Path(args.work)
@@ -90,7 +111,8 @@ def one_budget(k: int, budget_ms: float, args, loaded, predictor) -> dict:
     except ConfigError as exc:
         return {**row, "exported": False, "message": str(exc)}
     arch_dict = decision.arch
-    model = work / f"model{k}"
+    # one export per budget and pick rule; the searches are shared by the rules
+    model = work / (f"model{k}" if args.pick == "best" else f"model{k}-{args.pick}")
     if not (model / "card.json").exists():
         export_model(
             str(demo / "supernet"),
@@ -140,15 +162,10 @@ def main() -> None:
     parser.add_argument("--out", default="bench/results/guarantee.json")
     args = parser.parse_args()
     demo = Path(args.demo)
-    records = read_records(demo / "profile" / DEVICE / "latency.jsonl")
     predictor = LatencyPredictor.load(demo / "profile" / DEVICE / "predictor.json")
-    corrected = drift_corrected_ms(
-        records, predictor.meta["drift_elasticity"], predictor.meta["reference_ms"]
-    )
-    quantiles = np.linspace(0.1, 0.9, args.budgets)
-    budgets = [round(float(np.quantile(corrected, q)), 2) for q in quantiles]
+    quantiles, budgets, widest_ms = chosen_budgets(demo, Path(args.work), args.budgets, predictor)
     loaded = load_model(demo / "supernet")
-    unbudgeted = one_budget(len(budgets), 10 * max(corrected), args, loaded, predictor)
+    unbudgeted = one_budget(len(budgets), widest_ms, args, loaded, predictor)
     best_ms = unbudgeted["fresh_median_ms"]
     print(
         f"without a budget the search picks a model of {best_ms:.1f} ms (fresh median, "
