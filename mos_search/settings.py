@@ -10,12 +10,14 @@ key it was meant to be.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import MISSING, fields
+from pathlib import Path
 from typing import Any, TypeVar
 
 from devices.text import did_you_mean
-from mos_search.errors import ConfigError
+from mos_search.errors import ConfigError, MosSearchError
 
 T = TypeVar("T")
 
@@ -69,3 +71,17 @@ def dataclass_from_dict(
         if isinstance(exc, error):
             raise
         raise error(f"{what}: {exc}") from None
+
+
+@contextmanager
+def naming_file(path: str | Path, part: str = "") -> Iterator[None]:
+    """Settings read from a saved file: a toolkit error raised inside names the file (and the
+    part of it, `state.json (train_config)`) in front, so an unknown key in a run's own files
+    says which file to look at."""
+    where = f"{path} ({part})" if part else str(path)
+    try:
+        yield
+    except MosSearchError as exc:
+        if str(exc).startswith(str(path)):
+            raise
+        raise type(exc)(f"{where}: {exc}") from None

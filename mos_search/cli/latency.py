@@ -112,6 +112,8 @@ def profile_command(
     if import_path is not None:
         _profile_import(import_path, job_file, out, remote, export_bundles)
         return
+    if ckpt is not None:
+        _check_options_of_the_checkpoint(click.get_current_context(), ckpt, space, vocab_size)
     plan = profile_plan(
         device_profile, space, count, seed, vocab_size, ckpt, out, near_budget_ms, predictor_path
     )
@@ -274,6 +276,43 @@ def predictor_eval(predictor_path: str, dataset: str, space: str, raw: bool) -> 
     click.echo(format_accuracy("all", accuracy))
 
 
+SPACE_OF_PREDICTOR = (
+    "The predictor's space (preset or .toml), checked against the choices it records "
+    "[default: the definition it keeps, or the preset it names]."
+)
+
+
+def _check_options_of_the_checkpoint(
+    ctx: click.Context, ckpt: str, space: str, vocab_size: int
+) -> None:
+    """With --ckpt the checkpoint's space and vocabulary are profiled: a --space or
+    --vocab-size given that differs from them is refused, not ignored."""
+    from click.core import ParameterSource
+
+    from mos_search.errors import ConfigError
+    from mos_search.models.build import checkpoint_space
+    from mos_search.space import load_space
+
+    given = {
+        name
+        for name in ("space", "vocab_size")
+        if ctx.get_parameter_source(name) is not ParameterSource.DEFAULT
+    }
+    if not given:
+        return
+    theirs = checkpoint_space(ckpt)
+    if "space" in given and load_space(space).digest != theirs.digest:
+        raise ConfigError(
+            f"--space {space} is not the space of {ckpt} ({theirs.identity}); with --ckpt the "
+            "checkpoint's own space is profiled: drop --space"
+        )
+    if "vocab_size" in given:
+        raise ConfigError(
+            f"--vocab-size {vocab_size} is ignored with --ckpt (its sub-networks keep the "
+            f"vocabulary of {ckpt}): drop --vocab-size"
+        )
+
+
 @predictor_group.command("update")
 @click.option("--predictor", "predictor_path", required=True, help="The predictor to refit.")
 @click.option(
@@ -284,7 +323,10 @@ def predictor_eval(predictor_path: str, dataset: str, space: str, raw: bool) -> 
     "search's verification appends to].",
 )
 @click.option("--out", help="Where to write [default: over --predictor].")
-def predictor_update(predictor_path: str, datasets: tuple[str, ...], out: str | None) -> None:
+@click.option("--space", "space_option", help=SPACE_OF_PREDICTOR)
+def predictor_update(
+    predictor_path: str, datasets: tuple[str, ...], out: str | None, space_option: str | None
+) -> None:
     """Refit a predictor with its settings on more measurements (closing the loop).
 
     \b
@@ -296,7 +338,7 @@ def predictor_update(predictor_path: str, datasets: tuple[str, ...], out: str | 
     from mos_search.costs.predictors import update_predictor
 
     check_output_file(out or predictor_path)
-    for line in update_predictor(predictor_path, datasets, out).lines():
+    for line in update_predictor(predictor_path, datasets, out, space_option).lines():
         click.echo(line)
 
 
@@ -305,7 +347,10 @@ def predictor_update(predictor_path: str, datasets: tuple[str, ...], out: str | 
 @click.option("--dataset", required=True, help="A few measurements on the new device.")
 @click.option("--out", required=True, help="Predictor file to write.")
 @click.option("--raw", is_flag=True, help="Fit raw times, without drift correction.")
-def predictor_transfer(source: str, dataset: str, out: str, raw: bool) -> None:
+@click.option("--space", "space_option", help=SPACE_OF_PREDICTOR)
+def predictor_transfer(
+    source: str, dataset: str, out: str, raw: bool, space_option: str | None
+) -> None:
     """A predictor for a new device from a few measurements there and an existing predictor
     (its log-latency mapped by a fitted line).
 
@@ -318,5 +363,5 @@ def predictor_transfer(source: str, dataset: str, out: str, raw: bool) -> None:
     from mos_search.costs.predictors import transfer_predictor
 
     check_output_file(out)
-    for line in transfer_predictor(source, dataset, out, not raw).lines():
+    for line in transfer_predictor(source, dataset, out, not raw, space_option).lines():
         click.echo(line)

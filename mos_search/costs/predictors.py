@@ -31,7 +31,7 @@ from latency.predictor import (
 )
 from mos_search.costs.identity import check_dataset_space, load_predictor
 from mos_search.models.transformer import count_parameters
-from mos_search.space import SearchSpace, load_space
+from mos_search.space import SearchSpace, load_space, preset_names, space_from_dict
 
 SHIPPED_PACKAGE = "mos_search.shipped"
 # members of the ensemble: one hidden layer of 32 on the quadratic model's residual (measured
@@ -158,7 +158,7 @@ def held_out_accuracy(
 def train_latency_predictor(
     dataset: str | Path | Sequence[str | Path],
     out: str | Path | None,
-    space_name: str,
+    space_name: str | SearchSpace,
     test_fraction: float = 0.2,
     seed: int = 0,
     corrected: bool = True,
@@ -170,7 +170,7 @@ def train_latency_predictor(
     dataset), and report held-out accuracy with interval coverage, and the learning curve."""
     datasets = [dataset] if isinstance(dataset, str | Path) else list(dataset)
     out = Path(out) if out is not None else Path(datasets[0]).with_name("predictor.json")
-    space = load_space(space_name)
+    space = space_name if isinstance(space_name, SearchSpace) else load_space(space_name)
     space.require_task("translation", "a latency predictor")
     records = load_datasets(datasets, space)
     keys = [record_key(r) for r in records]  # an arch measured in several passes is one group
@@ -180,6 +180,7 @@ def train_latency_predictor(
     meta = {
         "space": space.name,
         "space_digest": space.digest,  # the name alone does not tell two spaces apart
+        "space_definition": space.to_dict(),  # so update and transfer need no --space
         "device": records[0].get("profile"),
         "datasets": [str(Path(d).resolve()) for d in datasets],
         "dataset_digest": dataset_digest(records),
@@ -247,27 +248,48 @@ def append_verification(
     return dataset, added
 
 
+def predictor_space(path: str | Path, meta: dict, space_option: str | None = None) -> SearchSpace:
+    """The space a saved predictor was trained for: `space_option` (a preset name or .toml
+    path; `load_predictor` then checks its digest), else the definition the predictor keeps,
+    else (a predictor saved before it kept one) the preset it names; a PredictorError naming
+    `path` when none of these gives it."""
+    if space_option is not None:
+        return load_space(space_option)
+    if isinstance(meta.get("space_definition"), dict):
+        return space_from_dict(meta["space_definition"], f"{path} (its space_definition)")
+    name = meta.get("space")
+    if name in preset_names():
+        return load_space(name)
+    raise PredictorError(
+        f"{path} was trained for space {name!r}, which is not a preset, and keeps no definition "
+        "of it (saved before predictors kept their space): give --space FILE.toml"
+    )
+
+
 def update_predictor(
     predictor_path: str | Path,
     datasets: Sequence[str | Path] = (),
     out: str | Path | None = None,
+    space_option: str | None = None,
 ) -> PredictorReport:
     """Refit a predictor with its settings on `datasets` (default: the ones it was trained on,
-    which verification appends to; or its own dataset plus, say, `RUN/measured_PROFILE.jsonl`)."""
+    which verification appends to; or its own dataset plus, say, `RUN/measured_PROFILE.jsonl`);
+    its space as `predictor_space` finds it."""
     old = LatencyPredictor.load(predictor_path)
     if old.meta.get("transferred_from") is not None:
         raise PredictorError(
             f"{predictor_path} was transferred from {old.meta['transferred_from']}: run "
             "`mos-search predictor transfer` again with the larger dataset"
         )
-    load_predictor(predictor_path, load_space(old.meta["space"]))  # the choices it recorded
+    space = predictor_space(predictor_path, old.meta, space_option)
+    load_predictor(predictor_path, space)  # the choices it recorded
     datasets = list(datasets) or list(old.meta.get("datasets") or [])
     if not datasets:
         raise PredictorError(f"{predictor_path} names no dataset: give --dataset")
     return train_latency_predictor(
         datasets,
         out or predictor_path,
-        old.meta["space"],
+        space,
         seed=int(old.meta.get("seed", 0)),
         corrected=bool(old.meta.get("drift_corrected", True)),
         curve_sizes=(),
@@ -281,17 +303,19 @@ def transfer_predictor(
     dataset: str | Path,
     out: str | Path,
     corrected: bool = True,
+    space_option: str | None = None,
 ) -> PredictorReport:
     """A predictor for another device from its (few) measurements and an existing predictor:
     the source's log-latency mapped by a line fitted on the target's records (all of them;
-    `predictor eval` on other records measures it)."""
-    space = load_space(LatencyPredictor.load(source_path).meta["space"])
+    `predictor eval` on other records measures it); the space as `predictor_space` finds it."""
+    space = predictor_space(source_path, LatencyPredictor.load(source_path).meta, space_option)
     source = load_predictor(source_path, space)
     records = _records_for_transfer(dataset, space)
     data = label(records, records, corrected)
     meta = {
         "device": records[0].get("profile"),
         "vocab_size": measured_vocab_size(records[0], space),
+        "space_definition": space.to_dict(),
         "datasets": [str(Path(dataset).resolve())],
         "dataset_digest": dataset_digest(records),
         "drift_corrected": data.elasticity is not None,

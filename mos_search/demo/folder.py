@@ -10,6 +10,7 @@ from typing import Any
 from mos_search.errors import ConfigError
 from mos_search.files import read_json
 from mos_search.search.config import DEFAULT_LATENCY_CONFIDENCE, SearchConfig
+from mos_search.settings import naming_file
 
 DEVICE = "onnxruntime-cpu-quick"
 
@@ -104,7 +105,8 @@ def default_budget_ms(dataset: Path, search: Path, quantile: float = 0.5) -> flo
 
     settings = search / "search.json"
     if settings.exists():
-        config = SearchConfig.from_dict(read_json(settings))
+        with naming_file(settings):
+            config = SearchConfig.from_dict(read_json(settings))
         return next(b.limit for b in config.budgets if b.metric == "latency")
     records = read_records(dataset)
     corrected = drift_corrected_ms(records, fit_drift_elasticity(records))

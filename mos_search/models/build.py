@@ -21,6 +21,7 @@ from mos_search.models.size import (
     gib,
 )
 from mos_search.models.supernet import ElasticModel, SupernetConfig, build_supernet
+from mos_search.settings import naming_file
 from mos_search.space import SearchSpace, load_space, space_from_dict
 
 
@@ -160,8 +161,9 @@ def load_model(checkpoint: str | Path) -> ScoredModel:
     state = read_state(path)
     if not isinstance(state.get("model"), dict) or "model_sha256" not in state:
         raise CheckpointError(f"{path} has no model description: not a mos-search checkpoint")
-    check_spec_fits(state["model"], training=False, source=str(path / STATE_FILE))
-    model = build_model(state["model"])
+    with naming_file(path / STATE_FILE, "model"):
+        check_spec_fits(state["model"], training=False, source=str(path / STATE_FILE))
+        model = build_model(state["model"])
     digest = load_weights(model, path)  # the weights' content digest, checked as recorded
     model.eval()
     if isinstance(model, ElasticModel):

@@ -19,6 +19,7 @@ from mos_search.arch import read_arch_file
 from mos_search.errors import ConfigError
 from mos_search.files import read_json, write_json_atomic
 from mos_search.search.config import QUALITY_SIGN, Budget, SearchConfig
+from mos_search.settings import naming_file
 
 PICKS = ("best", "best-quality")
 TIE_P_VALUE = 0.05  # candidates with p >= this against the best are ties
@@ -82,7 +83,8 @@ def pick_decision(run_dir: str | Path, pick: str) -> PickDecision:
     if pick not in PICKS:
         index = _rank(pick, len(front))
         return PickDecision(front[index - 1]["arch"], "rank", index)
-    config = SearchConfig.from_dict(read_json(run_dir / "search.json"))
+    with naming_file(run_dir / "search.json"):
+        config = SearchConfig.from_dict(read_json(run_dir / "search.json"))
     latency_budgets = [b for b in config.budgets if b.metric == "latency"]
     rank_of = {arch_key(p["arch"]): i for i, p in enumerate(front, 1)}
     verified_path = run_dir / "verified.json"

@@ -10,9 +10,9 @@ from typing import Any
 from mos_search.constants import EXPERT_INITS, MODES, SAMPLINGS
 from mos_search.errors import ConfigError
 from mos_search.models.build import standalone_spec, supernet_spec
-from mos_search.models.checkpoint import read_state
+from mos_search.models.checkpoint import STATE_FILE, read_state, resolve_checkpoint
 from mos_search.models.supernet import SupernetConfig
-from mos_search.settings import dataclass_from_dict
+from mos_search.settings import dataclass_from_dict, naming_file
 from mos_search.space import SearchSpace
 from mos_search.training.distributed import PRECISIONS
 
@@ -145,7 +145,8 @@ def resumed_config(out: str | Path, **changes: Any) -> TrainConfig:
     Budgets, the data location, logging and threads may change; anything that would make the
     continued run differ from an uninterrupted one (model, sampling, optimizer) may not.
     """
-    saved = TrainConfig.from_dict(read_state(out)["train_config"])
+    with naming_file(resolve_checkpoint(out) / STATE_FILE, "train_config"):
+        saved = TrainConfig.from_dict(read_state(out)["train_config"])
     fixed = sorted(
         k for k, v in changes.items() if k not in RESUMABLE_CHANGES and v != getattr(saved, k, v)
     )
