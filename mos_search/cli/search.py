@@ -16,6 +16,7 @@ from mos_search.cli.types import (
     SEED,
     decoding_options,
 )
+from mos_search.search.config import ALGORITHMS
 
 if TYPE_CHECKING:
     from mos_search.costs.elsewhere import Elsewhere
@@ -78,7 +79,12 @@ if TYPE_CHECKING:
 @click.option("--max-params", type=COUNT, help="Parameter budget.")
 @click.option("--max-memory-mib", type=POSITIVE, help="bert: parameter memory budget (MiB, fp32).")
 @click.option(
-    "--algorithm", type=click.Choice(["nsga2", "hat-evo"]), default="nsga2", show_default=True
+    "--algorithm",
+    type=click.Choice(list(ALGORITHMS)),
+    default="nsga2",
+    show_default=True,
+    help="nsga2-assisted: a quality surrogate screens each generation's candidates and sends "
+    "only a quarter of the population to the oracle (mos_search/search/assisted.py).",
 )
 @click.option("--generations", default=20, show_default=True, type=COUNT)
 @click.option(

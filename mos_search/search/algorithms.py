@@ -1,4 +1,5 @@
-"""Search algorithms behind one small interface: NSGA-II (pymoo) and HAT's evolutionary search.
+"""Search algorithms behind one small interface: NSGA-II (pymoo), HAT's evolutionary search,
+NSGA-II assisted by a quality surrogate (`assisted.py`), and random search as the baseline.
 
 Each algorithm advances one generation per `step()` and can write its whole state as plain JSON
 data (genes, objective values, random-generator state) and restore it, so a search resumed from
@@ -31,6 +32,11 @@ class SearchAlgorithm(ABC):
     def __init__(self, evaluator: ArchEvaluator, population: int, seed: int) -> None:
         self.evaluator, self.population, self.seed = evaluator, population, seed
         self.space = evaluator.space
+        self.box: dict | None = None  # the run's hypervolume box, set by `run.run_search`
+
+    def generation_info(self) -> dict[str, Any]:
+        """Figures of the last generation beyond the common ones, for the run's history."""
+        return {}
 
     @abstractmethod
     def step(self) -> list[Evaluation]:
@@ -185,12 +191,42 @@ class HatEvolution(SearchAlgorithm):
         self.rng.setstate((version, tuple(internal), gauss))
 
 
+class RandomSearch(SearchAlgorithm):
+    """The baseline: each generation `population` uniform samples of the space (fixed seed),
+    the front kept over everything scored. What a search method has to beat."""
+
+    def __init__(self, evaluator: ArchEvaluator, population: int, seed: int) -> None:
+        super().__init__(evaluator, population, seed)
+        self.rng = random.Random(seed)
+
+    def step(self) -> list[Evaluation]:
+        """Score `population` new uniform samples."""
+        archs = [self.space.sample(self.rng) for _ in range(self.population)]
+        return self.evaluator.evaluate_many(archs)
+
+    def state(self) -> dict[str, Any]:
+        """Python's random-generator state."""
+        version, internal, gauss = self.rng.getstate()
+        return {"rng": [version, list(internal), gauss]}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue the saved generator."""
+        version, internal, gauss = state["rng"]
+        self.rng.setstate((version, tuple(internal), gauss))
+
+
 def make_algorithm(
     name: str, evaluator: ArchEvaluator, population: int, seed: int
 ) -> SearchAlgorithm:
     """The algorithm called `name` (see ALGORITHMS)."""
     if name == "nsga2":
         return NSGA2Search(evaluator, population, seed)
+    if name == "random":
+        return RandomSearch(evaluator, population, seed)
+    if name == "nsga2-assisted":
+        from mos_search.search.assisted import AssistedNSGA2
+
+        return AssistedNSGA2(evaluator, population, seed)
     if name == "hat-evo":
         if not evaluator.budgets:
             raise ConfigError(

@@ -28,7 +28,7 @@ FORMAT = 2  # of search.json; 1 (no "format") kept the oracle settings in an unt
 TASKS = ("mt", "bert")
 OBJECTIVES = {"mt": "bleu-latency", "bert": "perplexity-memory"}
 QUALITY_METRICS = {"mt": ("loss", "bleu"), "bert": ("perplexity",)}
-ALGORITHMS = ("nsga2", "hat-evo")
+ALGORITHMS = ("nsga2", "hat-evo", "nsga2-assisted", "random")
 ALGORITHM_POPULATION = {"nsga2": 40, "hat-evo": 125}  # HAT: 25 parents + 50 + 50 children
 
 # direction of each quality metric: +1 lower is better, -1 higher is better

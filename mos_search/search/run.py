@@ -16,16 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from pymoo.indicators.hv import HV
-
 from mos_search.arch import ArchBase
 from mos_search.errors import ConfigError
 from mos_search.files import check_writable_dir, read_json, write_json_atomic
 from mos_search.interrupt import GracefulStop
 from mos_search.search.algorithms import make_algorithm
 from mos_search.search.config import QUALITY_SIGN, RESUMABLE_CHANGES, Budget, SearchConfig
-from mos_search.search.problem import ArchEvaluator, Evaluation, non_dominated
+from mos_search.search.hypervolume import hypervolume, hypervolume_box, pareto_front
+from mos_search.search.problem import ArchEvaluator, Evaluation
+from mos_search.settings import naming_file
 
 STATE_VERSION = 1
 
@@ -39,42 +38,6 @@ class SearchResult:
     interrupted: bool
     history: list[dict[str, Any]]
     out: Path
-
-
-def hypervolume_box(evaluator: ArchEvaluator) -> dict[str, list[float]]:
-    """A fixed box to measure hypervolume in, from the space's largest and smallest members.
-
-    The quality range is theirs widened by 10% each way; each cost runs from 0.9x the smallest's
-    to 1.1x the largest's. Both corners are scored once (they are in every run's record).
-    """
-    big = evaluator.evaluate(evaluator.space.largest(), force_quality=True)
-    small = evaluator.evaluate(evaluator.space.smallest(), force_quality=True)
-    q_big, q_small = (evaluator.objectives(e)[0] for e in (big, small))
-    span = abs(q_small - q_big) or abs(q_small) * 0.1 or 1.0
-    low_q, high_q = min(q_big, q_small) - 0.1 * span, max(q_big, q_small) + 0.1 * span
-    utopia = [low_q] + [0.9 * small.costs[key] for key in evaluator.cost_keys]
-    reference = [high_q] + [1.1 * big.costs[key] for key in evaluator.cost_keys]
-    return {"utopia": utopia, "reference": reference}
-
-
-def hypervolume(points: list[list[float]], box: dict[str, list[float]]) -> float:
-    """Share of the box (0..1) that `points` (minimised objectives) dominate."""
-    if not points:
-        return 0.0
-    low, high = np.array(box["utopia"]), np.array(box["reference"])
-    scaled = np.maximum((np.asarray(points, dtype=float) - low) / (high - low), 0.0)
-    inside = scaled[np.all(scaled < 1.0, axis=1)]
-    if len(inside) == 0:
-        return 0.0
-    return float(HV(ref_point=np.ones(scaled.shape[1])).do(inside))
-
-
-def pareto_front(evaluator: ArchEvaluator) -> list[Evaluation]:
-    """Feasible scored architectures no other one dominates, in order of the first cost."""
-    scored = evaluator.scored()
-    keep = non_dominated([evaluator.objectives(e) for e in scored])
-    front = [scored[i] for i in keep]
-    return sorted(front, key=lambda e: e.costs[evaluator.cost_keys[0]])
 
 
 def _generation_record(
@@ -101,9 +64,11 @@ def saved_config(out: str | Path) -> SearchConfig | None:
     `out` holds no search."""
     state_path, settings_path = Path(out) / "state.json", Path(out) / "search.json"
     if state_path.exists():
-        return SearchConfig.from_dict(read_json(state_path)["config"])
+        with naming_file(state_path, "config"):
+            return SearchConfig.from_dict(read_json(state_path)["config"])
     if settings_path.exists():
-        return SearchConfig.from_dict(read_json(settings_path))
+        with naming_file(settings_path):
+            return SearchConfig.from_dict(read_json(settings_path))
     return None
 
 
@@ -159,6 +124,7 @@ def run_search(
         evaluator.resume({"requests": 0, "oracle_calls": 0, "cache_hits": 0, "logged": 0})
         _check_budget_reachable(evaluator, config.seed)
         box, history = hypervolume_box(evaluator), []
+    algorithm.box = box
     interrupted, done_here = False, 0
     try:
         with GracefulStop() as stop:  # first Ctrl-C: finish this generation; second: stop now
@@ -168,6 +134,7 @@ def run_search(
                 record = _generation_record(
                     len(history) + 1, population, evaluator, box, time.perf_counter() - started
                 )
+                record.update(algorithm.generation_info())
                 history.append(record)
                 write_json_atomic(
                     out / "state.json",
