@@ -35,12 +35,14 @@ from pymoo.operators.survival.rank_and_crowding import RankAndCrowding
 from pymoo.optimize import minimize
 
 from mos_search.arch import ArchBase
+from mos_search.errors import ConfigError
 from mos_search.search.hypervolume import hypervolume
 from mos_search.search.problem import ArchEvaluator, Evaluation, GeneRepair, non_dominated
 
 INNER_GENERATIONS = 10
 KAPPA = 1.0  # spreads subtracted from the surrogate's mean: how optimistic the screening is
 TREES = 64
+POOL = "all"
 MIN_TRAIN = 4  # feasible oracle scores before the surrogate screens anything
 
 
@@ -158,6 +160,21 @@ class AssistedNSGA2:
         last = self.log[-1] if self.log else {}
         return {k: last[k] for k in ("sent", "surrogate") if k in last}
 
+    def _random_unscored(
+        self, rng: np.random.Generator, taken: set[str], count: int
+    ) -> list[ArchBase]:
+        """Up to `count` random members outside `taken` that meet the budgets."""
+        out: list[ArchBase] = []
+        for _ in range(20):
+            for arch in self._random_members(rng):
+                key = json_key(arch.to_dict())
+                if key not in taken and self.evaluator.feasible(arch):
+                    out.append(arch)
+                    taken.add(key)
+                if len(out) == count:
+                    return out
+        return out
+
     def _random_members(self, rng: np.random.Generator) -> list[ArchBase]:
         low, high = self.space.gene_bounds()
         seen, archs = set(), []
@@ -187,12 +204,23 @@ class AssistedNSGA2:
             repair=GeneRepair(space),
             eliminate_duplicates=True,
         )
+        offspring: list[Population] = []  # every candidate the inner search made
+
+        def keep_offspring(algorithm: Any) -> None:
+            if POOL == "all" and algorithm.off is not None:
+                offspring.append(algorithm.off)
+
         result = minimize(
-            problem, inner, ("n_gen", INNER_GENERATIONS), seed=int(rng.integers(2**31))
+            problem,
+            inner,
+            ("n_gen", INNER_GENERATIONS),
+            seed=int(rng.integers(2**31)),
+            callback=keep_offspring,
         )
+        seen = Population.merge(result.pop, *offspring) if offspring else result.pop
         known = {json_key(e.arch) for e in self.evaluator.known.values() if e.quality is not None}
         pool, points = [], []
-        for x, f, g in zip(result.pop.get("X"), result.pop.get("F"), _violations(result.pop)):
+        for x, f, g in zip(seen.get("X"), seen.get("F"), _violations(seen)):
             arch = space.from_gene(x)
             if json_key(arch.to_dict()) in known or any(v > 0 for v in g):
                 continue
@@ -203,6 +231,13 @@ class AssistedNSGA2:
         front = [objectives(scored[i]) for i in non_dominated([objectives(e) for e in scored])]
         chosen = greedy_by_hypervolume(points, front, self.box, self.calls)
         sent = [pool[i] for i in chosen]
+        filled = self.calls - len(sent)
+        if filled > 0:  # the inner search converged on what is scored already: random
+            # unscored members that meet the budgets keep the oracle calls per generation
+            taken = known | {json_key(a.to_dict()) for a in sent}
+            sent += self._random_unscored(rng, taken, filled)
+        if not sent:
+            raise ConfigError("nsga2-assisted: no unscored member meets the budgets (exhausted)")
         mean, spread = surrogate.predict(np.array([space.features(a) for a in sent]))
         evaluations = self.evaluator.evaluate_many(sent)
         truth = np.array([objectives(e)[0] for e in evaluations])
@@ -215,6 +250,7 @@ class AssistedNSGA2:
             {
                 "generation": self.generation,
                 "sent": len(sent),
+                "random_fill": max(filled, 0),
                 "surrogate": surrogate_accuracy(mean, spread, truth, len(scored)),
                 "predicted": [[float(m), float(s)] for m, s in zip(mean, spread)],
                 "screened": screened,
