@@ -632,6 +632,11 @@ def test_predictor_intervals_are_calibrated_on_held_out_archs():
     assert np.all(upper < predictor.interval_ms(x_new, 0.99)[1])
     acc = accuracy(predictor.predict_ms(x_new), y_new, {0.8: predictor.interval_ms(x_new, 0.8)})
     assert 75 <= acc.coverage_80 <= 85 and np.isnan(acc.coverage_95)
+    low, high = predictor.interval_ms(x_new, 0.8)
+    width = np.mean((high - low) / predictor.predict_ms(x_new)) * 100
+    assert acc.width_80 == pytest.approx(width) and acc.width_80 > 0 and np.isnan(acc.width_95)
+    wider = accuracy(predictor.predict_ms(x_new), y_new, {0.8: (low * 0.5, high * 2)})
+    assert wider.coverage_80 > acc.coverage_80 and wider.width_80 > 2 * acc.width_80
 
 
 def test_predictor_files_need_no_pickle_and_are_checked(tmp_path):

@@ -363,15 +363,15 @@ def evaluate_predictor(
 
 
 def format_accuracy(label: str, acc: Accuracy) -> str:
-    """One table row."""
+    """One table row: beside each interval's coverage its mean width (% of the prediction)."""
     return (
         f"{label:<14}{acc.n:>6}{acc.rmse_ms:>10.2f}{acc.mape:>8.2f}%{acc.within_5:>8.1f}%"
         f"{acc.within_10:>8.1f}%{acc.kendall_tau:>8.3f}{acc.coverage_80:>8.1f}%"
-        f"{acc.coverage_95:>8.1f}%"
+        f"{acc.width_80:>8.1f}%{acc.coverage_95:>8.1f}%{acc.width_95:>8.1f}%"
     )
 
 
 ACCURACY_HEADER = (
     f"{'':<14}{'n':>6}{'RMSE ms':>10}{'MAPE':>9}{'<=5%':>9}{'<=10%':>9}{'tau':>8}"
-    f"{'in 80%':>9}{'in 95%':>9}"
+    f"{'in 80%':>9}{'width':>9}{'in 95%':>9}{'width':>9}"
 )
