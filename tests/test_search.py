@@ -596,3 +596,28 @@ def test_resuming_a_0_1_run_keeps_its_constraint_on_the_mean(tmp_path, monkeypat
     assert (run / "search.json").read_text() == saved  # nothing rewritten by a refused resume
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 2 and "no checkpoint at" in result.output  # past the resume check
+
+
+def test_the_report_shows_screened_points_and_every_algorithm(tmp_path):
+    """An assisted run's report marks what its surrogate screened out (at its optimistic
+    quality) beside what the oracle scored, and draws the hypervolume of every run given."""
+    import matplotlib
+
+    from mos_search.search.report import load_run, report_figures, screened_points
+
+    matplotlib.use("Agg")
+    run(tmp_path, "assisted", "nsga2-assisted", generations=4, population=12)
+    run(tmp_path, "nsga2", "nsga2", generations=4, population=12)
+    run(tmp_path, "random", "random", generations=4, population=12)
+    runs = [load_run(tmp_path / name) for name in ("assisted", "nsga2", "random")]
+    log = runs[0]["state"]["algorithm"]["log"]
+    screened = sum(len(g["screened"]) for g in log)
+    assert screened > 0 and len(screened_points(runs[0], 0)) == screened
+    assert screened_points(runs[1], 0) == []  # plain NSGA-II screens nothing
+    figures = report_figures(runs)
+    labels = [c.get_label() for c in figures["front"].axes[0].collections]
+    assert sum("screened out" in label for label in labels) == 1
+    hypervolume = figures["hypervolume"].axes[0]
+    assert len([line for line in hypervolume.lines if line.get_label() != "_nolegend_"]) == 3
+    page = write_report(tmp_path / "assisted", [tmp_path / "nsga2", tmp_path / "random"])
+    assert (page.parent / "front.png").is_file()

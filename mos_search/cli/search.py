@@ -239,14 +239,20 @@ def _elsewhere(
 
 @click.command("report")
 @click.argument("run")
-@click.option("--baseline", help="A second run on the same problem, drawn beside RUN.")
-def report_command(run: str, baseline: str | None) -> None:
+@click.option(
+    "--baseline",
+    multiple=True,
+    help="Another run on the same problem, drawn beside RUN; repeatable (up to 5).",
+)
+def report_command(run: str, baseline: tuple[str, ...]) -> None:
     """Pareto plots, hypervolume, HTML page, JSON and CSV of a finished search (in RUN/report);
     for a training run, its loss and router diagnostics (RUN/report/training.png).
 
     \b
     Example:
       mos-search report runs/search --baseline runs/search-hat
+      mos-search report runs/assisted --baseline runs/nsga2 --baseline runs/hat \\
+          --baseline runs/random
       mos-search report runs/neuron      # a training run: routing entropy, bank distance, ...
     """
     from mos_search.search.report import write_report
@@ -259,4 +265,4 @@ def report_command(run: str, baseline: str | None) -> None:
         click.echo(f"wrote {write_training_report(run)}")
         return
 
-    click.echo(f"wrote {write_report(run, baseline)}")
+    click.echo(f"wrote {write_report(run, list(baseline))}")

@@ -17,7 +17,7 @@ from typing import Any
 
 from mos_search.errors import ConfigError
 from mos_search.files import read_json, read_text, split_lines, write_json_atomic, write_text_atomic
-from mos_search.search.config import MEMORY_COST, SearchConfig
+from mos_search.search.config import MEMORY_COST, QUALITY_SIGN, SearchConfig
 from mos_search.search.pick import measured_upper_ms
 from mos_search.search.problem import Evaluation
 
@@ -134,18 +134,42 @@ def _legend_below(ax: Any) -> None:
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)
 
 
+COLOURS = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown"]
+
+
+def screened_points(run: dict[str, Any], cost_index: int) -> list[tuple[float, float]]:
+    """(cost, quality) of every candidate an assisted search screened out, the quality being
+    the surrogate's optimistic prediction (`assisted.py`); empty for other algorithms."""
+    log = run["state"].get("algorithm", {}).get("log", [])
+    sign = QUALITY_SIGN[run["config"].quality]
+    return [
+        (c["optimistic"][1 + cost_index], sign * c["optimistic"][0])
+        for generation in log
+        for c in generation.get("screened", [])
+    ]
+
+
 def _front_plot(runs: list[dict]) -> Any:
     import matplotlib.pyplot as plt
 
     config = runs[0]["config"]
     costs = config.costs
     fig, axes = plt.subplots(1, len(costs), figsize=(6.4 * len(costs), 4.6), squeeze=False)
-    colours = ["tab:blue", "tab:orange"]
     for ax, cost in zip(axes[0], costs):
-        for colour, run in zip(colours, runs):
+        for colour, run in zip(COLOURS, runs):
             xs = [e["costs"][cost.key] for e in run["scored"]]
             ys = [e["quality"] for e in run["scored"]]
             ax.scatter(xs, ys, s=8, color=colour, alpha=0.25, label=f"{run['name']}: all scored")
+            screened = screened_points(run, costs.index(cost))
+            if screened:
+                ax.scatter(
+                    *zip(*screened),
+                    s=10,
+                    marker="x",
+                    color=colour,
+                    alpha=0.35,
+                    label=f"{run['name']}: screened out (surrogate's optimistic quality)",
+                )
             front = sorted(run["front"], key=lambda p: p["costs"][cost.key])
             fx = [p["costs"][cost.key] for p in front]
             fy = [p[config.quality] for p in front]
@@ -165,7 +189,7 @@ def _verified_bert_plot(runs: list[dict]) -> Any:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.6))
-    for colour, run in zip(["tab:blue", "tab:orange"], runs):
+    for colour, run in zip(COLOURS, runs):
         if not run["verified"]:
             continue
         for key, style, label in (
@@ -204,7 +228,7 @@ def _verified_plot(runs: list[dict]) -> Any:
     )
     for ax, device in zip(axes[0], config.devices):
         budgets = [b for b in config.budgets if b.device == device]
-        for colour, run in zip(["tab:blue", "tab:orange"], runs):
+        for colour, run in zip(COLOURS, runs):
             _verified_points(ax, run, device, colour, budgets)
         for budget in budgets:
             ax.axvline(budget.limit, color="grey", ls=":", label=f"budget {budget.describe()}")
@@ -257,7 +281,7 @@ def _hypervolume_plot(runs: list[dict]) -> Any:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for colour, run in zip(["tab:blue", "tab:orange"], runs):
+    for colour, run in zip(COLOURS, runs):
         history = run["state"]["history"]
         ax.plot(
             [h["oracle_calls"] for h in history],
@@ -333,13 +357,17 @@ svg {{ max-width: 100%; height: auto; }}
 """
 
 
-def write_report(run_dir: str | Path, baseline: str | Path | None = None) -> Path:
-    """Write `report/` in the run folder: plots, index.html, front.json, front.csv."""
+def write_report(
+    run_dir: str | Path, baseline: str | Path | list[str | Path] | None = None
+) -> Path:
+    """Write `report/` in the run folder: plots, index.html, front.json, front.csv; `baseline`:
+    other runs on the same problem (one or several), drawn beside it."""
     import matplotlib
 
     matplotlib.use("Agg")
     run = load_run(run_dir)
-    runs = [run] + ([load_run(baseline)] if baseline else [])
+    others = [baseline] if isinstance(baseline, str | Path) else list(baseline or [])
+    runs = [run, *(load_run(b) for b in others)][: len(COLOURS)]
     out = Path(run_dir) / "report"
     out.mkdir(exist_ok=True)
     figures = [_figure_text(fig, out / stem) for stem, fig in report_figures(runs).items()]
