@@ -167,14 +167,22 @@ def test_continuing_twice_sums_the_lineage_on_the_card(packed, tiny_corpus, tmp_
     assert Trainer(again).schedule.prior_steps == 34
 
 
-def test_a_resumed_continuation_keeps_its_lineage_and_schedule(packed, tiny_corpus, tmp_path):
+def test_a_resumed_continuation_keeps_its_lineage_and_schedule(
+    packed, tiny_corpus, tmp_path, capsys
+):
     from mos_search.training.train import Trainer, train
 
     out = tmp_path / "more"
     train(tiny_train_config(tiny_corpus.root, out, init_from=str(packed), max_steps=2), False)
+    assert "Adam moments carried over: second" in capsys.readouterr().out
     resumed = Trainer(tiny_train_config(tiny_corpus.root, out, max_steps=4), resume=True)
     assert resumed.schedule.prior_steps == 30 and resumed.moments == "second"
     assert [s.steps for s in resumed.lineage] == [30]
+    # a resume restores this run's own Adam state: it says so, not "carried over"
+    line = capsys.readouterr().out
+    assert "Adam's state restored from this run's checkpoint (it started with moments: second)" in (
+        line
+    )
 
 
 def test_only_if_better_keeps_a_folder_that_is_not_improved(packed, tiny_run, tmp_path):

@@ -105,12 +105,18 @@ def totals(segments: list[Segment]) -> dict[str, float | int]:
     }
 
 
-def continuation_line(lineage: list[Segment], moments: str) -> str:
-    """What a continued run prints at its start."""
+def continuation_line(lineage: list[Segment], moments: str, resumed: bool = False) -> str:
+    """What a continued run prints at its start (`resumed`: this run's own optimizer state was
+    restored, whatever the moments it started from)."""
     before = totals(lineage)
+    carried = (
+        f"Adam's state restored from this run's checkpoint (it started with moments: {moments})"
+        if resumed
+        else f"Adam moments carried over: {moments}"
+    )
     return (
         f"continues {before['steps']:,} earlier steps ({before['tokens_seen']:,} target tokens, "
-        f"{before['segments']} run(s)); Adam moments carried over: {moments}"
+        f"{before['segments']} run(s)); {carried}"
     )
 
 

@@ -182,7 +182,7 @@ class Trainer:
         if self.dist.is_main and resumed:
             print(f"resumed from step {self.step} ({tokens:,} tokens, epoch {epoch})", flush=True)
         if self.dist.is_main and self.lineage:
-            print(continuation_line(self.lineage, self.moments), flush=True)
+            print(continuation_line(self.lineage, self.moments, resumed), flush=True)
 
     def _restore(self, state: dict[str, Any]) -> None:
         load_weights(self.model, self.run_dir)
