@@ -37,7 +37,14 @@ from pymoo.optimize import minimize
 from mos_search.arch import ArchBase
 from mos_search.errors import ConfigError
 from mos_search.search.hypervolume import hypervolume
-from mos_search.search.problem import ArchEvaluator, Evaluation, GeneRepair, non_dominated
+from mos_search.search.problem import (
+    ArchEvaluator,
+    ArchProblem,
+    Evaluation,
+    GeneRepair,
+    evaluation_key,
+    non_dominated,
+)
 
 INNER_GENERATIONS = 10
 KAPPA = 1.0  # spreads subtracted from the surrogate's mean: how optimistic the screening is
@@ -68,21 +75,13 @@ class QualitySurrogate:
         return per_tree.mean(axis=0), per_tree.std(axis=0)
 
 
-class SurrogateProblem(Problem):
+class SurrogateProblem(ArchProblem):
     """The search's objectives with the oracle replaced by the surrogate's optimistic quality;
     costs and budget violations are the evaluator's cheap ones (cached per architecture)."""
 
     def __init__(self, evaluator: ArchEvaluator, surrogate: QualitySurrogate) -> None:
-        low, high = evaluator.space.gene_bounds()
-        super().__init__(
-            n_var=len(low),
-            n_obj=evaluator.n_objectives,
-            n_ieq_constr=len(evaluator.budgets),
-            xl=low,
-            xu=high,
-            vtype=int,
-        )
-        self.evaluator, self.surrogate = evaluator, surrogate
+        super().__init__(evaluator)
+        self.surrogate = surrogate
         self.cache: dict[str, tuple[list[float], list[float]]] = {}
 
     def costs(self, arch: ArchBase) -> tuple[list[float], list[float]]:
@@ -167,7 +166,7 @@ class AssistedNSGA2:
         out: list[ArchBase] = []
         for _ in range(20):
             for arch in self._random_members(rng):
-                key = json_key(arch.to_dict())
+                key = evaluation_key(arch.to_dict())
                 if key not in taken and self.evaluator.feasible(arch):
                     out.append(arch)
                     taken.add(key)
@@ -218,11 +217,13 @@ class AssistedNSGA2:
             callback=keep_offspring,
         )
         seen = Population.merge(result.pop, *offspring) if offspring else result.pop
-        known = {json_key(e.arch) for e in self.evaluator.known.values() if e.quality is not None}
+        known = {
+            evaluation_key(e.arch) for e in self.evaluator.known.values() if e.quality is not None
+        }
         pool, points = [], []
         for x, f, g in zip(seen.get("X"), seen.get("F"), _violations(seen)):
             arch = space.from_gene(x)
-            if json_key(arch.to_dict()) in known or any(v > 0 for v in g):
+            if evaluation_key(arch.to_dict()) in known or any(v > 0 for v in g):
                 continue
             if any(a == arch for a in pool):
                 continue
@@ -234,7 +235,7 @@ class AssistedNSGA2:
         filled = self.calls - len(sent)
         if filled > 0:  # the inner search converged on what is scored already: random
             # unscored members that meet the budgets keep the oracle calls per generation
-            taken = known | {json_key(a.to_dict()) for a in sent}
+            taken = known | {evaluation_key(a.to_dict()) for a in sent}
             sent += self._random_unscored(rng, taken, filled)
         if not sent:
             raise ConfigError("nsga2-assisted: no unscored member meets the budgets (exhausted)")
@@ -295,13 +296,6 @@ class _NoProblem(Problem):
 def _violations(pop: Population) -> np.ndarray:
     g = pop.get("G")
     return np.zeros((len(pop), 0)) if g is None or np.size(g) == 0 else g
-
-
-def json_key(arch: dict[str, Any]) -> str:
-    """The evaluator's key of an architecture dict."""
-    import json
-
-    return json.dumps(arch, sort_keys=True)
 
 
 def surrogate_accuracy(

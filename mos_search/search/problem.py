@@ -63,6 +63,11 @@ class Evaluation:
         return cls(**data)
 
 
+def evaluation_key(arch: dict[str, Any]) -> str:
+    """The key an evaluator files an architecture (a dict) under: canonical JSON."""
+    return json.dumps(arch, sort_keys=True)
+
+
 class Constraints(NamedTuple):
     """An architecture's costs, upper bounds, parameter count and budget violations."""
 
@@ -149,7 +154,7 @@ class ArchEvaluator:
 
     @staticmethod
     def _key(arch: dict[str, Any]) -> str:
-        return json.dumps(arch, sort_keys=True)
+        return evaluation_key(arch)
 
     @property
     def n_objectives(self) -> int:
