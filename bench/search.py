@@ -27,8 +27,8 @@ import argparse
 import json
 import math
 import random
+import shutil
 import sys
-import tempfile
 import time
 import zlib
 from pathlib import Path
@@ -76,6 +76,11 @@ def synthetic_quality(space, vocab: int):
 
 
 def run_one(algorithm, seed, args, space, quality, predictor, vocab, work) -> dict:
+    """One search; its summary is kept in `work` so that a rerun of the benchmark skips it."""
+    done = work / f"{algorithm}-{seed}.json"
+    if done.exists():
+        print(f"  seed {seed} {algorithm:<15} done before: {done}", flush=True)
+        return json.loads(done.read_text())
     budgets = (Budget.latency_ms(args.budget_ms, "device"),)
     population = args.hat_population if algorithm == "hat-evo" else args.population
     generations = args.assisted_generations if algorithm == "nsga2-assisted" else args.generations
@@ -87,6 +92,7 @@ def run_one(algorithm, seed, args, space, quality, predictor, vocab, work) -> di
         devices=("device",),
         budgets=budgets,
     )
+    shutil.rmtree(work / f"{algorithm}-{seed}", ignore_errors=True)  # stopped: again, from cache
     out, _ = open_run(work / f"{algorithm}-{seed}", config, resume=False)
     evaluator = ArchEvaluator(
         space,
@@ -109,7 +115,9 @@ def run_one(algorithm, seed, args, space, quality, predictor, vocab, work) -> di
         f"oracle calls {evaluator.oracle_calls}  {time.perf_counter() - started:.0f} s",
         flush=True,
     )
-    return {"history": history, "oracle_calls": evaluator.oracle_calls}
+    summary = {"history": history, "oracle_calls": evaluator.oracle_calls}
+    done.write_text(json.dumps(summary))
+    return summary
 
 
 def calls_to_reach(history: list[dict], target: float) -> int | None:
@@ -171,7 +179,9 @@ def problem(args):
 
     torch.set_num_threads(args.threads)
     threads = args.threads
-    oracle = Oracle(args.ckpt, args.data, "valid", args.limit, cache_path=None, threads=threads)
+    cache = Path(args.work) / "score_cache.jsonl"  # scores survive a stopped benchmark
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    oracle = Oracle(args.ckpt, args.data, "valid", args.limit, cache_path=cache, threads=threads)
     predictor = LatencyPredictor.load(args.predictor, list(oracle.space.feature_names))
     return oracle.space, oracle.loss, predictor, oracle.loaded.vocab_size
 
@@ -197,10 +207,16 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--algorithms", default=",".join(ALGORITHMS))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", help="[default: bench/results/search-OBJECTIVE.json]")
+    parser.add_argument(
+        "--work",
+        help="finished searches and the supernet's score cache, so that a rerun resumes "
+        "[default: bench/work/search-OBJECTIVE]",
+    )
     args = parser.parse_args()
     if args.objective == "supernet" and not (args.ckpt and args.predictor):
         parser.error("--objective supernet needs --ckpt and --predictor")
     args.out = args.out or f"bench/results/search-{args.objective}.json"
+    args.work = args.work or f"bench/work/search-{args.objective}"
     args.assisted_generations = args.assisted_generations or 4 * args.generations
     return args
 
@@ -219,12 +235,13 @@ def main() -> None:
     print(f"{args.objective}: latency budget {args.budget_ms} ms (predicted); seeds {seeds}")
     memo = MemoOracle(quality)
     runs: dict[str, dict[int, dict]] = {a: {} for a in algorithms}
-    with tempfile.TemporaryDirectory() as tmp:
-        for seed in seeds:
-            for algorithm in algorithms:
-                runs[algorithm][seed] = run_one(
-                    algorithm, seed, args, space, memo, predictor, vocab, Path(tmp)
-                )
+    work = Path(args.work) / f"budget-{args.budget_ms}"
+    work.mkdir(parents=True, exist_ok=True)
+    for seed in seeds:
+        for algorithm in algorithms:
+            runs[algorithm][seed] = run_one(
+                algorithm, seed, args, space, memo, predictor, vocab, work
+            )
     summary = {}
     for algorithm in algorithms:
         ratios, reached = [], 0

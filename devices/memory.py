@@ -30,6 +30,36 @@ def _status_kib(field: str) -> int:
     raise DeviceError(f"{STATUS} has no {field}")
 
 
+def resident_kib() -> int:
+    """This process's resident set now (VmRSS, KiB)."""
+    return _status_kib("VmRSS")
+
+
+def reset_high_water_mark() -> None:
+    """Set this process's high-water mark (VmHWM) to its current resident set."""
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+def high_water_kib() -> int:
+    """The largest resident set since the last reset (VmHWM, KiB)."""
+    return _status_kib("VmHWM")
+
+
+def check_linux() -> None:
+    """Raise DeviceError where /proc cannot give the figures (not Linux)."""
+    if not STATUS.exists():
+        raise DeviceError("peak memory is measured from /proc: Linux only")
+
+
+def run_child(command: list[str], what: str) -> dict:
+    """Run a measuring child process; its last stdout line, parsed as JSON."""
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise DeviceError(f"peak-memory measurement of {what} failed: {last}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def _measure_here(model: str, length: int, batch: int, threads: int, runs: int) -> dict:
     import numpy as np
     import onnxruntime as ort
@@ -38,8 +68,8 @@ def _measure_here(model: str, length: int, batch: int, threads: int, runs: int) 
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
-    before = _status_kib("VmRSS")
-    Path("/proc/self/clear_refs").write_text("5")  # high-water mark := current RSS
+    before = resident_kib()
+    reset_high_water_mark()
     session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
     feeds = {}
     for graph_input in session.get_inputs():
@@ -52,7 +82,7 @@ def _measure_here(model: str, length: int, batch: int, threads: int, runs: int) 
         feeds[graph_input.name] = np.full(shape, 5, dtype=np.int64)
     for _ in range(runs):
         session.run(None, feeds)
-    peak = _status_kib("VmHWM")
+    peak = high_water_kib()
     return {
         "model": model,
         "length": length,
@@ -74,8 +104,7 @@ def peak_memory(
     """
     if not Path(model).is_file():
         raise DeviceError(f"ONNX file not found: {model}")
-    if not STATUS.exists():
-        raise DeviceError("peak memory is measured from /proc: Linux only")
+    check_linux()
     command = [
         sys.executable,
         "-m",
@@ -86,11 +115,7 @@ def peak_memory(
         f"--threads={threads}",
         f"--runs={runs}",
     ]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise DeviceError(f"peak-memory measurement of {model} failed: {last}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_child(command, str(model))
 
 
 def main() -> None:

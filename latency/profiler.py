@@ -197,11 +197,13 @@ def profile_archs(
     extra: dict[str, Any] | None = None,
     arch_fields: Callable[[dict], dict[str, Any]] | None = None,
     on_record: Callable[[dict[str, Any]], None] | None = None,
+    memory_mib: Callable[[ModelBundle], float] | None = None,
 ) -> ProfileRun:
     """Measure every architecture not yet in `dataset`; Ctrl-C stops after the last record.
     `extra` fields (what the caller knows of the models, e.g. how they share embeddings) go into
     every record, `arch_fields(arch)` into that arch's; `on_record` gets each record once it is
-    on disk (a measuring agent streams it back).
+    on disk (a measuring agent streams it back); `memory_mib(bundle)`, where given, measures the
+    bundle's peak memory into the record's `peak_memory_mib` after its timing.
 
     With `passes`, every architecture is measured once per pass, pass after pass (all archs in
     pass 0, then all in pass 1, ...), so a pass is minutes from the next rather than back to
@@ -241,6 +243,8 @@ def profile_archs(
                 }
                 if pass_index is not None:
                     record["pass"] = pass_index
+                if memory_mib is not None:
+                    record["peak_memory_mib"] = memory_mib(bundle)
                 append_record(dataset, record)
                 if on_record is not None:
                     on_record(record)

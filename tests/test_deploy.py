@@ -203,7 +203,7 @@ def test_finetune_starts_from_the_inherited_weights(tiny_run, tmp_path):
 
 
 # the export's refusal when no verified architecture meets the budget, up to the closest's rank
-NONE_WITHIN = "no verified architecture was measured within the latency budget; the closest"
+NONE_WITHIN = "no verified architecture was measured within the budget; the closest"
 
 
 def _demo_budget(root: Path, limit: float | None = None) -> float:

@@ -29,7 +29,7 @@ from mos_search.search.verify import measured_latency
 
 DEV, OTHER = "dev-a", "dev-b"
 # the budget error's message, up to the rank of the closest architecture
-NONE_WITHIN = "no verified architecture was measured within the latency budget; the closest"
+NONE_WITHIN = "no verified architecture was measured within the budget; the closest"
 
 
 def arch(n: int) -> dict:

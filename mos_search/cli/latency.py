@@ -76,6 +76,12 @@ def devices_command() -> None:
     "into the dataset, and stop.",
 )
 @click.option("--job", "job_file", help="The job.json of --import [default: beside RESULTS].")
+@click.option(
+    "--memory",
+    is_flag=True,
+    help="Also measure each model's peak memory on the device (ONNX Runtime on this machine, a "
+    "fresh process per model), for `mos-search predictor memory`.",
+)
 def profile_command(
     device_profile: str,
     space: str,
@@ -92,6 +98,7 @@ def profile_command(
     overwrite: bool,
     import_path: str | None,
     job_file: str | None,
+    memory: bool,
 ) -> None:
     """Measure architectures on a device; appends to its dataset and resumes where it stopped.
 
@@ -106,9 +113,15 @@ def profile_command(
           --remote-python /home/pi/agent/bin/python --out runs/profile/board/latency.jsonl
       mos-search profile --space cpu-small -n 200 --export-bundles board-bundles
       mos-search profile --import board-bundles/results.jsonl --out runs/profile/board/latency.jsonl
+      mos-search profile --space cpu-small -n 60 --memory --out runs/profile/memory.jsonl
     """
     from mos_search.costs.profiling import profile_plan
 
+    if memory and (remote is not None or export_bundles or import_path):
+        raise click.BadParameter(
+            "measures on this machine: drop --remote/--export-bundles/--import",
+            param_hint="--memory",
+        )
     if import_path is not None:
         _profile_import(import_path, job_file, out, remote, export_bundles)
         return
@@ -123,7 +136,9 @@ def profile_command(
     if remote is None:
         from mos_search.costs.profiling import measure_archs
 
-        run = measure_archs(plan.profile, plan.archs, plan.models, plan.dataset, not no_reference)
+        run = measure_archs(
+            plan.profile, plan.archs, plan.models, plan.dataset, not no_reference, memory=memory
+        )
     else:
         from mos_search.costs.elsewhere import measure_on_remote
 

@@ -11,9 +11,10 @@ from devices.base import DeviceError
 from devices.profile import ProfileError
 from latency.bundles import BundleError
 from latency.dataset import DatasetError
+from latency.memory_model import MemoryModelError
 from latency.predictor import PredictorError
 from latency.ssh import RemoteError
-from mos_search.cli import data, deploy, fidelity, latency, search, train
+from mos_search.cli import data, deploy, fidelity, latency, memory, search, train
 from mos_search.constants import VERSION
 from mos_search.errors import MosSearchError
 from mos_search.models.size import ALLOW_LARGE_ENV
@@ -34,6 +35,7 @@ class FriendlyGroup(click.Group):
             DatasetError,
             BundleError,
             RemoteError,
+            MemoryModelError,
         ) as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
@@ -93,3 +95,4 @@ for _command in (
     deploy.pack_supernet_command,
 ):
     main.add_command(_command)
+latency.predictor_group.add_command(memory.predictor_memory)

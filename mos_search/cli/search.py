@@ -12,9 +12,9 @@ from latency.ssh import RemoteOptions
 from mos_search.cli.remote import remote_options
 from mos_search.cli.types import (
     COUNT,
-    POSITIVE,
     SEED,
     decoding_options,
+    memory_options,
 )
 from mos_search.search.config import ALGORITHMS
 
@@ -77,7 +77,7 @@ if TYPE_CHECKING:
     "the predictor's interval, not its mean.  [default: 0.9; with --resume, the saved run's]",
 )
 @click.option("--max-params", type=COUNT, help="Parameter budget.")
-@click.option("--max-memory-mib", type=POSITIVE, help="bert: parameter memory budget (MiB, fp32).")
+@memory_options
 @click.option(
     "--algorithm",
     type=click.Choice(list(ALGORITHMS)),
@@ -144,7 +144,7 @@ def search_command(
     max_latency_ms: tuple[str, ...],
     latency_confidence: float | None,
     max_params: int | None,
-    max_memory_mib: float | None,
+    memory: tuple[float | None, str | None],
     algorithm: str,
     generations: int,
     population: int | None,
@@ -164,15 +164,14 @@ def search_command(
 ) -> None:
     """Multi-objective search, then verify the front and report.
 
-    Translation (mt): quality vs predicted latency per device. BERT: masked-LM perplexity vs the
-    encoder's parameter memory; the front is verified with test perplexity and peak memory
-    measured with ONNX Runtime at length 128.
+    mt: quality vs predicted latency per device; bert: perplexity vs parameter memory.
 
     \b
     Example:
       mos-search search --task mt --ckpt runs/supernet --device onnxruntime-cpu \\
-          --objective bleu-latency --max-latency-ms 80 --algorithm nsga2 \\
-          --generations 20 --population 40 --out runs/search
+          --objective bleu-latency --max-latency-ms 80 --algorithm nsga2 --out runs/search
+      mos-search search --ckpt runs/supernet --max-latency-ms 80 --max-params 5000000 \\
+          --max-memory-mib 60 --out runs/search-limits
       mos-search search --task bert --objective perplexity-memory --ckpt runs/bert-neuron \\
           --max-memory-mib 12 --out runs/search-bert
       mos-search search --ckpt runs/supernet --max-latency-ms 80 --out runs/search \\
@@ -197,7 +196,8 @@ def search_command(
         max_latency_ms=max_latency_ms,
         latency_confidence=_latency_confidence(latency_confidence, out, resume),
         max_params=max_params,
-        max_memory_mib=max_memory_mib,
+        max_memory_mib=memory[0],
+        memory_model=memory[1],
         algorithm=algorithm,
         generations=generations,
         population=population,

@@ -1,4 +1,4 @@
-"""Click types of the numeric options: ranges, and numbers that must be finite.
+"""Click types of the numeric options (ranges, numbers that must be finite) and shared options.
 
 A bad value is a `click.BadParameter`, which the `mos-search` group prints as one line
 (`error: invalid value for '--beam': 0 is not in the range x>=1.`) with exit code 2.
@@ -6,7 +6,9 @@ A bad value is a `click.BadParameter`, which the `mos-search` group prints as on
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -60,3 +62,26 @@ def decoding_options(prefix: str = "") -> Any:
         help=NO_REPEAT_HELP,
     )
     return lambda command: lenpen(no_repeat(command))
+
+
+def memory_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Add --max-memory-mib and --memory-model; the command takes `memory` (limit, model)."""
+
+    @functools.wraps(command)
+    def wrapper(
+        *args: Any, max_memory_mib: float | None, memory_model: str | None, **kwargs: Any
+    ) -> Any:
+        return command(*args, memory=(max_memory_mib, memory_model), **kwargs)
+
+    limit = click.option(
+        "--max-memory-mib",
+        type=POSITIVE,
+        help="Memory budget (MiB). mt: the deployment's peak memory on ONNX Runtime (CPU), "
+        "predicted by --memory-model and measured in verification; bert: parameter memory (fp32).",
+    )
+    model = click.option(
+        "--memory-model",
+        help="mt: the peak-memory model (`mos-search predictor memory`) [default: the shipped "
+        "one of onnxruntime-cpu].",
+    )
+    return limit(model(wrapper))

@@ -26,6 +26,7 @@ from latency.profiler import ProfileRun, profile_archs
 from latency.protocol import Measurement, Run, median_interval
 from latency.workloads import workload_for
 from mos_search.arch import Arch
+from mos_search.costs.memory import translation_memory_terms
 from mos_search.errors import ConfigError
 from mos_search.files import check_output_file
 from mos_search.models.onnx import DecoderStepGraph, EncoderGraph, GraphShapes, export_onnx
@@ -238,10 +239,27 @@ def measure_archs(
     reference: bool = True,
     progress: bool = True,
     passes: int | None = None,
+    memory: bool = False,
 ) -> ProfileRun:
     """Measure `archs` (those not yet in `dataset`) on the profile's device; one record each,
-    or with `passes` one per arch and pass, pass after pass (see `profile_archs`)."""
+    or with `passes` one per arch and pass, pass after pass (see `profile_archs`). With `memory`,
+    each record also gets the model's peak memory on the device (`latency.memory`; a DeviceError
+    before anything is measured where it cannot be measured)."""
     space = models.space
+    memory_mib = None
+    if memory:
+        from latency.memory import bundle_peak_memory, check_measurable
+
+        check_measurable(profile)
+
+        def memory_mib(bundle: ModelBundle) -> float:
+            return bundle_peak_memory(bundle, profile)["peak_inference_mib"]
+
+    def memory_fields(arch_dict: dict) -> dict:
+        arch = space.arch_from_dict(arch_dict)
+        terms = translation_memory_terms(arch, models.vocab_size, space.qkv_dim)
+        return {"memory_terms": terms, "vocab_size": models.vocab_size}
+
     device: Device = open_device(profile)
     bundles: dict[str, ModelBundle] = {}  # built once, measured in every pass
     with tempfile.TemporaryDirectory(prefix="mos-profile-") as tmp:
@@ -275,6 +293,8 @@ def measure_archs(
             progress=progress,
             passes=passes,
             extra={"share_embeddings": space.share_embeddings},  # the params' table count
+            memory_mib=memory_mib,
+            arch_fields=None if memory_mib is None else memory_fields,
         )
 
 

@@ -34,13 +34,17 @@ ALGORITHM_POPULATION = {"nsga2": 40, "hat-evo": 125}  # HAT: 25 parents + 50 + 5
 # direction of each quality metric: +1 lower is better, -1 higher is better
 QUALITY_SIGN = {"loss": 1.0, "bleu": -1.0, "perplexity": 1.0}
 
-UNITS = {"latency": "ms", "memory": "MiB", "params": "count"}
+UNITS = {"latency": "ms", "memory": "MiB", "peak-memory": "MiB", "params": "count"}
 BUDGET_FLAGS = {
     "latency": "--max-latency-ms",
     "memory": "--max-memory-mib",
+    "peak-memory": "--max-memory-mib",
     "params": "--max-params",
 }
 MEMORY_COST = "params-fp32"  # the memory objective: parameter MiB of the encoder in fp32
+# a translation memory limit: the peak memory of the deployment on its device (a constraint,
+# predicted by a memory model, `latency.memory_model`, and measured in verification)
+PEAK_MEMORY_COST = "peak-memory"
 
 
 @dataclass(frozen=True)
@@ -69,10 +73,12 @@ class Cost:
 
 @dataclass(frozen=True)
 class Budget:
-    """A hard limit: latency on a device (ms), parameter memory (MiB) or parameter count.
+    """A hard limit: latency on a device (ms), parameter memory (MiB, BERT), peak deployment
+    memory (MiB, translation) or parameter count.
 
     `Budget("latency", "ms", 80.0, "onnxruntime-cpu")`; the constructors `latency_ms`,
-    `memory_mib` and `params` fill the unit. A wrong unit for the metric is a ConfigError.
+    `memory_mib`, `peak_memory_mib` and `params` fill the unit. A wrong unit for the metric is a
+    ConfigError.
     """
 
     metric: str
@@ -107,6 +113,11 @@ class Budget:
         return cls("memory", "MiB", float(limit))
 
     @classmethod
+    def peak_memory_mib(cls, limit: float) -> Budget:
+        """A translation deployment's peak-memory budget in MiB (`PEAK_MEMORY_COST`)."""
+        return cls("peak-memory", "MiB", float(limit))
+
+    @classmethod
     def params(cls, limit: int) -> Budget:
         """A parameter-count budget."""
         return cls("params", "count", int(limit))
@@ -121,7 +132,7 @@ class Budget:
         """The cost objective this budget limits (None: the parameter count)."""
         if self.metric == "latency":
             return self.device
-        return MEMORY_COST if self.metric == "memory" else None
+        return {"memory": MEMORY_COST, "peak-memory": PEAK_MEMORY_COST}.get(self.metric)
 
     @property
     def flag(self) -> str:
@@ -143,7 +154,8 @@ class Budget:
         if self.unit == "count":
             return self.format(self.limit)
         where = f" on {self.device}" if self.device else ""
-        return f"{self.limit:g} {self.unit}{where}"
+        what = " peak memory" if self.metric == "peak-memory" else ""
+        return f"{self.limit:g} {self.unit}{what}{where}"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -225,6 +237,8 @@ class SearchConfig:
     # latency budgets hold with this confidence: they constrain the upper bound of the
     # predictor's interval, not its mean (None: the mean, as mos-search 0.1 did)
     latency_confidence: float | None = DEFAULT_LATENCY_CONFIDENCE
+    # the peak-memory model of a translation memory budget (`mos-search predictor memory`)
+    memory_model: str | None = None
     format: int = field(default=FORMAT)
 
     def __post_init__(self) -> None:
@@ -252,6 +266,13 @@ class SearchConfig:
             raise ConfigError("at least one --device is needed: its latency is an objective")
         keys = {c.key for c in self.costs}
         for budget in self.budgets:
+            if budget.metric == "peak-memory":
+                if self.task != "mt" or self.memory_model is None:
+                    raise ConfigError(
+                        f"{budget.flag}: a peak-memory budget is for --task mt and needs a "
+                        "memory model (--memory-model)"
+                    )
+                continue
             if budget.cost_key is not None and budget.cost_key not in keys:
                 raise ConfigError(
                     f"{budget.flag}: {budget.describe()} limits {budget.cost_key!r}, which is not "

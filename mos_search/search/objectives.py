@@ -17,7 +17,14 @@ from mos_search.arch import ArchBase
 from mos_search.costs.identity import load_predictor
 from mos_search.costs.predictors import predictor_path
 from mos_search.errors import ConfigError
-from mos_search.search.config import MEMORY_COST, OracleSettings, SearchConfig, VerifySettings
+from mos_search.search.config import (
+    MEMORY_COST,
+    PEAK_MEMORY_COST,
+    OracleSettings,
+    SearchConfig,
+    VerifySettings,
+)
+from mos_search.search.options import MEMORY_DEVICE
 from mos_search.search.problem import ArchEvaluator
 from mos_search.search.run import SearchResult, open_run, run_search
 from mos_search.space import SearchSpace
@@ -72,6 +79,32 @@ def latency_bounds(
     }
 
 
+def peak_memory_bound(
+    config: SearchConfig, space: SearchSpace, vocab_size: int
+) -> Callable[[ArchBase], float]:
+    """arch -> MiB its deployment's peak memory stays below with the search's confidence (the
+    memory model's prediction where the search constrains means), checked against the space."""
+    from latency.memory_model import MemoryModel
+    from mos_search.costs.memory import translation_memory_terms
+
+    model = MemoryModel.load(config.memory_model)
+    measured_vocab = model.meta.get("vocab_size")
+    if measured_vocab is not None and measured_vocab != vocab_size:
+        raise ConfigError(
+            f"{config.memory_model} was fitted on a {measured_vocab}-token vocabulary; the "
+            f"checkpoint has {vocab_size}"
+        )
+    confidence = config.latency_confidence
+
+    def bound(arch: ArchBase) -> float:
+        terms = translation_memory_terms(arch, vocab_size, space.qkv_dim)
+        if confidence is None:
+            return model.predict_mib(terms)
+        return model.upper_mib(terms, confidence)
+
+    return bound
+
+
 def search_oracle(settings: OracleSettings) -> Any:
     """The validation-slice oracle of a search (one thread per process with a worker pool, so
     parallel and sequential scoring compute the very same numbers)."""
@@ -123,6 +156,8 @@ def search_evaluator(config: SearchConfig, out: Path) -> ArchEvaluator:
         costs = latency_functions(predictors, space)
         confidence = config.latency_confidence
         bounds = {} if confidence is None else latency_bounds(predictors, space, confidence)
+        if config.memory_model is not None:
+            bounds[PEAK_MEMORY_COST] = peak_memory_bound(config, space, vocab)
     beam = 1 if bert else settings.beam
     evaluator = ArchEvaluator(
         space,
@@ -221,6 +256,7 @@ def verify_front_of(
             lenpen=verify.lenpen,
             no_repeat_ngram_size=verify.no_repeat_ngram_size,
             elsewhere=verify.elsewhere,
+            memory_device=MEMORY_DEVICE if config.memory_model is not None else None,
         )
     except MeasurementsPending as pending:
         echo(str(pending))
@@ -232,6 +268,11 @@ def verify_front_of(
             f"{row['measured_interval_ms'][d][1]:.1f}] ({row['latency_error_pct'][d]:+.1f}%)"
             for d in config.devices
         )
+        if "measured_peak_memory_mib" in row:
+            bound = row["predicted_peak_memory_mib"]
+            lat += f"  peak memory {row['measured_peak_memory_mib']:.1f} MiB" + (
+                "" if bound is None else f" (bound {bound:.1f} MiB)"
+            )
         echo(f"verified: test BLEU {row['test_bleu']:.2f}  {lat}")
     _feed_back(config, out, echo)
     return True

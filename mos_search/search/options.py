@@ -8,6 +8,7 @@ algorithm); `latency_budgets` parses `--max-latency-ms`.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 from mos_search.errors import ConfigError
 from mos_search.search.config import (
@@ -20,6 +21,8 @@ from mos_search.search.config import (
     OracleSettings,
     SearchConfig,
 )
+
+MEMORY_DEVICE = "onnxruntime-cpu"  # the device profile peak memory is measured with here
 
 
 def latency_budgets(values: Sequence[str], devices: Sequence[str]) -> list[Budget]:
@@ -61,6 +64,7 @@ def search_config(
     max_latency_ms: Sequence[str] = (),
     max_params: int | None = None,
     max_memory_mib: float | None = None,
+    memory_model: str | None = None,
     algorithm: str = "nsga2",
     generations: int = 20,
     population: int | None = None,
@@ -81,11 +85,14 @@ def search_config(
     quality = quality or QUALITY_METRICS[task][0]
     if bert and (max_latency_ms or predictors):
         raise ConfigError("--task bert searches memory: use --max-memory-mib, not latency")
-    if not bert and max_memory_mib is not None:
-        raise ConfigError("--max-memory-mib is for --task bert")
+    if memory_model is not None and (bert or max_memory_mib is None):
+        raise ConfigError("--memory-model is for --task mt with --max-memory-mib")
     budgets = [] if bert else latency_budgets(max_latency_ms, devices)
-    if max_memory_mib is not None:
+    if max_memory_mib is not None and bert:
         budgets.append(Budget.memory_mib(max_memory_mib))
+    elif max_memory_mib is not None:
+        budgets.append(Budget.peak_memory_mib(max_memory_mib))
+        memory_model = memory_model or str(shipped_memory_model(devices))
     if max_params is not None:
         budgets.append(Budget.params(max_params))
     return SearchConfig(
@@ -100,4 +107,19 @@ def search_config(
         budgets=tuple(budgets),
         oracle=OracleSettings(checkpoint, data, limit, beam, threads, workers),
         latency_confidence=None if bert else latency_confidence,
+        memory_model=memory_model,
     )
+
+
+def shipped_memory_model(devices: Sequence[str]) -> Path:
+    """The memory model shipped for onnxruntime-cpu, where the search measures on it; else a
+    ConfigError asking for --memory-model."""
+    from mos_search.costs.predictors import shipped_path
+
+    path = shipped_path(MEMORY_DEVICE, "memory.json") if MEMORY_DEVICE in devices else None
+    if path is None:
+        raise ConfigError(
+            f"--max-memory-mib: no memory model ships for {', '.join(devices)}; profile with "
+            "`mos-search profile --memory`, fit `mos-search predictor memory`, give --memory-model"
+        )
+    return path

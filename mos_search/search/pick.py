@@ -85,21 +85,21 @@ def pick_decision(run_dir: str | Path, pick: str) -> PickDecision:
         return PickDecision(front[index - 1]["arch"], "rank", index)
     with naming_file(run_dir / "search.json"):
         config = SearchConfig.from_dict(read_json(run_dir / "search.json"))
-    latency_budgets = [b for b in config.budgets if b.metric == "latency"]
+    measured_budgets = [b for b in config.budgets if b.metric in MEASURED_METRICS]
     rank_of = {arch_key(p["arch"]): i for i, p in enumerate(front, 1)}
     verified_path = run_dir / "verified.json"
     verified = []
     if verified_path.is_file():
         rows = read_json(verified_path)["archs"]
         verified = [v for v in rows if arch_key(v["arch"]) in rank_of]
-    if latency_budgets:
+    if measured_budgets:
         if not verified:
             raise ConfigError(
                 f"{run_dir}: the front was not measured (verified.json), so no architecture is "
-                "known to meet the latency budget; search again without --no-verify, or choose "
+                "known to meet the budget; search again without --no-verify, or choose "
                 "one yourself with --pick RANK"
             )
-        verified = _within_budget(verified, latency_budgets, rank_of)
+        verified = _within_budget(verified, measured_budgets, rank_of)
 
     def rank(row: dict[str, Any]) -> int:
         return rank_of[arch_key(row["arch"])]
@@ -119,7 +119,7 @@ def pick_decision(run_dir: str | Path, pick: str) -> PickDecision:
     if not hypotheses_path.is_file():
         note = f"no {HYPOTHESES_FILE} (verified before it existed): the best test BLEU"
         return PickDecision(best["arch"], "best-quality", rank(best), note=note)
-    return _noise_aware(best, verified, read_json(hypotheses_path), latency_budgets, rank)
+    return _noise_aware(best, verified, read_json(hypotheses_path), measured_budgets, rank)
 
 
 BERT_NOTE = "BERT: the best test perplexity (no per-sentence test is made for perplexity)"
@@ -145,7 +145,7 @@ def _noise_aware(
     def slack(row: dict[str, Any]) -> float | None:
         if not budgets:
             return None
-        return 1.0 - max(measured_upper_ms(row, b.device) / b.limit for b in budgets)
+        return 1.0 - max(measured_value(row, b) / b.limit for b in budgets)
 
     def fastest_first(row: dict[str, Any]) -> float:
         if budgets:
@@ -199,27 +199,44 @@ def measured_upper_ms(row: dict[str, Any], device: str) -> float:
     return float(row["measured_scaled_ms"][device])
 
 
+MEASURED_METRICS = ("latency", "peak-memory")  # budgets verification measures
+
+
+def measured_value(row: dict[str, Any], budget: Budget) -> float:
+    """What verification measured of `row` against `budget`: the upper end of its latency on
+    the budget's device (`measured_upper_ms`), or its peak memory (MiB)."""
+    if budget.metric != "peak-memory":
+        return measured_upper_ms(row, budget.device)
+    if row.get("measured_peak_memory_mib") is None:
+        raise ConfigError(
+            f"{budget.flag}: the front was verified without measuring peak memory; verify it "
+            "again (search with --resume after removing verified.json)"
+        )
+    return float(row["measured_peak_memory_mib"])
+
+
 def _within_budget(
     verified: list[dict[str, Any]], budgets: list[Budget], rank_of: dict[str, int]
 ) -> list[dict[str, Any]]:
-    """The verified rows whose measured upper bound meets every budget; if none, an error that
-    names the closest."""
+    """The verified rows whose measurements (latency's upper bound, peak memory) meet every
+    budget; if none, an error that names the closest."""
 
     def worst(row: dict[str, Any]) -> float:
-        return max(measured_upper_ms(row, b.device) / b.limit for b in budgets)
+        return max(measured_value(row, b) / b.limit for b in budgets)
 
     within = [row for row in verified if worst(row) <= 1.0]
     if within:
         return within
     closest = min(verified, key=worst)
     misses = ", ".join(
-        f"{measured_upper_ms(closest, b.device):.1f} ms against {b.describe()}" for b in budgets
+        f"{measured_value(closest, b):.1f} {b.unit} against {b.describe()}" for b in budgets
     )
     rank = rank_of[arch_key(closest["arch"])]
+    flags = " / ".join(sorted({b.flag for b in budgets}))
     raise ConfigError(
-        f"no verified architecture was measured within the latency budget; the closest (rank "
-        f"{rank}) measured {misses} (upper end over its passes). Nothing exported: loosen "
-        f"--max-latency-ms and search again, or export it anyway with --pick {rank}"
+        f"no verified architecture was measured within the budget; the closest (rank "
+        f"{rank}) measured {misses} (latency: upper end over its passes). Nothing exported: "
+        f"loosen {flags} and search again, or export it anyway with --pick {rank}"
     )
 
 

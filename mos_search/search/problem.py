@@ -93,7 +93,8 @@ class ArchEvaluator:
     ) -> None:
         """`costs` give each cost objective (predicted mean latency, memory); `bounds`, where
         given, the upper bound of a cost that its budget constrains on (the prediction
-        interval's bound at the search's confidence), so a budget is met with that confidence."""
+        interval's bound at the search's confidence), so a budget is met with that confidence;
+        a bound without a cost (peak memory) is a constraint, not an objective."""
         if metric not in QUALITY_SIGN:
             raise ConfigError(
                 f"quality metric: expected one of {sorted(QUALITY_SIGN)}, found {metric!r}"
@@ -101,7 +102,7 @@ class ArchEvaluator:
         if not costs:
             raise ConfigError("at least one cost objective (a device's latency) is needed")
         self.budgets = tuple(budgets)
-        unknown = {b.cost_key for b in self.budgets} - {*costs, None}
+        unknown = {b.cost_key for b in self.budgets} - {*costs, *(bounds or {}), None}
         if unknown:
             raise ConfigError(f"budget on {sorted(unknown)}, which is not a cost of the search")
         self.space, self.metric = space, metric

@@ -17,7 +17,7 @@ from typing import Any
 
 from mos_search.errors import ConfigError
 from mos_search.files import read_json, read_text, split_lines, write_json_atomic, write_text_atomic
-from mos_search.search.config import MEMORY_COST, QUALITY_SIGN, SearchConfig
+from mos_search.search.config import MEMORY_COST, PEAK_MEMORY_COST, QUALITY_SIGN, SearchConfig
 from mos_search.search.pick import measured_upper_ms
 from mos_search.search.problem import Evaluation
 
@@ -114,6 +114,9 @@ def rows(run: dict[str, Any]) -> list[dict[str, Any]]:
             row[f"predicted_ms[{d}]"] = point["costs"][d]
             row[f"measured_ms[{d}]"] = v.get("measured_scaled_ms", {}).get(d)
             row[f"error_pct[{d}]"] = v.get("latency_error_pct", {}).get(d)
+        if run["config"].memory_model is not None:  # a peak-memory budget: bound and measured
+            row["peak_memory_bound_mib"] = point.get("bounds", {}).get(PEAK_MEMORY_COST)
+            row["measured_peak_memory_mib"] = v.get("measured_peak_memory_mib")
         row["arch"] = json.dumps(point["arch"])
         out.append(row)
     return out

@@ -167,9 +167,11 @@ def run_search(
 
 def front_records(front: list[Evaluation], evaluator: ArchEvaluator) -> list[dict[str, Any]]:
     """The front as JSON-ready records: the arch, its quality under the metric's name, its costs
-    (in the units of the search's `Cost` objectives) and parameter count."""
+    (in the units of the search's `Cost` objectives), parameter count and, where the search
+    constrains them, the upper bounds of its costs and peak memory."""
     return [
         {"arch": e.arch, evaluator.metric: e.quality, "costs": e.costs, "params": e.params}
+        | ({"bounds": e.bounds} if e.bounds else {})
         for e in front
     ]
 

@@ -23,7 +23,8 @@ from devices import load_profile
 from latency.dataset import arch_key, drift_factor, read_records
 from latency.protocol import median_interval
 from mos_search.errors import ConfigError
-from mos_search.files import read_json, write_json_atomic
+from mos_search.files import append_jsonl, read_json, read_text, split_lines, write_json_atomic
+from mos_search.search.config import PEAK_MEMORY_COST
 from mos_search.search.pick import HYPOTHESES_FILE
 
 if TYPE_CHECKING:
@@ -101,6 +102,44 @@ def measured_latency(
 
 
 MEASURED = "measured_{}.jsonl"  # a run's verification measurements of one device profile
+MEASURED_MEMORY = "measured_memory.jsonl"  # a run's peak-memory measurements (one per arch)
+
+
+def measure_peak_memory(
+    run_dir: Path, archs: list[Arch], models: ArchModels, device: str
+) -> dict[str, float]:
+    """Peak memory (MiB) of each arch's deployment on `device` (`latency.memory`: both graphs in
+    a fresh process running the profile's workload), by arch key. Measured once per arch into
+    the run's `measured_memory.jsonl`, so an interrupted verification does not measure again."""
+    import json
+    import tempfile
+
+    from latency.memory import bundle_peak_memory
+    from mos_search.costs.profiling import translation_bundle
+
+    profile = load_profile(device)
+    path = run_dir / MEASURED_MEMORY
+    done = {
+        arch_key(r["arch"]): r["peak_memory_mib"]
+        for r in (
+            json.loads(line) for line in (split_lines(read_text(path)) if path.exists() else [])
+        )
+        if r.get("profile_digest") == profile.digest()
+    }
+    for arch in archs:
+        key = arch_key(arch.to_dict())
+        if key in done:
+            continue
+        with tempfile.TemporaryDirectory(prefix="mos-memory-") as tmp:
+            bundle = translation_bundle(models.model(arch), "onnx", Path(tmp))
+            measured = bundle_peak_memory(bundle, profile)
+        done[key] = measured["peak_inference_mib"]
+        append_jsonl(
+            path,
+            {"arch": arch.to_dict(), "peak_memory_mib": done[key], "profile": profile.name}
+            | {"profile_digest": profile.digest(), "measurement": measured},
+        )
+    return done
 
 
 def _profile_of(results: Path) -> str:
@@ -192,8 +231,11 @@ def verify_front(
     lenpen: float = 1.0,
     no_repeat_ngram_size: int = 0,
     elsewhere: Elsewhere | None = None,
+    memory_device: str | None = None,
 ) -> list[dict[str, Any]]:
     """Measure and test-score (up to `max_archs` of) the front in `run_dir`; write verified.json.
+    With `memory_device`, each arch's peak memory is measured on it too (`measure_peak_memory`):
+    `measured_peak_memory_mib`, beside the search's bound `predicted_peak_memory_mib`.
     BLEU is decoded with `beam`, `lenpen` and `no_repeat_ngram_size` (`oracle/beam.py`).
 
     Latency is measured in `passes` separated passes (every chosen arch once, then the next
@@ -224,6 +266,9 @@ def verify_front(
             key: measured_latency(by_pass, ref_ms, elasticity, profile.confidence)
             for key, by_pass in pass_records(dataset, profile.digest(), passes).items()
         }
+    memory = (
+        {} if memory_device is None else measure_peak_memory(run_dir, archs, models, memory_device)
+    )
     oracle = Oracle(checkpoint, data, split="test", limit=test_limit)
     out = []
     hypotheses: dict[str, list[str]] = {}  # for the pick's paired test (search/pick.py)
@@ -232,16 +277,7 @@ def verify_front(
         hypotheses[arch_key(arch.to_dict())] = result.hypotheses
         row = {k: v for k, v in record.items() if k != "costs"}  # kept as predicted_latency_ms
         row.update(test_bleu=result.score, bleu_signature=result.signature, beam=beam)
-        row["predicted_latency_ms"] = {device: record["costs"][device] for device in drift}
-        row.update({field: {} for field in VERIFIED_FIELDS.values()})
-        row["latency_error_pct"] = {}
-        for device in drift:
-            m = measured[device][arch_key(arch.to_dict())]
-            for name, field in VERIFIED_FIELDS.items():
-                row[field][device] = m[name]
-            predicted = row["predicted_latency_ms"][device]
-            row["latency_error_pct"][device] = 100.0 * (predicted - m["scaled_ms"]) / m["scaled_ms"]
-        out.append(row)
+        out.append(_with_measurements(row, record, list(drift), measured, memory))
     summary = {
         "split": "test",
         "sentences": len(oracle.data),
@@ -257,6 +293,31 @@ def verify_front(
     write_json_atomic(run_dir / HYPOTHESES_FILE, stored)
     write_json_atomic(run_dir / "verified.json", summary)
     return out
+
+
+def _with_measurements(
+    row: dict[str, Any],
+    record: dict[str, Any],
+    devices: list[str],
+    measured: dict[str, dict[str, dict[str, Any]]],
+    memory: dict[str, float],
+) -> dict[str, Any]:
+    """A verified.json row: the front `record`'s predictions beside what was measured of it on
+    every device (`VERIFIED_FIELDS`, the prediction's error) and, if measured, its peak memory."""
+    key = arch_key(record["arch"])
+    row["predicted_latency_ms"] = {device: record["costs"][device] for device in devices}
+    row.update({field: {} for field in VERIFIED_FIELDS.values()})
+    row["latency_error_pct"] = {}
+    for device in devices:
+        m = measured[device][key]
+        for name, field in VERIFIED_FIELDS.items():
+            row[field][device] = m[name]
+        predicted = row["predicted_latency_ms"][device]
+        row["latency_error_pct"][device] = 100.0 * (predicted - m["scaled_ms"]) / m["scaled_ms"]
+    if memory:
+        row["measured_peak_memory_mib"] = memory[key]
+        row["predicted_peak_memory_mib"] = record.get("bounds", {}).get(PEAK_MEMORY_COST)
+    return row
 
 
 def verify_bert_front(
