@@ -4,11 +4,17 @@ A bundle folder is named by its digest and holds the ONNX files and `bundle.json
 
     {"format": 1, "kind": "translation", "vocab_size": 8000, "bos_id": 2,
      "past_shapes": [[4, 64], ...],
-     "graphs": {"encoder": {"file": "encoder.onnx", "sha256": "...", "bytes": 123}, ...}}
+     "graphs": {"encoder": {"file": "encoder.onnx", "sha256": "...", "bytes": 123}, ...},
+     "shared": {"file": "shared.bin", "sha256": "...", "bytes": 456}}
 
-The digest is the SHA-256 of that JSON in canonical form (sorted keys, no spaces), so it covers
-every graph's content; `read_bundle` recomputes all of them before a device loads anything. Only
-JSON and ONNX are read: nothing is unpickled. Needs neither torch nor `mos_search`.
+Weights the graphs hold several times (a translation model's token table: both graphs look it
+up, the decoder step also holds it transposed) are written once, to `shared.bin`, as ONNX
+external data the graphs reference (`latency.shared_weights`); `shared` is absent when nothing
+repeats. The digest is the SHA-256 of that JSON in
+canonical form (sorted keys, no spaces), so it covers every file's content; `read_bundle`
+recomputes all of them before a device loads anything. Only JSON, ONNX and raw tensor bytes are
+read: nothing is unpickled. Reading needs neither torch nor `mos_search` nor the `onnx` package
+(writing a bundle does: it rewrites the graphs).
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +33,9 @@ from devices.digest import sha256_file
 
 FORMAT = 1
 META = "bundle.json"
+SHARED = "shared.bin"
+MIN_SHARED_BYTES = 64 * 1024  # smaller tensors stay inside their graph
+ALIGN = 4096
 DIGEST_CHARS = 64  # full SHA-256: the digest names folders on the target and is checked there
 
 
@@ -42,9 +53,9 @@ def meta_digest(meta: dict[str, Any]) -> str:
     return hashlib.sha256(canonical_json(meta)).hexdigest()
 
 
-def bundle_meta(bundle: ModelBundle) -> dict[str, Any]:
-    """`bundle.json` of an ONNX bundle (its graphs hashed); a BundleError when a graph is missing
-    or the bundle has no ONNX graphs (PyTorch modules do not travel)."""
+def bundle_meta(bundle: ModelBundle, shared: Path | None = None) -> dict[str, Any]:
+    """`bundle.json` of an ONNX bundle (its graphs and `shared` file hashed); a BundleError when
+    a graph is missing or the bundle has no ONNX graphs (PyTorch modules do not travel)."""
     if not bundle.onnx:
         raise BundleError("only ONNX bundles travel to another machine; this one has none")
     graphs = {}
@@ -52,11 +63,8 @@ def bundle_meta(bundle: ModelBundle) -> dict[str, Any]:
         path = Path(path)
         if not path.is_file():
             raise BundleError(f"graph {name!r} of the bundle is missing: {path}")
-        if Path(f"{path}.data").exists():
-            raise BundleError(f"{path} keeps its weights in external data; export it as one file")
-        size = path.stat().st_size
-        graphs[name] = {"file": f"{name}.onnx", "sha256": sha256_file(path), "bytes": size}
-    return {
+        graphs[name] = _file_entry(path, f"{name}.onnx")
+    meta = {
         "format": FORMAT,
         "kind": bundle.kind,
         "vocab_size": bundle.vocab_size,
@@ -64,27 +72,40 @@ def bundle_meta(bundle: ModelBundle) -> dict[str, Any]:
         "past_shapes": [list(shape) for shape in bundle.past_shapes],
         "graphs": graphs,
     }
+    if shared is not None:
+        meta["shared"] = _file_entry(shared, SHARED)
+    return meta
+
+
+def _file_entry(path: Path, name: str) -> dict[str, Any]:
+    return {"file": name, "sha256": sha256_file(path), "bytes": path.stat().st_size}
 
 
 def write_bundle(bundle: ModelBundle, root: str | Path) -> str:
-    """Copy an ONNX bundle into `root/DIGEST/` (a no-op when it is there) and return DIGEST.
+    """Write an ONNX bundle into `root/DIGEST/` (weights the graphs hold several times stored
+    once, `latency.shared_weights`; a no-op when that folder is there) and return DIGEST.
 
-    The folder is written as `.DIGEST.partial` and renamed when complete, so an interrupted
+    The folder is written as a `.partial` folder and renamed when complete, so an interrupted
     write never leaves a folder under the digest's name."""
+    from latency.shared_weights import share_weights
+
     root = Path(root)
-    meta = bundle_meta(bundle)
-    digest = meta_digest(meta)
-    folder = root / digest
-    if folder.is_dir():
+    bundle_meta(bundle)  # the checks, before anything is written
+    root.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=".bundle-", suffix=".partial", dir=root))
+    try:
+        shared = share_weights(dict(bundle.onnx), partial)
+        written = replace(bundle, onnx={name: partial / f"{name}.onnx" for name in bundle.onnx})
+        meta = bundle_meta(written, shared)
+        digest = meta_digest(meta)
+        folder = root / digest
+        if folder.is_dir():
+            return digest
+        (partial / META).write_bytes(canonical_json(meta))
+        os.replace(partial, folder)
         return digest
-    partial = root / f".{digest}.partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    for name, path in bundle.onnx.items():
-        shutil.copyfile(path, partial / meta["graphs"][name]["file"])
-    (partial / META).write_bytes(canonical_json(meta))
-    os.replace(partial, folder)
-    return digest
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
 
 
 def _check_digest_text(digest: str) -> None:
@@ -115,6 +136,10 @@ def read_bundle(root: str | Path, digest: str) -> ModelBundle:
             if sha256_file(path) != graph["sha256"]:
                 raise BundleError(f"{path}: SHA-256 differs from bundle.json (changed or torn)")
             onnx[name] = path
+        if "shared" in meta:  # the external data the graphs reference
+            path = folder / Path(meta["shared"]["file"]).name
+            if not path.is_file() or sha256_file(path) != meta["shared"]["sha256"]:
+                raise BundleError(f"{path}: missing, or its SHA-256 differs from bundle.json")
         return ModelBundle(
             kind=meta["kind"],
             onnx=onnx,

@@ -145,6 +145,12 @@ def measurement_fields(result: Measurement) -> dict[str, Any]:
         "reference_ms": (
             None if result.reference_seconds is None else result.reference_seconds * 1000
         ),
+        # round i's reference run, right after measured run i: per-round ratios (verification)
+        **(
+            {"reference_samples_ms": [s * 1000 for s in result.reference_samples]}
+            if result.reference_samples
+            else {}
+        ),
     }
 
 
@@ -161,6 +167,7 @@ def measurement_from_record(record: dict[str, Any]) -> Measurement:
         low_seconds=record["low_ms"] / 1000,
         high_seconds=record["high_ms"] / 1000,
         coverage=record["interval_coverage"],
+        reference_samples=[s / 1000 for s in record.get("reference_samples_ms", [])],
     )
 
 

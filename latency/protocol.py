@@ -36,7 +36,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -137,6 +137,7 @@ class Measurement:
     high_seconds: float = math.nan
     coverage: float = math.nan  # probability that [low, high] covers the true statistic
     reference_ratio: float | None = None  # median over rounds of t_i / reference t_i
+    reference_samples: list[float] = field(default_factory=list)  # round i's reference run
 
     def to_dict(self) -> dict:
         """JSON-ready form."""
@@ -182,6 +183,7 @@ def _summarize(
         high_seconds=interval.high,
         coverage=interval.coverage,
         reference_ratio=ratio,
+        reference_samples=list(ref_samples),
     )
 
 

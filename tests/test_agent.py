@@ -157,10 +157,18 @@ def remove_bundle(folder: Path, digest: str) -> None:
     shutil.rmtree(folder / "bundles" / digest)
 
 
+def flip_shared_byte(folder: Path, digest: str) -> None:
+    """A byte of the weights both graphs share (the token table) flipped."""
+    shared = folder / "bundles" / digest / "shared.bin"
+    data = bytearray(shared.read_bytes())
+    data[-1] ^= 0x01
+    shared.write_bytes(bytes(data))
+
+
 @pytest.mark.parametrize(
     "tamper",
-    [flip_onnx_byte, edit_bundle_json, swap_graph, remove_bundle],
-    ids=["onnx byte", "bundle.json", "another graph", "bundle gone"],
+    [flip_onnx_byte, edit_bundle_json, swap_graph, remove_bundle, flip_shared_byte],
+    ids=["onnx byte", "bundle.json", "another graph", "bundle gone", "shared weights"],
 )
 @pytest.mark.parametrize("which", ["item", "reference"])
 def test_tampered_bundle_refused(exported, tmp_path, tamper, which):
@@ -471,3 +479,71 @@ def test_merge_counts_records_of_other_profiles_as_missing(tmp_path):
     merge = DatasetMerge(dataset, job, requested(job))
     assert merge.missing() == 2
     assert merge.add(a_record(job, 1)) is True
+
+
+@pytest.mark.parametrize("encoder_width", [128, 64], ids=["same widths", "narrower encoder"])
+def test_shared_weights_are_stored_once_and_run_alike(tmp_path, encoder_width):
+    """A translation bundle keeps its token table once (shared.bin, external data of both
+    graphs; the encoder's narrower table a Slice of it, the projection a Transpose): the folder
+    is two tables smaller than the graph files, and ONNX Runtime computes the very same outputs
+    from it as from the original graphs."""
+    import numpy as np
+
+    from devices import ModelBundle, open_device
+    from latency.bundles import read_bundle, write_bundle
+    from latency.workloads import translation_workload
+    from mos_search.costs.profiling import ArchModels, translation_bundle
+    from mos_search.space import load_space
+
+    space = load_space("cpu-tiny")
+    arch = space.arch_from_dict({**space.largest().to_dict(), "encoder_embed_dim": encoder_width})
+    model = ArchModels(space, 2000).model(arch)
+    original = translation_bundle(model, "onnx", tmp_path / "graphs")
+    digest = write_bundle(original, tmp_path / "bundles")
+    folder = tmp_path / "bundles" / digest
+    meta = json.loads((folder / "bundle.json").read_text())
+    table = 2000 * arch.decoder_embed_dim * 4  # the decoder's, the wider here
+    assert meta["shared"]["bytes"] >= table
+    before = sum(Path(p).stat().st_size for p in original.onnx.values())
+    after = sum(p.stat().st_size for p in folder.iterdir())
+    saved = 2000 * encoder_width * 4 + table  # the encoder's table and the transposed copy
+    assert after <= before - 0.95 * saved
+    shared = read_bundle(tmp_path / "bundles", digest)
+    profile = load_profile("onnxruntime-cpu")
+    outputs = []
+    for bundle in (original, shared):
+        assert isinstance(bundle, ModelBundle)
+        with open_device(profile) as device:
+            device.load(bundle)
+            outputs.append(np.concatenate(translation_workload(device, bundle, profile)()))
+    np.testing.assert_array_equal(outputs[0], outputs[1])
+
+
+def test_onnx_runtime_folds_the_shared_expressions_away(tmp_path):
+    """After ONNX Runtime's optimisation the shared bundle's graphs run the very operators the
+    exported ones do: the Slice and Transpose of the shared table are folded at load."""
+    from collections import Counter
+
+    import onnx
+    import onnxruntime as ort
+
+    from latency.bundles import read_bundle, write_bundle
+    from mos_search.costs.profiling import ArchModels, translation_bundle
+    from mos_search.space import load_space
+
+    space = load_space("cpu-tiny")
+    arch = space.arch_from_dict({**space.largest().to_dict(), "encoder_embed_dim": 64})
+    original = translation_bundle(ArchModels(space, 2000).model(arch), "onnx", tmp_path / "g")
+    shared = read_bundle(tmp_path / "b", write_bundle(original, tmp_path / "b"))
+    for graph in ("encoder", "decoder_step"):
+        ops = []
+        for i, bundle in enumerate((original, shared)):
+            options = ort.SessionOptions()
+            options.log_severity_level = 3
+            options.optimized_model_filepath = str(tmp_path / f"{graph}-{i}.onnx")
+            ort.InferenceSession(
+                str(bundle.onnx[graph]), options, providers=["CPUExecutionProvider"]
+            )
+            optimized = onnx.load(options.optimized_model_filepath, load_external_data=False)
+            ops.append(Counter(node.op_type for node in optimized.graph.node))
+        assert ops[0] == ops[1], graph

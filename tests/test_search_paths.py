@@ -67,7 +67,7 @@ def test_cli_quality_bleu_searches_for_higher_bleu_and_reports_it_positive(
     assert result.exit_code == 0, result.output
     assert oracle.asked and set(oracle.asked) == {("bleu", 3)}
     front = json.loads((out / "front.json").read_text())
-    assert front and all(set(p) == {"arch", "bleu", "costs", "params"} for p in front)
+    assert front and all(set(p) == {"arch", "bleu", "costs", "params", "bounds"} for p in front)
     for p in front:
         assert p["bleu"] == pytest.approx(
             stub_score(SPACE, SPACE.arch_from_dict(p["arch"]), "bleu")

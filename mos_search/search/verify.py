@@ -73,21 +73,25 @@ def measured_latency(
 ) -> dict[str, Any]:
     """One arch on one device from its pass records (ms).
 
-    Each pass median is scaled to the predictor's reference speed with that pass's own
-    reference: scaled = raw * (reference_ms / pass reference) ** elasticity (raw when the
-    predictor was trained on raw times). `scaled_ms` is the median of the scaled pass medians;
-    `interval_ms` the order-statistic interval of that median over the passes
-    (`latency.protocol.median_interval`): with n passes and no more ranks to spare, their min and
-    max, which cover the median of the pass-to-pass distribution with probability
-    1 - 2 * 0.5**n (75% at n = 3, 87.5% at 4, 93.8% at 5); `interval_coverage` holds it.
+    Each pass is brought to the predictor's reference speed round by round: repeat i is scaled
+    with the reference run right after it, s_i = t_i * (reference_ms / r_i) ** elasticity (raw
+    when the predictor was trained on raw times), so load that comes and goes within a pass
+    moves a run and its reference together and widens the pass's interval instead of biasing
+    it. A pass's value is the median of its s_i, its upper end the upper end of the
+    order-statistic interval of that median at `confidence` (`latency.protocol.median_interval`).
+    Records written before the per-round references were kept fall back to the pass's own
+    interval scaled by the pass's reference statistic.
+
+    `scaled_ms` is the median of the pass values; `upper_ms`, which budgets are judged on, the
+    highest pass upper end; `interval_ms` the order-statistic interval of the median over the
+    passes: with n passes and no more ranks to spare, their min and max, which cover the median
+    of the pass-to-pass distribution with probability 1 - 2 * 0.5**n (75% at n = 3, 87.5% at 4,
+    93.8% at 5); `interval_coverage` holds it.
     """
     records = [by_pass[p] for p in sorted(by_pass)]
     raw = [r["latency_ms"] for r in records]
-    factors = [drift_factor(r.get("reference_ms"), reference_ms, elasticity) for r in records]
-    scaled = [r["latency_ms"] * f for r, f in zip(records, factors)]
-    # the budget is judged on the highest upper end of a pass's own interval (of its median
-    # over the repeats), scaled: the drift between passes and the noise within one both count
-    upper = max(r.get("high_ms", r["latency_ms"]) * f for r, f in zip(records, factors))
+    passes = [pass_scaled(r, reference_ms, elasticity, confidence) for r in records]
+    scaled = [value for value, _ in passes]
     interval = median_interval(scaled, confidence)
     return {
         "raw_ms": statistics.median(raw),
@@ -97,8 +101,24 @@ def measured_latency(
         "interval_ms": [interval.low, interval.high],
         "interval_coverage": interval.coverage,
         "flagged_passes": sum(bool(r.get("flagged")) for r in records),
-        "upper_ms": upper,
+        "upper_ms": max(upper for _, upper in passes),
     }
+
+
+def pass_scaled(
+    record: dict[str, Any], reference_ms: float | None, elasticity: float | None, confidence: float
+) -> tuple[float, float]:
+    """(value, upper end) of one pass record at the predictor's reference speed (ms); see
+    `measured_latency`."""
+    rounds = record.get("reference_samples_ms")
+    if rounds and len(rounds) == len(record.get("samples_ms", [])):
+        per_round = [
+            t * drift_factor(r, reference_ms, elasticity)
+            for t, r in zip(record["samples_ms"], rounds)
+        ]
+        return statistics.median(per_round), median_interval(per_round, confidence).high
+    factor = drift_factor(record.get("reference_ms"), reference_ms, elasticity)
+    return record["latency_ms"] * factor, record.get("high_ms", record["latency_ms"]) * factor
 
 
 MEASURED = "measured_{}.jsonl"  # a run's verification measurements of one device profile
