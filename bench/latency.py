@@ -12,16 +12,20 @@ For the same sub-networks of one space, in one run:
 Prints a table and writes JSON. Run it alone: anything else on 2 cores skews the timings.
 
     python bench/latency.py --space cpu-small --archs 20
+    python bench/latency.py --space cpu-small --archs 20 --pin 1 --repeats 40  # the floor's causes
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
+import os
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 # This script shares its name with the `latency` package: keep its folder from shadowing it.
@@ -175,6 +179,21 @@ def dataset_elasticity(path: str) -> float:
     return fit_drift_elasticity(read_records(path)) if Path(path).exists() else 1.0
 
 
+def cpu_name() -> str:
+    """The CPU model (from /proc/cpuinfo) and torch's CPU capability."""
+    import torch
+
+    name = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        "unknown",
+    )
+    return f"{name} ({torch.backends.cpu.get_cpu_capability()})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--space", default="cpu-small")
@@ -188,7 +207,15 @@ def main() -> None:
         help="profiling dataset the drift elasticity is fitted on [default: the shipped one]",
     )
     parser.add_argument("--summarize", help="recompute the summary of a saved result JSON")
+    parser.add_argument(
+        "--repeats", type=int, help="timed rounds per measurement [default: the profile's, 20]"
+    )
+    parser.add_argument(
+        "--pin", help="run on these CPUs only (os.sched_setaffinity), e.g. 1 or 0,1"
+    )
     args = parser.parse_args()
+    if args.pin:
+        os.sched_setaffinity(0, {int(c) for c in args.pin.split(",")})
 
     space = load_space(args.space)
     elasticity = dataset_elasticity(args.dataset)
@@ -202,14 +229,22 @@ def main() -> None:
     models = ArchModels(space, args.vocab_size)
     archs = sample_archs(space, args.archs, args.seed)
     ort_profile, torch_profile = load_profile("onnxruntime-cpu"), load_profile("torch-cpu")
+    if args.repeats:
+        ort_profile = dataclasses.replace(ort_profile, repeats=args.repeats)
+        torch_profile = dataclasses.replace(torch_profile, repeats=args.repeats)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         reference = translation_bundle(models.model(space.smallest()), "onnx", work / "ref")
+        started = time.perf_counter()
         first = ort_pass(archs, models, ort_profile, reference, work)
+        pass_seconds = time.perf_counter() - started
         pairs = paired_pass(archs, models, ort_profile, torch_profile, reference, work)
         second = ort_pass(archs, models, ort_profile, reference, work)
+    print(f"one ORT pass over {len(archs)} architectures: {pass_seconds:.0f} s")
     result = {
         "args": vars(args),
+        "ort_pass_seconds": pass_seconds,
+        "cpu": cpu_name(),
         "archs": [a.to_dict() for a in archs],
         "ort_pass1": first,
         "ort_pass2": second,

@@ -14,7 +14,7 @@ from latency.dataset import DatasetError
 from latency.memory_model import MemoryModelError
 from latency.predictor import PredictorError
 from latency.ssh import RemoteError
-from mos_search.cli import data, deploy, fidelity, latency, memory, search, train
+from mos_search.cli import calibrate, data, deploy, fidelity, latency, memory, search, train
 from mos_search.constants import VERSION
 from mos_search.errors import MosSearchError
 from mos_search.models.size import ALLOW_LARGE_ENV
@@ -96,3 +96,4 @@ for _command in (
 ):
     main.add_command(_command)
 latency.predictor_group.add_command(memory.predictor_memory)
+latency.predictor_group.add_command(calibrate.predictor_calibrate)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -14,7 +14,7 @@ from mos_search.cli.types import (
     COUNT,
     SEED,
     decoding_options,
-    memory_options,
+    deployment_options,
 )
 from mos_search.search.config import ALGORITHMS
 
@@ -77,7 +77,7 @@ if TYPE_CHECKING:
     "the predictor's interval, not its mean.  [default: 0.9; with --resume, the saved run's]",
 )
 @click.option("--max-params", type=COUNT, help="Parameter budget.")
-@memory_options
+@deployment_options
 @click.option(
     "--algorithm",
     type=click.Choice(list(ALGORITHMS)),
@@ -144,7 +144,7 @@ def search_command(
     max_latency_ms: tuple[str, ...],
     latency_confidence: float | None,
     max_params: int | None,
-    memory: tuple[float | None, str | None],
+    deployment: dict[str, Any],
     algorithm: str,
     generations: int,
     population: int | None,
@@ -171,7 +171,7 @@ def search_command(
       mos-search search --task mt --ckpt runs/supernet --device onnxruntime-cpu \\
           --objective bleu-latency --max-latency-ms 80 --algorithm nsga2 --out runs/search
       mos-search search --ckpt runs/supernet --max-latency-ms 80 --max-params 5000000 \\
-          --max-memory-mib 60 --out runs/search-limits
+          --max-memory-mib 60 --calibrate 20 --out runs/search-limits
       mos-search search --task bert --objective perplexity-memory --ckpt runs/bert-neuron \\
           --max-memory-mib 12 --out runs/search-bert
       mos-search search --ckpt runs/supernet --max-latency-ms 80 --out runs/search \\
@@ -196,8 +196,7 @@ def search_command(
         max_latency_ms=max_latency_ms,
         latency_confidence=_latency_confidence(latency_confidence, out, resume),
         max_params=max_params,
-        max_memory_mib=memory[0],
-        memory_model=memory[1],
+        **deployment,
         algorithm=algorithm,
         generations=generations,
         population=population,

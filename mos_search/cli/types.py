@@ -64,14 +64,24 @@ def decoding_options(prefix: str = "") -> Any:
     return lambda command: lenpen(no_repeat(command))
 
 
-def memory_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Add --max-memory-mib and --memory-model; the command takes `memory` (limit, model)."""
+def deployment_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Add --max-memory-mib, --memory-model and --calibrate to a search command, which then
+    takes `deployment`: those three as keyword arguments of `search_config`."""
 
     @functools.wraps(command)
     def wrapper(
-        *args: Any, max_memory_mib: float | None, memory_model: str | None, **kwargs: Any
+        *args: Any,
+        max_memory_mib: float | None,
+        memory_model: str | None,
+        calibrate: int | None,
+        **kwargs: Any,
     ) -> Any:
-        return command(*args, memory=(max_memory_mib, memory_model), **kwargs)
+        deployment = {
+            "max_memory_mib": max_memory_mib,
+            "memory_model": memory_model,
+            "calibrate": calibrate,
+        }
+        return command(*args, deployment=deployment, **kwargs)
 
     limit = click.option(
         "--max-memory-mib",
@@ -84,4 +94,11 @@ def memory_options(command: Callable[..., Any]) -> Callable[..., Any]:
         help="mt: the peak-memory model (`mos-search predictor memory`) [default: the shipped "
         "one of onnxruntime-cpu].",
     )
-    return limit(model(wrapper))
+    calibrate = click.option(
+        "--calibrate",
+        type=click.IntRange(min=3),
+        metavar="N",
+        help="mt: first measure N architectures on each device and calibrate its predictor on "
+        "them (today's machine, today's load), then search with it.",
+    )
+    return limit(model(calibrate(wrapper)))

@@ -304,11 +304,15 @@ def transfer_predictor(
     out: str | Path,
     corrected: bool = True,
     space_option: str | None = None,
+    space: SearchSpace | None = None,
 ) -> PredictorReport:
     """A predictor for another device from its (few) measurements and an existing predictor:
     the source's log-latency mapped by a line fitted on the target's records (all of them;
-    `predictor eval` on other records measures it); the space as `predictor_space` finds it."""
-    space = predictor_space(source_path, LatencyPredictor.load(source_path).meta, space_option)
+    `predictor eval` on other records measures it); the space `space`, else as
+    `predictor_space` finds it."""
+    if space is None:
+        meta = LatencyPredictor.load(source_path).meta
+        space = predictor_space(source_path, meta, space_option)
     source = load_predictor(source_path, space)
     records = _records_for_transfer(dataset, space)
     data = label(records, records, corrected)

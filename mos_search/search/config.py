@@ -239,6 +239,9 @@ class SearchConfig:
     latency_confidence: float | None = DEFAULT_LATENCY_CONFIDENCE
     # the peak-memory model of a translation memory budget (`mos-search predictor memory`)
     memory_model: str | None = None
+    # measure this many architectures on each device first and calibrate its predictor on them
+    # (`search/calibration.py`); None: the predictors as they are
+    calibrate: int | None = None
     format: int = field(default=FORMAT)
 
     def __post_init__(self) -> None:
@@ -256,6 +259,17 @@ class SearchConfig:
         confidence = self.latency_confidence
         if confidence is not None and not 0.5 <= confidence < 1:
             raise ConfigError(f"--latency-confidence: expected [0.5, 1), found {confidence}")
+        if self.calibrate is not None and (self.task != "mt" or self.calibrate < 3):
+            raise ConfigError(
+                f"--calibrate {self.calibrate}: for --task mt, at least 3 architectures"
+            )
+        if self.calibrate is not None and confidence is not None:
+            needed = next(n for n in range(1, 10**6) if math.ceil((n + 1) * confidence) <= n)
+            if self.calibrate < needed:
+                raise ConfigError(
+                    f"--calibrate {self.calibrate}: an upper bound at --latency-confidence "
+                    f"{confidence:g} needs the residuals of at least {needed} architectures"
+                )
         if self.quality not in QUALITY_METRICS[self.task]:
             raise ConfigError(f"--quality {self.quality} is not a metric of --task {self.task}")
         if self.predictors and len(self.predictors) != len(self.devices):

@@ -32,11 +32,14 @@ from mos_search.space import SearchSpace
 Echo = Callable[[str], None]
 
 
-def load_predictors(config: SearchConfig, space: SearchSpace, vocab_size: int) -> dict:
-    """One predictor per device of `config`, checked against the space and the vocabulary."""
+def load_predictors(
+    config: SearchConfig, space: SearchSpace, vocab_size: int, out: Path | None = None
+) -> dict:
+    """One predictor per device of `config` (the run's calibrated ones with --calibrate),
+    checked against the space and the vocabulary."""
     predictors: dict[str, LatencyPredictor] = {}
     for i, device in enumerate(config.devices):
-        path = device_predictor(config, i)
+        path = device_predictor(config, i, out)
         if not path.is_file():
             raise PredictorError(
                 f"no latency predictor for {device} at {path}: run `mos-search profile --device "
@@ -53,9 +56,14 @@ def load_predictors(config: SearchConfig, space: SearchSpace, vocab_size: int) -
     return predictors
 
 
-def device_predictor(config: SearchConfig, index: int) -> Path:
-    """The predictor file of the `index`-th device: the one given, else the shipped one."""
+def device_predictor(config: SearchConfig, index: int, out: Path | None = None) -> Path:
+    """The predictor file of the `index`-th device: in a calibrated run (`out` given) the run's
+    calibrated one, else the one given, else the shipped one."""
     device = config.devices[index]
+    if config.calibrate and out is not None:
+        from mos_search.search.calibration import calibrated_path
+
+        return calibrated_path(out, device)
     return predictor_path(device, config.predictors[index] if config.predictors else None)
 
 
@@ -152,7 +160,7 @@ def search_evaluator(config: SearchConfig, out: Path) -> ArchEvaluator:
         costs = {MEMORY_COST: lambda arch: bert_parameter_bytes(arch, vocab) / 2**20}
         bounds = {}
     else:
-        predictors = load_predictors(config, space, vocab)
+        predictors = load_predictors(config, space, vocab, out)
         costs = latency_functions(predictors, space)
         confidence = config.latency_confidence
         bounds = {} if confidence is None else latency_bounds(predictors, space, confidence)
@@ -188,6 +196,10 @@ def search_task(
 ) -> SearchResult:
     """Search, then (unless interrupted) verify the front and write the report."""
     out, state = open_run(out, config, resume)
+    if config.calibrate:
+        from mos_search.search.calibration import calibrate_devices
+
+        calibrate_devices(config, out, lambda i: device_predictor(config, i), echo)
     evaluator = search_evaluator(config, out)
 
     def on_generation(r: dict[str, Any]) -> None:
@@ -240,7 +252,7 @@ def verify_front_of(
         return True
     drift = {}
     for i, device in enumerate(config.devices):
-        path = device_predictor(config, i)
+        path = device_predictor(config, i, out)
         meta = LatencyPredictor.load(path).meta
         drift[device] = (meta.get("reference_ms"), meta.get("drift_elasticity"))
     try:
@@ -284,7 +296,7 @@ def _feed_back(config: SearchConfig, out: Path, echo: Echo) -> None:
     from mos_search.costs.predictors import append_verification
 
     for i, device in enumerate(config.devices):
-        path = device_predictor(config, i)
+        path = device_predictor(config, i, out)
         measured = out / f"measured_{load_profile(device).name}.jsonl"
         dataset, added = append_verification(path, measured, str(out))
         if dataset is None:

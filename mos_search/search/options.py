@@ -65,6 +65,7 @@ def search_config(
     max_params: int | None = None,
     max_memory_mib: float | None = None,
     memory_model: str | None = None,
+    calibrate: int | None = None,
     algorithm: str = "nsga2",
     generations: int = 20,
     population: int | None = None,
@@ -108,6 +109,7 @@ def search_config(
         oracle=OracleSettings(checkpoint, data, limit, beam, threads, workers),
         latency_confidence=None if bert else latency_confidence,
         memory_model=memory_model,
+        calibrate=calibrate,
     )
 
 
