@@ -10,7 +10,9 @@ architecture takes the log ratio of the two corrected latencies, and splits it i
 factor (the pair's median log ratio) and what depends on the architecture (the rest, and its
 Spearman correlation with parameter count and with the encoder's share of the parameters).
 Printed: median and 90th percentile of the absolute relative change, before and after removing
-the shared factor; written: `bench/results/drift/summary.json`.
+the shared factor; with three occasions or more, the leave-one-occasion-out coverage of the
+intervals without and with the between-occasion component, and the day's calibration from 20
+architectures (`leave_one_occasion_out`); written: `bench/results/drift/summary.json`.
 
     python bench/drift.py --make-panel            # once; commit bench/drift/panel.json
     python bench/drift.py --occasion "$(date -u +%Y%m%dT%H%M)"   # alone, hours apart
@@ -130,8 +132,108 @@ def report() -> None:
         )
     print("(* after dividing out the pair's shared factor)")
     summary = {"occasions": sorted(occasions), "pairs": pairs}
+    if len(occasions) >= 3:
+        summary["leave_one_occasion_out"] = leave_one_occasion_out()
     (RESULTS / "summary.json").write_text(json.dumps(summary, indent=1))
     print(f"wrote {RESULTS / 'summary.json'}")
+
+
+def _write(records: list[dict], path: Path) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def _accuracy(predictor, records: list[dict]) -> dict:
+    """Accuracy of `predictor` on `records`, labels corrected with its own drift model."""
+    from latency.accuracy import accuracy
+
+    meta = predictor.meta
+    x = np.array([r["features"] for r in records])
+    y = np.array(
+        [
+            r["latency_ms"]
+            * drift_factor(r.get("reference_ms"), meta["reference_ms"], meta["drift_elasticity"])
+            for r in records
+        ]
+    )
+    intervals = {level: predictor.interval_ms(x, level) for level in (0.8, 0.95)}
+    return accuracy(predictor.predict_ms(x), y, intervals).to_dict()
+
+
+def leave_one_occasion_out(calibrate_n: int = 20) -> dict:
+    """Item 2: for each occasion, the shipped predictor calibrated (`transfer`) on every record of
+    the other occasions, its intervals as they are and with the between-occasion component of
+    those occasions (`LatencyPredictor.with_occasions`), checked on the held-out occasion.
+    Item 3: the shipped predictor calibrated on `calibrate_n` of the held-out occasion's own
+    architectures (spread by size), checked on its other ones."""
+    import tempfile
+
+    from mos_search.costs.predictors import transfer_predictor
+
+    by_occasion = {p.stem: read_records(p) for p in sorted(RESULTS.glob("*.jsonl"))}
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        for held, records in by_occasion.items():
+            others = {k: v for k, v in by_occasion.items() if k != held}
+            pool = [r for v in others.values() for r in v]
+            transfer_predictor(
+                shipped_path(DEVICE), _write(pool, work / "o.jsonl"), work / "o.json"
+            )
+            fitted = LatencyPredictor.load(work / "o.json")
+            meta = fitted.meta
+            corrected = {
+                k: {
+                    record_key(r): r["latency_ms"]
+                    * drift_factor(
+                        r["reference_ms"], meta["reference_ms"], meta["drift_elasticity"]
+                    )
+                    for r in v
+                }
+                for k, v in others.items()
+            }
+            ratios = [
+                np.log(corrected[b][key] / corrected[a][key])
+                for a, b in itertools.combinations(sorted(corrected), 2)
+                for key in corrected[a]
+                if key in corrected[b]
+            ]
+            row = {"others": sorted(others), "without": _accuracy(fitted, records)}
+            row["with_occasions"] = _accuracy(fitted.with_occasions(np.array(ratios)), records)
+            ordered = sorted(records, key=lambda r: r["params"])
+            step = len(ordered) / calibrate_n
+            chosen = {int(i * step) for i in range(calibrate_n)}
+            today = [r for i, r in enumerate(ordered) if i in chosen]
+            rest = [r for i, r in enumerate(ordered) if i not in chosen]
+            shipped = LatencyPredictor.load(shipped_path(DEVICE))
+            transfer_predictor(
+                shipped_path(DEVICE), _write(today, work / "t.jsonl"), work / "t.json"
+            )
+            row["calibration"] = {
+                "n": len(today),
+                "checked_on": len(rest),
+                "before": _accuracy(shipped, rest),
+                "after": _accuracy(LatencyPredictor.load(work / "t.json"), rest),
+            }
+            out[held] = row
+    print("\nleave one occasion out (coverage % at 80 / 95, mean width % at 80 / 95):")
+    for held, row in out.items():
+        for name in ("without", "with_occasions"):
+            a = row[name]
+            print(
+                f"  {held} {name:<15} MAPE {a['mape']:5.2f}  cover {a['coverage_80']:5.1f} / "
+                f"{a['coverage_95']:5.1f}  width {a['width_80']:5.1f} / {a['width_95']:5.1f}"
+            )
+    print(f"calibration on {calibrate_n} of the occasion's architectures, checked on the rest:")
+    for held, row in out.items():
+        for name in ("before", "after"):
+            a = row["calibration"][name]
+            print(
+                f"  {held} {name:<7} MAPE {a['mape']:6.2f}  within 10% {a['within_10']:5.1f}  "
+                f"cover {a['coverage_80']:5.1f} / {a['coverage_95']:5.1f}  "
+                f"width {a['width_80']:5.1f} / {a['width_95']:5.1f}"
+            )
+    return out
 
 
 def main() -> None:

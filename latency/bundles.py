@@ -30,12 +30,10 @@ from typing import Any
 
 from devices import ModelBundle
 from devices.digest import sha256_file
+from latency.shared_weights import SHARED
 
 FORMAT = 1
 META = "bundle.json"
-SHARED = "shared.bin"
-MIN_SHARED_BYTES = 64 * 1024  # smaller tensors stay inside their graph
-ALIGN = 4096
 DIGEST_CHARS = 64  # full SHA-256: the digest names folders on the target and is checked there
 
 
@@ -91,6 +89,9 @@ def write_bundle(bundle: ModelBundle, root: str | Path) -> str:
 
     root = Path(root)
     bundle_meta(bundle)  # the checks, before anything is written
+    for path in bundle.onnx.values():
+        if Path(f"{path}.data").exists():
+            raise BundleError(f"{path} keeps its weights in external data; export it as one file")
     root.mkdir(parents=True, exist_ok=True)
     partial = Path(tempfile.mkdtemp(prefix=".bundle-", suffix=".partial", dir=root))
     try:

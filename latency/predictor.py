@@ -125,12 +125,43 @@ class LatencyPredictor:
         meta: dict[str, Any],
         output_map: tuple[float, float] = (0.0, 1.0),
         correction: np.ndarray | None = None,
+        occasion_residuals: np.ndarray | None = None,
     ) -> None:
         self.feature_names, self.mean, self.scale = list(feature_names), mean, scale
         self.members, self.residuals, self.meta = members, np.asarray(residuals), meta
         # a transferred predictor: log ms -> a + b * log ms + correction . x (standardised x)
         self.output_map = output_map
         self.correction = np.zeros(len(mean)) if correction is None else np.asarray(correction)
+        # log ratios of one architecture's drift-corrected latency between two occasions
+        # (`with_occasions`); empty: intervals of the profiling occasion alone
+        self.occasion_residuals = (
+            np.zeros(0) if occasion_residuals is None else np.asarray(occasion_residuals)
+        )
+
+    def with_occasions(self, log_ratios: np.ndarray) -> LatencyPredictor:
+        """This predictor with intervals that also hold on another occasion: their scores become
+        every sum r_i + d_j of a residual r_i and a between-occasion log ratio d_j (both signs:
+        either occasion may be the profiling one), the convolution of the two errors taken as
+        independent (`bench/drift.py` measures the d_j and checks coverage leaving each
+        occasion out)."""
+        d = np.asarray(log_ratios, dtype=np.float64)
+        return LatencyPredictor(
+            self.feature_names,
+            self.mean,
+            self.scale,
+            self.members,
+            self.residuals,
+            self.meta,
+            self.output_map,
+            self.correction,
+            np.concatenate([d, -d]),
+        )
+
+    def _scores(self) -> np.ndarray:
+        """Signed scores of the intervals: the residuals, convolved with the occasion term."""
+        if not len(self.occasion_residuals):
+            return self.residuals
+        return (self.residuals[:, None] + self.occasion_residuals[None, :]).ravel()
 
     # ------------------------------------------------------------------ fitting
     @classmethod
@@ -242,12 +273,12 @@ class LatencyPredictor:
     ) -> tuple[np.ndarray, np.ndarray]:
         """(low, high) milliseconds: a two-sided interval holding the measurement with
         probability `level` (conformal, see the module docstring)."""
-        log_ms, q = self._log_mean(features), conformal_quantile(np.abs(self.residuals), level)
+        log_ms, q = self._log_mean(features), conformal_quantile(np.abs(self._scores()), level)
         return np.exp(log_ms - q), np.exp(log_ms + q)
 
     def upper_ms(self, features: np.ndarray, confidence: float = 0.9) -> np.ndarray:
         """Milliseconds the measurement stays below with probability `confidence`."""
-        return np.exp(self._log_mean(features) + conformal_quantile(self.residuals, confidence))
+        return np.exp(self._log_mean(features) + conformal_quantile(self._scores(), confidence))
 
     # ------------------------------------------------------------------ files
     def _arrays(self) -> dict[str, np.ndarray]:
@@ -257,6 +288,7 @@ class LatencyPredictor:
             "residuals": self.residuals,
             "output_map": np.array(self.output_map),
             "correction": self.correction,
+            "occasion_residuals": self.occasion_residuals,
         }
         for k, member in enumerate(self.members):
             arrays[f"m{k}.quadratic"] = member.quadratic
@@ -324,6 +356,7 @@ class LatencyPredictor:
             header["meta"],
             (a, b),
             arrays["correction"],
+            arrays.get("occasion_residuals"),
         )
 
 

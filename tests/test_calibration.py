@@ -87,3 +87,27 @@ def test_a_calibrated_search_with_a_memory_budget_end_to_end(tiny_run, tmp_path)
     assert "peak memory" in result.output
     decision = pick_decision(out, "best")
     assert decision.arch in [row["arch"] for row in verified]
+
+
+def test_intervals_with_the_occasion_component_cover_another_occasion(tmp_path):
+    """A predictor whose residuals describe one occasion; another occasion moves every latency
+    by a log ratio drawn from the same spread as the measured between-occasion ratios. Without
+    the component the 80% interval covers far less; with it, about 80%. It survives saving."""
+    import numpy as np
+    from test_search import tiny_predictor
+
+    rng = np.random.default_rng(0)
+    base = tiny_predictor()
+    base.residuals = rng.normal(0, 0.02, 200)  # the profiling occasion: 2% error
+    ratios = rng.normal(0, 0.08, 120)  # between occasions: 8%
+    widened = base.with_occasions(ratios)
+    x = np.zeros((4000, len(base.feature_names)))
+    truth = np.log(base.predict_ms(x)) + rng.normal(0, 0.02, 4000) + rng.normal(0, 0.08, 4000)
+    measured = np.exp(truth)
+    for predictor, low_end in ((base, 0.0), (widened, 0.75)):
+        low, high = predictor.interval_ms(x, 0.8)
+        covered = np.mean((low <= measured) & (measured <= high))
+        assert low_end <= covered <= (0.4 if predictor is base else 0.86)
+    widened.save(tmp_path / "p.json")
+    again = LatencyPredictor.load(tmp_path / "p.json")
+    np.testing.assert_allclose(again.upper_ms(x[:1], 0.9), widened.upper_ms(x[:1], 0.9))

@@ -13,11 +13,12 @@ import contextlib
 import random
 import statistics
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from devices import Device, DeviceProfile, ModelBundle, load_profile, open_device
@@ -52,6 +53,31 @@ def sample_archs(space: SearchSpace, n: int, seed: int) -> list[Arch]:
             seen.add(arch)
             archs.append(arch)
     return archs
+
+
+SPREAD_POOL = 4000  # uniform samples the evenly spread architectures are chosen from
+
+
+def spread_by_size(space: SearchSpace, count: Callable[[Any], int], n: int, seed: int) -> list[Any]:
+    """`n` distinct architectures spread evenly over the parameter range: the smallest, the
+    largest, and the pool members whose parameter counts are nearest to `n - 2` counts evenly
+    spaced between theirs (uniform samples cluster at middle sizes; these do not)."""
+    if n < 3:
+        raise ConfigError(f"--archs: expected at least 3 architectures, found {n}")
+    rng = random.Random(seed)
+    pool = sorted({space.sample(rng) for _ in range(SPREAD_POOL)}, key=lambda a: str(a.to_dict()))
+    chosen = [space.smallest(), space.largest()]
+    taken = set(chosen)
+    sizes = {arch: count(arch) for arch in pool}
+    low, high = count(space.smallest()), count(space.largest())
+    for target in np.linspace(low, high, n)[1:-1]:
+        free = [arch for arch in pool if arch not in taken]
+        if not free:
+            break
+        nearest = min(free, key=lambda a: abs(sizes[a] - target))
+        taken.add(nearest)
+        chosen.append(nearest)
+    return sorted(chosen, key=count)
 
 
 def translation_bundle(model: TranslationTransformer, needs: str, work_dir: Path) -> ModelBundle:

@@ -13,7 +13,6 @@ seeded). Strongly negative rho: quality grows with size.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,12 +20,9 @@ from typing import Any
 import numpy as np
 
 from mos_search.arch import ArchBase
-from mos_search.errors import ConfigError
+from mos_search.costs.profiling import spread_by_size
 from mos_search.fidelity.gap import Interval, bootstrap
 from mos_search.files import write_json_atomic
-from mos_search.space import SearchSpace
-
-POOL = 4000  # uniform samples the evenly spread architectures are chosen from
 
 
 def spearman(x: np.ndarray, y: np.ndarray) -> float:
@@ -36,30 +32,6 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
     if np.ptp(x) == 0 or np.ptp(y) == 0:
         return float("nan")
     return float(spearmanr(x, y).statistic)
-
-
-def spread_by_size(
-    space: SearchSpace, count: Callable[[ArchBase], int], n: int, seed: int
-) -> list[ArchBase]:
-    """`n` distinct architectures spread evenly over the parameter range: the smallest, the
-    largest, and the pool members whose parameter counts are nearest to `n - 2` counts evenly
-    spaced between theirs (uniform samples cluster at middle sizes; these do not)."""
-    if n < 3:
-        raise ConfigError(f"--archs: expected at least 3 architectures, found {n}")
-    rng = random.Random(seed)
-    pool = sorted({space.sample(rng) for _ in range(POOL)}, key=lambda a: str(a.to_dict()))
-    chosen = [space.smallest(), space.largest()]
-    taken = set(chosen)
-    sizes = {arch: count(arch) for arch in pool}
-    low, high = count(space.smallest()), count(space.largest())
-    for target in np.linspace(low, high, n)[1:-1]:
-        free = [arch for arch in pool if arch not in taken]
-        if not free:
-            break
-        nearest = min(free, key=lambda a: abs(sizes[a] - target))
-        taken.add(nearest)
-        chosen.append(nearest)
-    return sorted(chosen, key=count)
 
 
 def size_quality(

@@ -44,8 +44,7 @@ def calibrate_devices(
     KeyboardInterrupt when the measuring is interrupted (rerun with --resume to go on)."""
     from devices import load_profile
     from mos_search.costs.predictors import transfer_predictor
-    from mos_search.costs.profiling import ArchModels, measure_archs
-    from mos_search.fidelity.size_quality import spread_by_size
+    from mos_search.costs.profiling import ArchModels, measure_archs, spread_by_size
     from mos_search.models.build import count_arch_parameters
 
     if config.oracle is None or not config.calibrate:
