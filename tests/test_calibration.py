@@ -111,3 +111,18 @@ def test_intervals_with_the_occasion_component_cover_another_occasion(tmp_path):
     widened.save(tmp_path / "p.json")
     again = LatencyPredictor.load(tmp_path / "p.json")
     np.testing.assert_allclose(again.upper_ms(x[:1], 0.9), widened.upper_ms(x[:1], 0.9))
+
+
+def test_the_card_records_the_runs_calibration(tmp_path):
+    from mos_search.search.pick import PickDecision
+
+    model, run = tmp_path / "model", tmp_path / "run"
+    model.mkdir()
+    run.mkdir()
+    (model / "card.json").write_text(json.dumps({"params": 5}))
+    (run / "calibration.json").write_text(json.dumps({"architectures": 20}))
+    PickDecision({"n": 1}, "best").write_into_card(model, run)
+    card = json.loads((model / "card.json").read_text())
+    assert card["calibration"] == {"architectures": 20} and card["pick"]["rule"] == "best"
+    PickDecision({"n": 1}, "rank").write_into_card(model, tmp_path / "elsewhere")
+    assert json.loads((model / "card.json").read_text())["pick"]["rule"] == "rank"

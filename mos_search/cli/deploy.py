@@ -98,7 +98,7 @@ def export_command(
         echo=click.echo,
         remote=remote,
     )
-    decision.write_into_card(out)
+    decision.write_into_card(out, from_search)
     click.echo(card_summary(card, out))
 
 

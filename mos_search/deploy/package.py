@@ -46,7 +46,6 @@ def export_model(
     """Write a translation model folder and its card; returns the card. Test BLEU (PyTorch,
     ONNX Runtime, int8) is decoded with `beam`, `lenpen` and `no_repeat_ngram_size`; latency
     is measured here, or on the SSH target `remote`."""
-    from mos_search.costs.model_latency import measure_model_latency
     from mos_search.costs.profiling import folder_bundle
     from mos_search.deploy.translate import OnnxTranslator
     from mos_search.models.onnx import OPSET, GraphShapes
@@ -81,8 +80,7 @@ def export_model(
     }
     shapes = GraphShapes.of(model)
     bundle = folder_bundle(out, shapes.past_shapes, shapes.vocab_size)
-    echo(f"measuring on {', '.join(devices)}" + (f" on {remote.target}" if remote else ""))
-    latency = {d: measure_model_latency(d, bundle, arch, space, remote=remote) for d in devices}
+    latency = _latency_on(devices, bundle, arch, space, remote, echo)
     card: dict[str, Any] = {
         "format": "mos-search-model/1",
         "task": "translation",
@@ -96,6 +94,7 @@ def export_model(
         "bleu": bleu,
         "parity": checks,
         "latency": latency,
+        "memory": None if remote else deployment_memory(bundle),
         "versions": versions(),
     }
     if quantize == "int8":
@@ -108,6 +107,35 @@ def export_model(
     card["files"] = {n: sha256_file(out / n) for n in names}
     write_json_atomic(out / "card.json", card)
     return card
+
+
+def _latency_on(
+    devices: tuple[str, ...],
+    bundle: Any,
+    arch: Any,
+    space: Any,
+    remote: RemoteOptions | None,
+    echo: Callable[[str], None],
+) -> dict[str, Any]:
+    """The card's latency on each device (`measure_model_latency`), here or on `remote`."""
+    from mos_search.costs.model_latency import measure_model_latency
+
+    echo(f"measuring on {', '.join(devices)}" + (f" on {remote.target}" if remote else ""))
+    return {d: measure_model_latency(d, bundle, arch, space, remote=remote) for d in devices}
+
+
+def deployment_memory(bundle: Any) -> dict[str, Any] | None:
+    """Peak memory of the exported graphs on ONNX Runtime (CPU) running the HAT workload, in a
+    fresh process (`latency.memory`), the figure a `--max-memory-mib` search limits; None where
+    it cannot be measured (not Linux)."""
+    from devices import DeviceError, load_profile
+    from latency.memory import bundle_peak_memory
+
+    try:
+        measured = bundle_peak_memory(bundle, load_profile("onnxruntime-cpu"))
+    except DeviceError:
+        return None
+    return {"onnxruntime_peak_mib": measured["peak_inference_mib"], "profile": measured["profile"]}
 
 
 def _write_translation_files(model: Any, arch_json: str, tokenizer: Path, out: Path) -> None:

@@ -51,10 +51,15 @@ class PickDecision:
         """JSON-ready form (what the model card keeps under `pick`)."""
         return {k: v for k, v in asdict(self).items() if k != "arch"}
 
-    def write_into_card(self, model_dir: str | Path) -> None:
-        """Add this decision to the card of an exported model (atomically)."""
+    def write_into_card(self, model_dir: str | Path, run_dir: str | Path | None = None) -> None:
+        """Add this decision to the card of an exported model (atomically), with the search
+        run's day calibration (`calibration.json` of `--calibrate N`) where it made one."""
         card_path = Path(model_dir) / "card.json"
-        write_json_atomic(card_path, {**read_json(card_path), "pick": self.to_dict()})
+        card = {**read_json(card_path), "pick": self.to_dict()}
+        calibration = Path(run_dir) / "calibration.json" if run_dir else None
+        if calibration is not None and calibration.is_file():
+            card["calibration"] = read_json(calibration)
+        write_json_atomic(card_path, card)
 
 
 def pick_from_search(run_dir: str | Path, pick: str) -> dict[str, Any]:
