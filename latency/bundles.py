@@ -54,14 +54,10 @@ def meta_digest(meta: dict[str, Any]) -> str:
 def bundle_meta(bundle: ModelBundle, shared: Path | None = None) -> dict[str, Any]:
     """`bundle.json` of an ONNX bundle (its graphs and `shared` file hashed); a BundleError when
     a graph is missing or the bundle has no ONNX graphs (PyTorch modules do not travel)."""
-    if not bundle.onnx:
-        raise BundleError("only ONNX bundles travel to another machine; this one has none")
-    graphs = {}
-    for name, path in sorted(bundle.onnx.items()):
-        path = Path(path)
-        if not path.is_file():
-            raise BundleError(f"graph {name!r} of the bundle is missing: {path}")
-        graphs[name] = _file_entry(path, f"{name}.onnx")
+    _check_graphs(bundle)
+    graphs = {
+        name: _file_entry(Path(path), f"{name}.onnx") for name, path in sorted(bundle.onnx.items())
+    }
     meta = {
         "format": FORMAT,
         "kind": bundle.kind,
@@ -73,6 +69,17 @@ def bundle_meta(bundle: ModelBundle, shared: Path | None = None) -> dict[str, An
     if shared is not None:
         meta["shared"] = _file_entry(shared, SHARED)
     return meta
+
+
+def _check_graphs(bundle: ModelBundle) -> None:
+    """A BundleError unless every ONNX graph of the bundle is there, its weights inside."""
+    if not bundle.onnx:
+        raise BundleError("only ONNX bundles travel to another machine; this one has none")
+    for name, path in sorted(bundle.onnx.items()):
+        if not Path(path).is_file():
+            raise BundleError(f"graph {name!r} of the bundle is missing: {path}")
+        if Path(f"{path}.data").exists():
+            raise BundleError(f"{path} keeps its weights in external data; export it as one file")
 
 
 def _file_entry(path: Path, name: str) -> dict[str, Any]:
@@ -88,10 +95,7 @@ def write_bundle(bundle: ModelBundle, root: str | Path) -> str:
     from latency.shared_weights import share_weights
 
     root = Path(root)
-    bundle_meta(bundle)  # the checks, before anything is written
-    for path in bundle.onnx.values():
-        if Path(f"{path}.data").exists():
-            raise BundleError(f"{path} keeps its weights in external data; export it as one file")
+    _check_graphs(bundle)  # before anything is written
     root.mkdir(parents=True, exist_ok=True)
     partial = Path(tempfile.mkdtemp(prefix=".bundle-", suffix=".partial", dir=root))
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-SPACE_HELP = "The predictor's space [default: the one it was trained for]."
+from mos_search.cli.latency import SPACE_OF_PREDICTOR
 
 
 @click.command("calibrate")
@@ -15,7 +15,7 @@ SPACE_HELP = "The predictor's space [default: the one it was trained for]."
     help="Today's measurements of a few architectures (`mos-search profile -n 20`).",
 )
 @click.option("--out", required=True, help="The calibrated predictor file to write.")
-@click.option("--space", "space_option", help=SPACE_HELP)
+@click.option("--space", "space_option", help=SPACE_OF_PREDICTOR)
 def predictor_calibrate(
     predictor_path: str, dataset: str, out: str, space_option: str | None
 ) -> None:
@@ -44,8 +44,8 @@ def predictor_calibrate(
     space = predictor_space(
         predictor_path, LatencyPredictor.load(predictor_path).meta, space_option
     )
-    before = evaluate_predictor(predictor_path, dataset, space.name)
-    report = transfer_predictor(predictor_path, dataset, out, True, space_option)
+    before = evaluate_predictor(predictor_path, dataset, space)
+    report = transfer_predictor(predictor_path, dataset, out, space=space)
     click.echo(f"wrote {out} (calibrated on {report.n_train} of today's records)")
     click.echo(ACCURACY_HEADER)
     click.echo(format_accuracy("before", before))

@@ -348,12 +348,15 @@ def _records_for_transfer(dataset: str | Path, space: SearchSpace) -> list[dict]
 
 
 def evaluate_predictor(
-    predictor_path: str | Path, dataset: str | Path, space_name: str, corrected: bool = True
+    predictor_path: str | Path,
+    dataset: str | Path,
+    space_name: str | SearchSpace,
+    corrected: bool = True,
 ) -> Accuracy:
     """Accuracy (with interval coverage) of a saved predictor on every record of a dataset,
     labels corrected with the predictor's own drift model. The predictor and the dataset must
     both be of the space (by content, not only by name): else a ConfigError, not a MAPE."""
-    space = load_space(space_name)
+    space = space_name if isinstance(space_name, SearchSpace) else load_space(space_name)
     predictor = load_predictor(predictor_path, space)
     records = read_records(dataset, list(space.feature_names))
     if not records:
